@@ -1,0 +1,136 @@
+"""GroupViT's grouping block: group tokens attend to image tokens, tokens merge into segments.
+
+``AssignAttention`` keeps NVlabs' parameters (``q_proj``, ``k_proj``, ``v_proj``, ``proj``) and
+hands its core to the fused op ``groupvit_fast.ops.assign_attention`` (spec/assign_op.md): no
+``[B, G, N]`` tensor is materialised unless the attention maps are asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops import assign_attention
+from .attention import CrossAttnBlock
+from .layers import Mlp, to_2tuple
+
+__all__ = ["AssignAttention", "GroupingBlock"]
+
+
+class AssignAttention(nn.Module):
+    """Single-purpose cross attention from group tokens (queries) to image tokens.
+
+    Training mode with ``gumbel=True`` adds Gumbel noise (temperature ``gumbel_tau``); eval mode is
+    deterministic and, as in NVlabs, ignores ``gumbel_tau``. ``assign_backend`` is passed to the op
+    (``"auto"`` picks the fastest usable backend for the device).
+    """
+
+    def __init__(self, dim, num_heads=1, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0, hard=True,
+                 gumbel=False, gumbel_tau=1.0, sum_assign=False, assign_eps=1.0, assign_backend: str = "auto"):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.hard = hard
+        self.gumbel = gumbel
+        self.gumbel_tau = gumbel_tau
+        self.sum_assign = sum_assign
+        self.assign_eps = assign_eps
+        self.assign_backend = assign_backend
+
+    def _dropout_path(self, q, k, v, use_gumbel):
+        # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never
+        # forms; NVlabs never enables it in GroupViT, so this rare case uses the explicit math.
+        from ..reference.assign_attention import assign_attention_reference
+
+        _, hard_attn, soft_attn = assign_attention_reference(
+            q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
+            tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps)
+        attn = hard_attn
+        if not self.sum_assign:
+            attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
+        attn = self.attn_drop(attn)
+        b, g, c = q.shape
+        vh = v.reshape(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)
+        out = (attn @ vh).transpose(1, 2).reshape(b, g, c)
+        return out, {"hard": hard_attn, "soft": soft_attn}
+
+    def forward(self, query, key=None, *, value=None, return_attn=False):
+        key = query if key is None else key
+        value = key if value is None else value
+        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        use_gumbel = bool(self.gumbel and self.training)
+        if self.training and self.attn_drop.p > 0.0:
+            out, attn_dict = self._dropout_path(q, k, v, use_gumbel)
+        else:
+            result = assign_attention(
+                q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
+                tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps,
+                return_attn=return_attn, backend=self.assign_backend)
+            out, attn_dict = result if return_attn else (result, None)
+        out = self.proj_drop(self.proj(out))
+        return out, (attn_dict if return_attn else None)
+
+    def extra_repr(self) -> str:
+        return (f"num_heads={self.num_heads}, hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
+                f"gumbel_tau={self.gumbel_tau}, assign_eps={self.assign_eps}, assign_backend={self.assign_backend!r}")
+
+
+class GroupingBlock(nn.Module):
+    """Merges ``[B, L, C]`` image tokens into ``[B, num_output_group, out_dim]`` segment tokens.
+
+    ``g = LN(group tokens)``, ``x = LN(image tokens)``; the group tokens are projected over the token
+    axis to ``num_output_group`` queries, refined by cross attention to ``x``, then assignment
+    attention merges ``x`` into them, followed by an MLP over channels (spec/groupvit.md, step 3).
+    """
+
+    def __init__(self, *, dim, out_dim, num_heads, num_group_token, num_output_group, norm_layer,
+                 mlp_ratio=(0.5, 4.0), hard=True, gumbel=True, sum_assign=False, assign_eps=1.0, gumbel_tau=1.0,
+                 attn_backend: str = "sdpa", assign_backend: str = "auto"):
+        super().__init__()
+        self.dim = dim
+        self.hard = hard
+        self.gumbel = gumbel
+        self.sum_assign = sum_assign
+        self.num_output_group = num_output_group
+        self.norm_tokens = norm_layer(dim)
+        tokens_dim, channels_dim = [int(x * dim) for x in to_2tuple(mlp_ratio)]
+        self.mlp_inter = Mlp(num_group_token, tokens_dim, num_output_group)
+        self.norm_post_tokens = norm_layer(dim)
+        self.norm_x = norm_layer(dim)
+        self.pre_assign_attn = CrossAttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=4, qkv_bias=True,
+                                              norm_layer=norm_layer, post_norm=True, attn_backend=attn_backend)
+        self.assign = AssignAttention(dim=dim, num_heads=1, qkv_bias=True, hard=hard, gumbel=gumbel,
+                                      gumbel_tau=gumbel_tau, sum_assign=sum_assign, assign_eps=assign_eps,
+                                      assign_backend=assign_backend)
+        self.norm_new_x = norm_layer(dim)
+        self.mlp_channels = Mlp(dim, channels_dim, out_dim)
+        if out_dim is not None and dim != out_dim:
+            self.reduction = nn.Sequential(norm_layer(dim), nn.Linear(dim, out_dim, bias=False))
+        else:
+            self.reduction = nn.Identity()
+
+    def project_group_token(self, group_tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, S_1, C] -> [B, S_2, C]``: an MLP over the token axis, then LN."""
+        projected = self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2)
+        return self.norm_post_tokens(projected)
+
+    def forward(self, x, group_tokens, return_attn=False):
+        group_tokens = self.norm_tokens(group_tokens)
+        x = self.norm_x(x)
+        projected = self.project_group_token(group_tokens)
+        projected = self.pre_assign_attn(projected, x)
+        new_x, attn_dict = self.assign(projected, x, return_attn=return_attn)
+        new_x = new_x + projected
+        new_x = self.reduction(new_x) + self.mlp_channels(self.norm_new_x(new_x))
+        return new_x, attn_dict
+
+    def extra_repr(self) -> str:
+        return (f"hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
+                f"num_output_group={self.num_output_group}")

@@ -1,0 +1,18 @@
+"""Public ops. A model reaches a kernel only through here."""
+
+from .assign_attention import assign_attention, backend_usage, gumbel_noise
+from .backend import AssignInputs, AssignParams
+from .dispatch import BACKENDS, ENV_VAR, PRIORITY, backend_table, select_backend
+
+__all__ = [
+    "assign_attention",
+    "gumbel_noise",
+    "backend_usage",
+    "select_backend",
+    "backend_table",
+    "BACKENDS",
+    "PRIORITY",
+    "ENV_VAR",
+    "AssignInputs",
+    "AssignParams",
+]

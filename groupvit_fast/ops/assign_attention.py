@@ -1,0 +1,265 @@
+"""``assign_attention``: GroupViT's fused assignment attention as an autograd-aware custom op.
+
+Declared once here (schema, fake implementation, autograd formula, dispatch); each backend only
+adds kernels (see ``backend.py``). Contract and math: spec/assign_op.md, mirrored in docs/.
+
+Two custom ops in the ``groupvit_fast`` namespace:
+
+* ``groupvit_fast::assign_attention(q, k, v, noise?, seed, num_heads, scale, hard, gumbel, tau,
+  sum_assign, eps, return_attn, backend) -> (out, r, hard, soft)``
+* ``groupvit_fast::assign_attention_backward(grad_out, q, k, v, out, r, noise?, seed, ...) -> (dq, dk, dv)``
+
+Autograd saves only ``q, k, v, out, r`` and the ``(seed, offset)`` pair (plus a caller-given
+``noise``): the backward recomputes logits, noise and assignment. Both ops have fake
+implementations, so ``torch.compile(fullgraph=True)`` traces through them, and no autocast rule,
+so autocast hands them its bf16/fp16 tensors unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..reference.assign_attention import assign_attention_reference
+from .backend import AssignInputs, AssignParams
+from .dispatch import get_backend, select_backend
+
+__all__ = ["assign_attention", "gumbel_noise", "backend_usage"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_SEED_BOUND = 2**62
+
+#: How many calls each backend served in this process (``backend_usage()``): which backend ran
+#: is always knowable, also for code that calls the op indirectly (models, pipelines).
+_usage: dict[str, int] = {}
+
+
+def backend_usage() -> dict[str, int]:
+    """Calls served per backend since import, e.g. ``{'cpu': 12}``; a snapshot copy."""
+    return dict(_usage)
+
+
+def _count(name: str) -> None:
+    if not torch.compiler.is_compiling():
+        _usage[name] = _usage.get(name, 0) + 1
+
+
+def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -> AssignParams:
+    return AssignParams(int(num_heads), float(scale), bool(hard), bool(gumbel), float(tau), bool(sum_assign),
+                        float(eps), bool(return_attn))
+
+
+# --------------------------------------------------------------------------------------------
+# The custom ops
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("groupvit_fast::assign_attention", mutates_args=())
+def _assign_attention_op(
+    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,
+    hard: bool, gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
+    b, g, c = q.shape
+    n = k.shape[1]
+    if b == 0:  # empty batch: nothing to launch
+        attn_shape = (0, num_heads, g, n) if return_attn else (0,)
+        return (q.new_zeros(q.shape), q.new_zeros((0, num_heads, g), dtype=torch.float32),
+                q.new_zeros(attn_shape), q.new_zeros(attn_shape))
+    seed_value, offset = (int(x) for x in seed.tolist())
+    out, r, hard_attn, soft_attn = get_backend(backend).forward(q, k, v, noise, seed_value, offset, params)
+    return out, r, hard_attn, soft_attn
+
+
+@_assign_attention_op.register_fake
+def _(q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn, backend):
+    b, g, c = q.shape
+    n = k.shape[1]
+    attn_shape = (b, num_heads, g, n) if return_attn else (0,)
+    return (q.new_empty(q.shape), q.new_empty((b, num_heads, g), dtype=torch.float32),
+            q.new_empty(attn_shape), q.new_empty(attn_shape))
+
+
+@torch.library.custom_op("groupvit_fast::assign_attention_backward", mutates_args=())
+def _assign_attention_backward_op(
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],
+    seed: Tensor, num_heads: int, scale: float, hard: bool, gumbel: bool, tau: float, sum_assign: bool,
+    eps: float, backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    if q.shape[0] == 0:
+        return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
+    params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, False)
+    seed_value, offset = (int(x) for x in seed.tolist())
+    dq, dk, dv = get_backend(backend).backward(grad_out.contiguous(), q, k, v, out, r, noise, seed_value, offset,
+                                               params)
+    return dq, dk, dv
+
+
+@_assign_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, _return_attn, backend = inputs
+    out, r, hard_attn, soft_attn = output
+    ctx.save_for_backward(q, k, v, out, r, noise, seed)
+    ctx.args = (num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend)
+    # r and the attention maps are read-outs (visualisation, segmentation), not differentiable.
+    ctx.mark_non_differentiable(r, hard_attn, soft_attn)
+
+
+def _backward(ctx, grad_out, _grad_r, _grad_hard, _grad_soft):
+    q, k, v, out, r, noise, seed = ctx.saved_tensors
+    num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend = ctx.args
+    if grad_out is None:
+        return (None,) * 14
+    dq, dk, dv = _assign_attention_backward_op(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard,
+                                               gumbel, tau, sum_assign, eps, backend)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None
+
+
+_assign_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# The public function
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backend) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have rank 3 ([B, L, C]), got shape {tuple(t.shape)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a floating tensor (float32, float16, bfloat16, float64), got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[0] != k.shape[0]:
+        raise ValueError(f"q and k must have the same batch size, got {q.shape[0]} and {k.shape[0]}")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q and k must have the same channel count C, got {q.shape[2]} and {k.shape[2]}")
+    if q.shape[1] == 0:
+        raise ValueError("q must hold at least one group (G >= 1), got G = 0")
+    if k.shape[1] == 0:
+        raise ValueError("k must hold at least one token (N >= 1), got N = 0")
+    if q.shape[2] == 0:
+        raise ValueError("q, k, v must have at least one channel (C >= 1), got C = 0")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if q.shape[2] % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the channel count C={q.shape[2]}")
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number, got {eps!r}")
+    if not sum_assign and eps < 0:
+        raise ValueError(f"eps must be >= 0 when sum_assign=False (it keeps r + eps > 0), got {eps!r}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if noise is not None:
+        if not gumbel:
+            raise ValueError("noise is only used with gumbel=True; pass gumbel=True or drop noise")
+        if not isinstance(noise, Tensor):
+            raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
+        expected = (q.shape[0], num_heads, q.shape[1], k.shape[1])
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise must have shape [B, h, G, N] = {list(expected)}, got {list(noise.shape)}")
+        if not noise.is_floating_point():
+            raise TypeError(f"noise must be a floating tensor, got {noise.dtype}")
+        if noise.device != q.device:
+            raise ValueError(f"noise must be on q's device {q.device}, got {noise.device}")
+
+
+def _seed_tensor(seed: int | None, needs_noise: bool) -> Tensor:
+    """``[seed, offset]`` as an int64 CPU tensor (a tensor, so a new seed is no recompile)."""
+    if not needs_noise:
+        return torch.zeros(2, dtype=torch.int64)
+    if seed is None:
+        # torch's default generator: torch.manual_seed(...) makes runs reproducible. It is the CPU
+        # generator for every device, so drawing a seed never synchronises a GPU stream.
+        return torch.cat([torch.randint(0, _SEED_BOUND, (1,), dtype=torch.int64),
+                          torch.zeros(1, dtype=torch.int64)])
+    return torch.tensor([int(seed) % _SEED_BOUND, 0], dtype=torch.int64)
+
+
+def assign_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, num_heads: int = 1, scale: float | None = None, hard: bool = True,
+    gumbel: bool = False, tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0, return_attn: bool = False,
+    seed: int | None = None, noise: Tensor | None = None, backend: str = "auto",
+):
+    """GroupViT assignment attention: softmax over groups, (hard) assignment, segment merging.
+
+    Args:
+        q: ``[B, G, C]`` projected group tokens (queries).
+        k: ``[B, N, C]`` projected image tokens (keys). v: ``[B, N, C]`` (values).
+        num_heads: ``h``; ``C % h == 0`` and the head dim is ``D = C // h``.
+        scale: logit scale, default ``D ** -0.5``.
+        hard: one-hot assignment (ties to the lowest group) with a straight-through gradient.
+        gumbel: add Gumbel(0, 1) noise to the logits (GroupViT does in training).
+        tau: temperature dividing the (noisy) logits.
+        sum_assign: use ``R = A`` instead of ``R = A / (sum_n A + eps)``.
+        return_attn: also return ``{"hard": A, "soft": softmax_g(z)}``, each ``[B, h, G, N]``.
+        seed: seed of the in-kernel Philox generator; ``None`` draws one from torch's default
+            generator (so ``torch.manual_seed`` makes runs reproducible).
+        noise: ``[B, h, G, N]`` Gumbel noise to use instead of the generator (tests).
+        backend: ``"auto"``, ``"reference"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
+
+    Returns:
+        ``out`` ``[B, G, C]`` in the input dtype, or ``(out, {"hard": ..., "soft": ...})``.
+
+    Equivalent PyTorch (one head, no noise)::
+
+        z = (q @ k.transpose(1, 2)) * scale / tau          # [B, G, N]
+        s = z.softmax(dim=1)                               # over groups
+        a = one_hot(s.argmax(dim=1)) - s.detach() + s if hard else s
+        out = (a / (a.sum(-1, keepdim=True) + eps)) @ v    # [B, G, C]
+    """
+    _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backend)
+    c = q.shape[2]
+    scale = (c // num_heads) ** -0.5 if scale is None else float(scale)
+    inputs = AssignInputs(q.device.type, q.dtype, q.shape[0], q.shape[1], k.shape[1], c, num_heads, noise is not None)
+    name = select_backend(inputs, backend)
+    _count(name)
+
+    if name == "reference":
+        # The NVlabs-faithful pure-PyTorch path under plain autograd (and torch.compile). An explicit
+        # seed selects the documented Philox noise, the same the fused backends draw for that seed.
+        if gumbel and noise is None and seed is not None:
+            noise = get_backend("reference").gumbel_noise((q.shape[0], num_heads, q.shape[1], k.shape[1]),
+                                                          int(seed) % _SEED_BOUND, 0, q.device)
+        out, hard_attn, soft_attn = assign_attention_reference(
+            q, k, v, num_heads=num_heads, scale=scale, hard=hard, gumbel=gumbel, tau=tau, sum_assign=sum_assign,
+            eps=eps, noise=noise)
+        return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
+
+    if noise is not None:
+        noise = noise.to(torch.float32).contiguous()
+    seed_tensor = _seed_tensor(seed, gumbel and noise is None)
+    out, _r, hard_attn, soft_attn = _assign_attention_op(
+        q, k, v, noise, seed_tensor, num_heads, scale, hard, gumbel, float(tau), sum_assign, float(eps), return_attn,
+        name)
+    return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
+
+
+def gumbel_noise(shape, *, seed: int, offset: int = 0, backend: str = "reference", device=None) -> Tensor:
+    """The float32 ``[B, h, G, N]`` Gumbel noise backend ``backend`` draws in-kernel for ``seed``.
+
+    ``assign_attention(..., gumbel=True, seed=s, backend=b)`` equals
+    ``assign_attention(..., gumbel=True, noise=gumbel_noise(shape, seed=s, backend=b), backend=b)``:
+    the hook that lets tests see the noise a kernel used in its forward and backward.
+    """
+    if len(shape) != 4:
+        raise ValueError(f"shape must be [B, h, G, N], got {list(shape)}")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return get_backend(backend).gumbel_noise(tuple(int(s) for s in shape), int(seed) % _SEED_BOUND, int(offset),
+                                             device)

@@ -1,0 +1,65 @@
+"""The pure-PyTorch backend, usable everywhere, float64 included.
+
+Called directly (``backend="reference"``), ``assign_attention`` runs the NVlabs-faithful
+``groupvit_fast.reference.assign_attention_reference`` under plain autograd. This adapter is the
+same math behind the custom op's contract (forward, recomputing backward, Philox noise), used
+when the op itself is asked for the reference backend, e.g. by ``torch.library.opcheck``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...reference.assign_attention import assign_attention_reference
+from ...reference.assign_attention_grad import assign_attention_backward_math, assign_attention_forward_math
+from ...reference.philox import philox_gumbel_noise
+from ..backend import AssignBackend, AssignInputs, AssignParams
+
+
+class ReferenceBackend(AssignBackend):
+    name = "reference"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
+        if inputs.dtype not in self.dtypes:
+            return [f"dtype {inputs.dtype} not in {self.dtypes}"]
+        return []
+
+    @staticmethod
+    def _noise(q, noise, seed, offset, params: AssignParams, n_tokens: int):
+        if not params.gumbel:
+            return None
+        if noise is None:
+            noise = philox_gumbel_noise((q.shape[0], params.num_heads, q.shape[1], n_tokens), seed, offset)
+        return noise.to(device=q.device, dtype=torch.float32)
+
+    def forward(self, q, k, v, noise, seed, offset, params: AssignParams):
+        noise = self._noise(q, noise, seed, offset, params, k.shape[1])
+        compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+        qc, kc, vc = q.to(compute), k.to(compute), v.to(compute)
+        noise_c = None if noise is None else noise.to(compute)
+        kwargs = dict(num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
+                      tau=params.tau, sum_assign=params.sum_assign, eps=params.eps)
+        out, r = assign_attention_forward_math(qc, kc, vc, noise=noise_c, **kwargs)
+        if params.return_attn:
+            _, hard, soft = assign_attention_reference(qc, kc, vc, noise=noise_c, **kwargs)
+            # the exact one-hot (no straight-through rounding), as the fused kernels produce it
+            if params.hard:
+                hard = torch.zeros_like(hard).scatter_(-2, hard.argmax(dim=-2, keepdim=True), 1.0)
+            hard, soft = hard.to(q.dtype), soft.to(q.dtype)
+        else:
+            hard, soft = q.new_empty(0), q.new_empty(0)
+        return out.to(q.dtype), r.to(torch.float32), hard, soft
+
+    def backward(self, grad_out, q, k, v, out, r, noise, seed, offset, params: AssignParams):
+        noise = self._noise(q, noise, seed, offset, params, k.shape[1])
+        compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+        tensors = [t.to(compute) for t in (grad_out, q, k, v, out, r)]
+        grads = assign_attention_backward_math(
+            *tensors, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
+            tau=params.tau, sum_assign=params.sum_assign, eps=params.eps,
+            noise=None if noise is None else noise.to(compute))
+        return tuple(g.to(q.dtype) for g in grads)
+
+    def gumbel_noise(self, shape, seed, offset, device):
+        return philox_gumbel_noise(tuple(shape), seed, offset).to(device)
