@@ -73,7 +73,7 @@ def _extensions():
         os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(sorted(archs)) or "8.0;9.0"
         print(f"groupvit_fast: TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
 
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx_flags = ["-O3", "-fopenmp"]  # the C++ standard comes from torch (C++20 for torch >= 2.13)
     define_macros = [("WITH_CUDA", None)] if with_cuda else []
     if with_cuda:
         ext = CUDAExtension(
@@ -81,7 +81,7 @@ def _extensions():
             sources=cpu_sources + cuda_sources,
             include_dirs=[str(ROOT / "csrc")] + _nvidia_include_dirs(),
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math",
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math",
                                                              "-lineinfo"]},
             extra_link_args=["-fopenmp"],
         )

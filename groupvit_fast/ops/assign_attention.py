@@ -103,6 +103,19 @@ def _(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard, gumbel, ta
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
+@torch.library.custom_op("groupvit_fast::philox_gumbel_noise", mutates_args=())
+def _philox_gumbel_noise_op(like: Tensor, shape: list[int], seed: Tensor) -> Tensor:
+    """The documented Philox noise (reference/philox.py) on ``like``'s device. An op, so that
+    torch.compile treats the 10-round integer hash as one opaque call rather than inlining it."""
+    seed_value, offset = (int(x) for x in seed.tolist())
+    return get_backend("reference").gumbel_noise(tuple(shape), seed_value, offset, like.device)
+
+
+@_philox_gumbel_noise_op.register_fake
+def _(like, shape, seed):
+    return like.new_empty(shape, dtype=torch.float32)
+
+
 def _setup_context(ctx, inputs, output):
     q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, _return_attn, backend = inputs
     out, r, hard_attn, soft_attn = output
@@ -235,8 +248,8 @@ def assign_attention(
         # The NVlabs-faithful pure-PyTorch path under plain autograd (and torch.compile). An explicit
         # seed selects the documented Philox noise, the same the fused backends draw for that seed.
         if gumbel and noise is None and seed is not None:
-            noise = get_backend("reference").gumbel_noise((q.shape[0], num_heads, q.shape[1], k.shape[1]),
-                                                          int(seed) % _SEED_BOUND, 0, q.device)
+            noise = _philox_gumbel_noise_op(q.detach(), [q.shape[0], num_heads, q.shape[1], k.shape[1]],
+                                            _seed_tensor(seed, True))
         out, hard_attn, soft_attn = assign_attention_reference(
             q, k, v, num_heads=num_heads, scale=scale, hard=hard, gumbel=gumbel, tau=tau, sum_assign=sum_assign,
             eps=eps, noise=noise)

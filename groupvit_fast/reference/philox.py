@@ -17,55 +17,58 @@ so that the same ``(seed, offset)`` gives the same noise on every backend (up to
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 __all__ = ["philox4x32_10", "philox_uniform", "philox_gumbel_noise", "U_MIN", "U_MAX", "UNIFORM_SCALE"]
 
-_KEY_A, _KEY_B = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
-_ROUND_A, _ROUND_B = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_MASK32 = np.uint64(0xFFFFFFFF)
+_KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
+_ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
+_MASK32, _MASK16 = 0xFFFFFFFF, 0xFFFF
 
 UNIFORM_SCALE = 4.6566127342e-10  # largest scale with (2**31 - 1) * scale < 1 in float32 (Triton's)
 U_MIN = 2.0**-32
 U_MAX = 1.0 - 2.0**-24
 
 
+def _mul_hi_lo(a: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of the 64-bit product of 32-bit ``a`` (int64 tensor) and ``b``,
+    from 16-bit limbs so that no partial product overflows int64 (works on any device, traceable)."""
+    a_lo, a_hi = a & _MASK16, a >> 16
+    b_lo, b_hi = b & _MASK16, b >> 16
+    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    mid = (ll >> 16) + (lh & _MASK16) + (hl & _MASK16)
+    lo = ((mid & _MASK16) << 16) | (ll & _MASK16)
+    hi = hh + (lh >> 16) + (hl >> 16) + (mid >> 16)
+    return hi, lo
+
+
 def philox4x32_10(c0, c1, c2, c3, k0, k1, rounds: int = 10):
-    """Philox4x32 on uint64 arrays holding 32-bit values; returns the four output words."""
-    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in (c0, c1, c2, c3))
-    k0, k1 = np.asarray(k0, dtype=np.uint64), np.asarray(k1, dtype=np.uint64)
-    shift = np.uint64(32)
+    """Philox4x32 on int64 tensors (or ints) holding 32-bit values; returns the four output words."""
+    c0, c1, c2, c3, k0, k1 = (torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3, k0, k1))
     for _ in range(rounds):
-        prod_b = _ROUND_B * c2  # < 2**64: exact in uint64
-        prod_a = _ROUND_A * c0
-        c0, c1, c2, c3 = (
-            (prod_b >> shift) ^ c1 ^ k0,
-            prod_b & _MASK32,
-            (prod_a >> shift) ^ c3 ^ k1,
-            prod_a & _MASK32,
-        )
+        hi_b, lo_b = _mul_hi_lo(c2, _ROUND_B)
+        hi_a, lo_a = _mul_hi_lo(c0, _ROUND_A)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0 = (k0 + _KEY_A) & _MASK32
         k1 = (k1 + _KEY_B) & _MASK32
     return c0, c1, c2, c3
 
 
-def philox_uniform(counters: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform [0, 1) float32 for int64 ``counters`` (step 2 and 3 of the module docstring)."""
-    counters = np.asarray(counters, dtype=np.int64).astype(np.uint64)
-    seed = np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
-    zeros = np.zeros_like(counters)
-    x, _, _, _ = philox4x32_10(counters & _MASK32, counters >> np.uint64(32), zeros, zeros,
-                               seed & _MASK32, seed >> np.uint64(32))
-    x = x.astype(np.uint32).view(np.int32)
-    x = np.where(x < 0, ~x, x)
-    return x.astype(np.float32) * np.float32(UNIFORM_SCALE)
+def philox_uniform(counters: torch.Tensor, seed: int) -> torch.Tensor:
+    """Uniform [0, 1) float32 for int64 ``counters`` (steps 2 and 3 of the module docstring)."""
+    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    counters = counters.to(torch.int64)
+    zeros = torch.zeros_like(counters)
+    x, _, _, _ = philox4x32_10(counters & _MASK32, (counters >> 32) & _MASK32, zeros, zeros,
+                               torch.full_like(counters, seed & _MASK32), torch.full_like(counters, seed >> 32))
+    x = torch.where(x >= 2**31, x - 2**32, x)  # read as int32
+    x = torch.where(x < 0, -x - 1, x)  # ~x for negative x, as Triton
+    return x.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
 
 
-def philox_gumbel_noise(shape: tuple[int, int, int, int], seed: int, offset: int = 0) -> torch.Tensor:
+def philox_gumbel_noise(shape: tuple[int, int, int, int], seed: int, offset: int = 0,
+                        device: torch.device | str | None = None) -> torch.Tensor:
     """The ``[B, H, G, N]`` float32 Gumbel noise a fused backend draws for ``(seed, offset)``."""
-    count = int(np.prod(shape))
-    counters = np.arange(count, dtype=np.int64) + np.int64(offset)
-    u = np.clip(philox_uniform(counters, seed), np.float32(U_MIN), np.float32(U_MAX))
-    noise = -np.log(-np.log(u))
-    return torch.from_numpy(noise.astype(np.float32).reshape(shape))
+    counters = torch.arange(int(torch.Size(shape).numel()), dtype=torch.int64, device=device) + int(offset)
+    u = philox_uniform(counters, seed).clamp(U_MIN, U_MAX)
+    return (-torch.log(-torch.log(u))).reshape(shape)

@@ -30,8 +30,8 @@ class ReferenceBackend(AssignBackend):
         if not params.gumbel:
             return None
         if noise is None:
-            noise = philox_gumbel_noise((q.shape[0], params.num_heads, q.shape[1], n_tokens), seed, offset)
-        return noise.to(device=q.device, dtype=torch.float32)
+            noise = philox_gumbel_noise((q.shape[0], params.num_heads, q.shape[1], n_tokens), seed, offset, q.device)
+        return noise.to(torch.float32)
 
     def forward(self, q, k, v, noise, seed, offset, params: AssignParams):
         noise = self._noise(q, noise, seed, offset, params, k.shape[1])
@@ -62,4 +62,4 @@ class ReferenceBackend(AssignBackend):
         return tuple(g.to(q.dtype) for g in grads)
 
     def gumbel_noise(self, shape, seed, offset, device):
-        return philox_gumbel_noise(tuple(shape), seed, offset).to(device)
+        return philox_gumbel_noise(tuple(shape), seed, offset, device)

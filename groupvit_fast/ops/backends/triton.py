@@ -1,23 +1,82 @@
-"""The Triton backend (kernels/assign_attention.py, installed as ``groupvit_fast.kernels``)."""
+"""The Triton backend: kernels/assign_attention.py, installed as ``groupvit_fast.kernels.assign_attention``.
+
+Runs on CUDA tensors; with ``TRITON_INTERPRET=1`` set before the kernels are imported it also runs
+on CPU tensors in Triton's interpreter (slow: for tests). The kernels are imported lazily, on the
+first availability check, so ``import groupvit_fast`` never imports triton.
+
+Noise guarantee: for a ``(seed, offset)`` the kernels draw exactly the Philox uniforms of
+``groupvit_fast.reference.philox`` (bit for bit in ``u``); ``e = -log(-log(u))`` agrees with it up
+to the last bits of the device's ``log``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 
-from ..backend import AssignBackend
+import torch
+
+from ..backend import AssignBackend, AssignInputs, AssignParams
+
+_KERNELS = "groupvit_fast.kernels.assign_attention"
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+def _interpret_env() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def _kernels():
+    return importlib.import_module(_KERNELS)
 
 
 class TritonBackend(AssignBackend):
     name = "triton"
-    devices = ("cuda",)
+    #: the kernels hold the [G_PAD, BLOCK_N] logits tile of all groups on chip
+    max_groups = 256
+
+    @property
+    def devices(self) -> tuple[str, ...]:  # type: ignore[override]
+        # CPU only through the interpreter, decided when the kernels were decorated (at import).
+        try:
+            interpret = _kernels().INTERPRET
+        except Exception:  # noqa: BLE001 (unimportable kernels: fall back to the variable)
+            interpret = _interpret_env()
+        return ("cuda", "cpu") if interpret else ("cuda",)
 
     def unavailable_reason(self) -> str | None:
         try:
             import triton  # noqa: F401
         except ImportError as err:
             return f"triton is not installed ({err})"
-        return "the Triton kernels are not written yet"
+        try:
+            kernels = _kernels()
+        except Exception as err:  # noqa: BLE001 (a triton too old or broken: report, never crash dispatch)
+            return f"the Triton kernels failed to import ({type(err).__name__}: {err})"
+        if kernels.INTERPRET != _interpret_env():
+            return (f"TRITON_INTERPRET changed after the Triton kernels were imported (they were decorated "
+                    f"with interpret={kernels.INTERPRET}); set it before importing groupvit_fast")
+        if not kernels.INTERPRET and not torch.cuda.is_available():
+            return "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on CPU in Triton's interpreter)"
+        return None
+
+    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
+        reasons = super().not_supported_reasons(inputs)
+        if inputs.groups > self.max_groups:
+            reasons.append(f"G={inputs.groups} groups > {self.max_groups} (the logits tile of all groups must fit "
+                           "on chip)")
+        return reasons
+
+    def forward(self, q, k, v, noise, seed: int, offset: int, params: AssignParams):
+        return _kernels().assign_attention_forward(
+            q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
+            tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, return_attn=params.return_attn,
+            noise=noise, seed=seed, offset=offset)
+
+    def backward(self, grad_out, q, k, v, out, r, noise, seed: int, offset: int, params: AssignParams):
+        return _kernels().assign_attention_backward(
+            grad_out, q, k, v, out, r, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
+            gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, noise=noise,
+            seed=seed, offset=offset)
+
+    def gumbel_noise(self, shape, seed: int, offset: int, device) -> torch.Tensor:
+        return _kernels().gumbel_noise(tuple(shape), seed, offset, device=device)

@@ -1,0 +1,302 @@
+"""Zero-shot semantic segmentation with GroupViT (spec/segmentation.md).
+
+Reproduces NVlabs' ``GroupViTSegInference`` (``encode_decode``) inside mmseg's sliding-window
+test, with three changes that do not change the result:
+
+* one image-encoder pass per crop gives both the grouping maps and the segment features
+  (``return_attn=True, return_feat=True``; the reference runs the encoder twice);
+* crops are batched, across windows and across images (the reference does one crop at a time);
+* map composition, resize, argmax and scoring are a few batched tensor ops
+  (``crop_class_scores``): the per-pixel one-hot-times-matrix product of the reference is a gather
+  of the chosen segment's row, which is the same number.
+
+Per crop ``[3, h, w]`` (``G`` final segments, ``K`` text classes, ``N`` patches):
+
+1. ``M = S_0^T S_1^T ...`` : ``[N, G]`` soft assignment of patches to final segments (product of the
+   grouping blocks' ``soft`` maps, each ``[G_i, N_i]`` transposed);
+2. resize ``M`` (as a ``[G, h/p, w/p]`` image) bilinearly (``align_corners=False``) to ``h x w``;
+   ``seg = argmax_G`` per pixel;
+3. ``A = clamp(exp(logit_scale), max=100) * normalize(img_projector(feat)) @ T^T`` ``[G, K]``,
+   ``P = softmax_K(A)``; ``a = softmax_K(scale * normalize(img_projector(x)) @ T^T)``; keep the
+   ``min(5, K)`` best classes of ``a``: ``Q = softmax_K(A masked to them) * P``;
+4. class scores per pixel ``= Q[seg]``; with a background class, background ``= 1`` where
+   ``max_K Q[seg] < min(bg_thresh, max Q)``, else 0.
+
+Whole image: resize so the short side is 448 (and the long side at most 2048, mmseg's
+``img_scale=(2048, 448)``), 448 x 448 windows at stride 224 (the last window of a row/column is
+shifted back inside the image), crop scores summed and divided by the visit count, resized
+bilinearly to the original size, argmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .classes import ClassSet, resolve_classes
+from .text import TextEmbeddingCache
+
+__all__ = [
+    "compose_soft_maps", "group_class_affinity", "crop_class_scores", "sliding_windows", "rescale_size",
+    "preprocess_image", "GroupViTSegmenter", "IMAGENET_MEAN_255", "IMAGENET_STD_255",
+]
+
+#: mmseg's ``img_norm_cfg`` for GroupViT (RGB, 0..255 scale)
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+# ---- batched per-crop math -------------------------------------------------------------------
+
+
+def compose_soft_maps(attn_dicts: Sequence[dict | None]) -> torch.Tensor:
+    """``[B, N, G_last]``: patch-to-final-segment probabilities from the grouping blocks' ``soft`` maps.
+
+    ``attn_dicts``: per stage ``{'soft': [B, 1, G_i, N_i]}`` or ``None`` (stages without grouping).
+    Equivalent PyTorch: ``soft_0[:, 0].mT @ soft_1[:, 0].mT @ ...``.
+    """
+    maps = None
+    for attn in attn_dicts:
+        if attn is None:
+            continue
+        soft = attn["soft"]
+        if soft.dim() != 4 or soft.shape[1] != 1:
+            raise ValueError(f"expected soft maps [B, 1, G, N] (one assignment head), got {tuple(soft.shape)}")
+        step = soft[:, 0].transpose(1, 2).float()  # [B, N_i, G_i]
+        maps = step if maps is None else maps @ step
+    if maps is None:
+        raise ValueError("the image encoder returned no grouping maps (no grouping block?)")
+    return maps
+
+
+def group_class_affinity(image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor,
+                         logit_scale: torch.Tensor, topk: int = 5) -> torch.Tensor:
+    """``Q [B, G, K]`` of step 3 from projected ``image_feat [B, G, C]``, ``image_x [B, C]`` and
+    normalised class embeddings ``text [K, C]``."""
+    feat = F.normalize(image_feat.float(), dim=-1)
+    x = F.normalize(image_x.float(), dim=-1)
+    text = text.float()
+    scale = torch.clamp(logit_scale.detach().float().exp(), max=100)
+    affinity = feat @ text.t() * scale  # [B, G, K]
+    prior = affinity.softmax(dim=-1)
+    image_scores = (x @ text.t() * scale).softmax(dim=-1)  # [B, K]
+    top = image_scores.topk(k=min(topk, text.shape[0]), dim=-1).indices
+    keep = torch.zeros_like(image_scores, dtype=torch.bool).scatter_(1, top, True)
+    masked = affinity.masked_fill(~keep[:, None, :], float("-inf"))
+    return masked.softmax(dim=-1) * prior
+
+
+def crop_class_scores(maps: torch.Tensor, grid_hw: tuple[int, int], crop_hw: tuple[int, int],
+                      affinity: torch.Tensor, *, with_bg: bool, bg_thresh: float) -> torch.Tensor:
+    """Steps 2 and 4, batched: ``[B, (1 +) K, h, w]`` class scores of ``B`` crops.
+
+    ``maps [B, N, G]`` (``N = grid_h * grid_w``), ``affinity [B, G, K]``; background first when
+    ``with_bg``. Equals, per crop, ``onehot(argmax_G(resize(maps))) @ Q`` with the background rule.
+    """
+    b, n, g = maps.shape
+    gh, gw = grid_hw
+    if gh * gw != n:
+        raise ValueError(f"maps have {n} patches, not a {gh} x {gw} grid")
+    grid = maps.transpose(1, 2).reshape(b, g, gh, gw)
+    seg = F.interpolate(grid, size=tuple(crop_hw), mode="bilinear", align_corners=False).argmax(dim=1)  # [B, h, w]
+    table = affinity
+    if with_bg:
+        # the background test looks at max_K Q[seg], a per-segment quantity: decide it per segment
+        thresh = torch.clamp(affinity.amax(dim=(1, 2)), max=bg_thresh)  # min(bg_thresh, max Q) per crop
+        bg = (affinity.amax(dim=-1) < thresh[:, None]).to(affinity.dtype)  # [B, G]
+        table = torch.cat([bg.unsqueeze(-1), affinity], dim=-1)  # [B, G, 1 + K]
+    # one gather for every pixel: row seg[b, y, x] of table[b]
+    scores = torch.gather(table, 1, seg.reshape(b, -1, 1).expand(-1, -1, table.shape[-1]))  # [B, h*w, C]
+    return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
+
+
+# ---- whole-image protocol --------------------------------------------------------------------
+
+
+def rescale_size(h: int, w: int, short_side: int = 448, max_long_side: int = 2048) -> tuple[int, int]:
+    """mmcv's ``rescale_size`` for ``img_scale=(max_long_side, short_side)`` with ``keep_ratio``."""
+    scale = min(max_long_side / max(h, w), short_side / min(h, w))
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+
+
+def sliding_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> list[tuple[int, int, int, int]]:
+    """``(y1, y2, x1, x2)`` of mmseg's ``slide_inference`` windows over an ``h x w`` image."""
+    h_grids = max(h - crop + stride - 1, 0) // stride + 1
+    w_grids = max(w - crop + stride - 1, 0) // stride + 1
+    windows = []
+    for i in range(h_grids):
+        for j in range(w_grids):
+            y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return windows
+
+
+def preprocess_image(image, short_side: int = 448, max_long_side: int = 2048) -> torch.Tensor:
+    """RGB image (PIL image, ``uint8 [H, W, 3]`` array, or ``uint8``/float ``[3, H, W]`` tensor in 0..255)
+    -> normalised float ``[3, h, w]`` at the test scale.
+
+    Bilinear resize (half-pixel centres, no antialias) rounded to 8 bits, as mmcv's cv2 resize of
+    the uint8 image, then ``(x - mean) / std``.
+    """
+    t = _as_chw_tensor(image).float()
+    h, w = t.shape[-2:]
+    nh, nw = rescale_size(h, w, short_side, max_long_side)
+    if (nh, nw) != (h, w):
+        t = F.interpolate(t[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+        t = t.round().clamp_(0, 255)
+    mean = torch.tensor(IMAGENET_MEAN_255, dtype=t.dtype, device=t.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD_255, dtype=t.dtype, device=t.device)[:, None, None]
+    return (t - mean) / std
+
+
+def _as_chw_tensor(image) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        t = image
+        if t.dim() == 3 and t.shape[0] != 3 and t.shape[-1] == 3:
+            t = t.permute(2, 0, 1)
+    else:
+        try:
+            import numpy as np
+        except ImportError as err:  # pragma: no cover - numpy ships with torch wheels
+            raise TypeError("image must be a tensor") from err
+        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"image must be RGB [H, W, 3], got shape {arr.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W] or [H, W, 3] RGB, got shape {tuple(t.shape)}")
+    return t
+
+
+class GroupViTSegmenter:
+    """Zero-shot segmentation of images into ``classes`` with a ``MultiLabelContrastive`` model.
+
+    ``classes``: a preset (``'voc'``, ``'context'``, ``'coco'``), a list of names (first
+    ``'background'`` for a thresholded background class) or a ``ClassSet``. ``crop_batch_size``
+    crops go through the image encoder at once.
+
+    ``predict(images)`` -> one ``LongTensor [H, W]`` label map per image (original sizes);
+    ``predict_scores(images)`` -> the ``[num_classes, H, W]`` averaged window scores before argmax.
+    """
+
+    def __init__(self, model: nn.Module, classes, *, bg_thresh: float | None = None,
+                 templates: str | Sequence[str] = "simple", crop_size: int = 448, stride: int = 224,
+                 short_side: int = 448, max_long_side: int = 2048, crop_batch_size: int = 8,
+                 text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None):
+        for name in ("img_encoder", "img_projector", "logit_scale", "encode_text"):
+            if not hasattr(model, name):
+                raise TypeError(f"model must be a MultiLabelContrastive-like image-text model (no {name!r})")
+        if crop_size <= 0 or stride <= 0 or crop_batch_size <= 0:
+            raise ValueError("crop_size, stride and crop_batch_size must be positive")
+        self.model = model
+        if isinstance(classes, ClassSet):
+            self.class_set = classes if bg_thresh is None else ClassSet(classes.names, bg_thresh)
+        else:
+            self.class_set = resolve_classes(classes, bg_thresh)
+        self.templates = templates
+        self.crop_size = crop_size
+        self.stride = stride
+        self.short_side = short_side
+        self.max_long_side = max_long_side
+        self.crop_batch_size = crop_batch_size
+        self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache()
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.class_set.names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_set.names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def text_embedding(self) -> torch.Tensor:
+        """``[K, C]`` normalised embeddings of the non-background classes (cached)."""
+        return self.text_cache.get(self.model, self.class_set.text_names, self.templates).to(self.device)
+
+    def _grid(self, h: int, w: int) -> tuple[int, int]:
+        pe = self.model.img_encoder.patch_embed
+        k, s = pe.proj.kernel_size, pe.proj.stride
+        p = pe.proj.padding
+        return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+
+    @torch.no_grad()
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        """``crops [B, 3, h, w]`` (normalised) -> ``[B, num_classes, h, w]`` class scores; one encoder pass."""
+        model = self.model
+        crops = crops.to(self.device)
+        ctx = (torch.autocast(crops.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            outs = model.img_encoder(crops, return_attn=True, return_feat=True, as_dict=True)
+            image_x = model.img_projector(outs["x"])
+            image_feat = model.img_projector(outs["feat"])
+        maps = compose_soft_maps(outs["attn_dicts"])
+        affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale)
+        h, w = crops.shape[-2:]
+        return crop_class_scores(maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg,
+                                 bg_thresh=self.class_set.bg_thresh)
+
+    @torch.no_grad()
+    def predict_scores(self, images: Iterable, *, preprocessed: bool = False) -> list[torch.Tensor]:
+        """Averaged sliding-window class scores, resized to each image's original size."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._predict_scores(list(images), preprocessed)
+        finally:
+            self.model.train(was_training)
+
+    def _predict_scores(self, images: list, preprocessed: bool) -> list[torch.Tensor]:
+        device = self.device
+        tensors, sizes = [], []
+        for image in images:
+            if preprocessed:
+                t = image
+                size = tuple(t.shape[-2:])
+            else:
+                raw = _as_chw_tensor(image)
+                size = tuple(raw.shape[-2:])
+                t = preprocess_image(raw.to(device), self.short_side, self.max_long_side)
+            tensors.append(t.to(device))
+            sizes.append(size)
+        num = self.num_classes
+        sums = [t.new_zeros(num, *t.shape[-2:]) for t in tensors]
+        counts = [t.new_zeros(1, *t.shape[-2:]) for t in tensors]
+        # every window of every image, grouped by crop shape so that each batch is one tensor
+        jobs: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
+        for idx, t in enumerate(tensors):
+            for win in sliding_windows(t.shape[-2], t.shape[-1], self.crop_size, self.stride):
+                jobs.setdefault((win[1] - win[0], win[3] - win[2]), []).append((idx, win))
+        for shape_jobs in jobs.values():
+            for start in range(0, len(shape_jobs), self.crop_batch_size):
+                chunk = shape_jobs[start:start + self.crop_batch_size]
+                crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+                scores = self.crop_scores(crops).to(sums[0].dtype)
+                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores):
+                    sums[i][:, y1:y2, x1:x2] += s
+                    counts[i][:, y1:y2, x1:x2] += 1
+        out = []
+        for s, c, size in zip(sums, counts, sizes):
+            avg = s / c
+            if tuple(avg.shape[-2:]) != size:
+                avg = F.interpolate(avg[None], size=size, mode="bilinear", align_corners=False)[0]
+            out.append(avg)
+        return out
+
+    @torch.no_grad()
+    def predict(self, images: Iterable, *, preprocessed: bool = False) -> list[torch.Tensor]:
+        """One ``LongTensor [H, W]`` of label indices (into ``class_names``) per image."""
+        return [s.argmax(dim=0) for s in self.predict_scores(images, preprocessed=preprocessed)]
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.predict([image])[0]
+

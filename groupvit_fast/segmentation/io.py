@@ -1,0 +1,130 @@
+"""Image and result files: reading RGB images and label masks, writing label / overlay PNGs and JSON.
+
+Every writer goes through a temporary file in the same folder and ``os.replace``: a file that
+exists is either the old one or the complete new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .classes import BACKGROUND, pascal_palette
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "load_image", "load_label_mask", "save_label_png", "save_overlay_png", "class_fractions",
+    "save_json", "label_palette", "list_images",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+
+
+def load_image(path: str) -> torch.Tensor:
+    """``uint8 [3, H, W]`` RGB (EXIF orientation applied). ``ValueError`` naming the file if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            arr = np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read image ({err})") from None
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def load_label_mask(path: str) -> torch.Tensor:
+    """``int64 [H, W]`` label indices of a single-channel (``L``, ``P``, ``I``) PNG mask."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(f"{path}: a label mask must be single-channel (mode L/P/I), got mode {img.mode}")
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"{path}: cannot read label mask ({err})") from None
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def label_palette(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """One colour per label: PASCAL colours, black for a background class (label 0 when present)."""
+    colors = pascal_palette(256)
+    offset = 0 if class_names and class_names[0] == BACKGROUND else 1
+    n = len(class_names)
+    return [colors[(i + offset) % 256] for i in range(n)]
+
+
+def _atomic_write(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) -> None:
+    """Label map ``[H, W]`` as an 8-bit palette PNG (16-bit grey PNG past 256 classes)."""
+    from PIL import Image
+
+    arr = labels.to("cpu", torch.int64).numpy()
+    if len(class_names) <= 256:
+        img = Image.fromarray(arr.astype(np.uint8))  # mode L; putpalette turns it into P
+        flat = [c for rgb in label_palette(class_names) for c in rgb]
+        img.putpalette(flat + [0] * (768 - len(flat)))
+    else:
+        img = Image.fromarray(arr.astype(np.uint16))
+    _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def save_overlay_png(path: str, image: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+                     opacity: float = 0.5) -> None:
+    """``image`` (``uint8 [3, H, W]``) blended with the label colours; background pixels left as they are."""
+    from PIL import Image
+
+    if not 0.0 < opacity <= 1.0:
+        raise ValueError(f"opacity must be in (0, 1], got {opacity}")
+    img = image.to("cpu").permute(1, 2, 0).numpy().astype(np.float32)
+    lab = labels.to("cpu", torch.int64).numpy()
+    colors = np.asarray(label_palette(class_names), dtype=np.float32)
+    color = colors[lab % len(colors)]
+    blend = img * (1 - opacity) + color * opacity
+    if class_names and class_names[0] == BACKGROUND:
+        blend = np.where((lab == 0)[..., None], img, blend)
+    out = Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8))
+    _atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
+
+
+def class_fractions(labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
+    """Fraction of pixels per class name (every class listed, in label order)."""
+    counts = torch.bincount(labels.to("cpu", torch.int64).flatten(), minlength=len(class_names))
+    total = max(int(labels.numel()), 1)
+    return {name: int(c) / total for name, c in zip(class_names, counts.tolist())}
+
+
+def save_json(path: str, data) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+
+    _atomic_write(path, write)

@@ -1,0 +1,77 @@
+"""Smoke test of the benchmark report generator (``python -m groupvit_fast.bench``) on a tiny CPU
+case set: it must write the markdown, JSON and PNG, with the fields the spec asks for
+(spec/benchmarks.md, "What a report shows")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytest_benchmark")  # the suites' harness; the report itself needs only torch
+
+from groupvit_fast import bench  # noqa: E402
+
+CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "cases.py"
+# two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
+SELECTION = r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$"
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    bench.load_cases(CASES_FILE)  # the source tree's cases, also when the package is installed elsewhere
+    out = tmp_path_factory.mktemp("bench")
+    assert bench.main(["--smoke", "--device", "cpu", "--filter", SELECTION, "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_writes_markdown_json_png(report_dir):
+    names = sorted(p.suffix for p in report_dir.iterdir())
+    assert names == [".json", ".md", ".png"]
+    png = next(report_dir.glob("*.png")).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_json_fields(report_dir):
+    report = json.loads(next(report_dir.glob("*.json")).read_text())
+    meta = report["meta"]
+    assert meta["device"] == "cpu" and meta["tier"] == "smoke"
+    for key in ("torch", "triton", "cuda", "driver"):
+        assert key in meta["versions"]
+    assert meta["date"] and "git_commit" in meta and meta["copy_bandwidth_gbs"] > 0
+    assert any("GPU cases were NOT run" in note for note in report["notes"])
+
+    ops = report["op"]
+    measured = {(r["shape"], r["mode"], r["impl"]) for r in ops}
+    skipped = {(s["case"], s["impl"]) for s in report["skipped"]}
+    # every selected item is either measured or listed with its reason
+    assert len(ops) + len(report["model"]) + len(skipped) == len(
+        list(bench.load_cases().TIERS["smoke"].items(SELECTION)))
+    assert ("stage0-224", "train", "reference") in measured and ("stage0-448", "eval", "reference") in measured
+    for r in ops:
+        assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["reps"] >= 2
+        assert r["min_bytes"] > 0 and r["achieved_gbs"] > 0
+        assert r["peak_mem_bytes"] is None or r["peak_mem_bytes"] > 0
+        assert r["rel_error"] is not None and r["rel_error"] < 1e-4  # fp32 against the float64 reference
+        if r["impl"] == "reference":
+            assert r["speedup_vs_reference"] == pytest.approx(1.0)
+        assert "speedup_vs_compiled" in r and r["roofline_fraction"] is None  # GPU-only column
+    train_ref = next(r for r in ops if r["mode"] == "train" and r["impl"] == "reference")
+    assert train_ref["saved_bytes"] >= train_ref["saved_extra_bytes"] > 0
+
+    models = {r["impl"]: r for r in report["model"]}
+    assert set(models) == {"reference", "ours"}
+    assert models["reference"]["backend"] == "reference" and models["reference"]["rel_error"] == 0.0
+    assert models["ours"]["images_per_s"] > 0 and models["ours"]["rel_error"] < 1e-4
+
+
+def test_markdown_and_render(report_dir, tmp_path):
+    md = next(report_dir.glob("*.md")).read_text()
+    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s", ".png"):
+        assert text in md
+    # --render rewrites the markdown and the plot from the JSON alone
+    json_path = next(report_dir.glob("*.json"))
+    assert bench.main(["--render", str(json_path), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{json_path.stem}.md").read_text() == md
+    assert (tmp_path / f"{json_path.stem}.png").exists()
