@@ -46,6 +46,10 @@ def _extensions():
     if os.environ.get("GROUPVIT_FAST_SKIP_EXTENSION", "0") not in ("", "0"):
         print("groupvit_fast: GROUPVIT_FAST_SKIP_EXTENSION set: building no C++ extension")
         return [], {}, None
+    if not os.environ.get("CUDA_HOME") and Path("/usr/local/cuda/bin/nvcc").exists():
+        # torch guesses CUDA_HOME from `which nvcc`; with nvcc linked into /usr/local/bin it picks
+        # /usr/local, where libcudart is missing. The toolkit's own folder is the right answer.
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 

@@ -9,3 +9,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Without a CUDA device the Triton kernels run in Triton's interpreter (slow, so the tests use small
+# shapes). It must be chosen before the kernels are imported, i.e. here.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
