@@ -9,17 +9,19 @@ a ``type:`` key naming the class, e.g.::
         "text_encoder": {"type": "TextTransformer", "context_length": 77, "width": 256, ...},
         "output_dim": 256, "multi_label": 3, ...})
 
-``build_model`` records the (plain) config on the module as ``model.groupvit_config``, which
-the savers in ``groupvit_fast.checkpoint`` store with the weights. It accepts such a dict, an OmegaConf ``DictConfig`` (resolved first, so
+``build_model`` accepts such a dict, an OmegaConf ``DictConfig`` (resolved first, so
 ``${data.text_aug.multi_label}`` works when given the whole config), or a whole config that has a
-``model`` entry. Extra keyword arguments of our modules (``attn_backend``, ``assign_backend``) may
-appear in the dicts too.
+``model`` entry. It records the (plain) config on the module as ``model.groupvit_config``, which
+the savers in ``groupvit_fast.checkpoint`` store with the weights. Extra keyword arguments of our
+modules (``attn_backend``, ``assign_backend``, ``proj_inner_dim``, ``sync_bn``) may appear in the
+dicts too.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 

@@ -28,7 +28,8 @@ import pickle
 import typing
 import warnings
 import zipfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ from .convert.full import DROPPED_NVLABS_KEYS
 
 __all__ = [
     "Checkpoint", "read_checkpoint", "load_checkpoint", "save_safetensors", "save_checkpoint", "infer_config",
-    "omegaconf_safe_globals",
+    "omegaconf_safe_globals", "complete_from_hf",
 ]
 
 _SAFETENSORS_FORMAT_KEY = "format"
@@ -310,6 +311,25 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
     else:
         cfg["proj_num_layers"] = 0
     return cfg
+
+
+def complete_from_hf(state_dict: dict[str, torch.Tensor], config: Mapping | None) -> list[str]:
+    """Add what an NVlabs model of ``config`` has and HF weights lack (in place); returns the added keys.
+
+    That is only ``multi_label_logit_scale`` (a model with ``multi_label > 0`` and its own
+    multi-label temperature), set to NVlabs' initial value ``log(1 / contrast_temperature)``.
+    """
+    import math
+
+    if not config or config.get("type") != "MultiLabelContrastive":
+        return []
+    if config.get("multi_label", 0) <= 0 or config.get("share_temperature", False):
+        return []
+    if "multi_label_logit_scale" in state_dict:
+        return []
+    temperature = float(config.get("contrast_temperature", 0.07))
+    state_dict["multi_label_logit_scale"] = torch.tensor(math.log(1 / temperature))
+    return ["multi_label_logit_scale"]
 
 
 def _resize_pos_embed(tensor: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -39,7 +39,8 @@ def _load_config_file(path: str) -> dict:
 
     if not os.path.isfile(path):
         raise CliError(f"{path}: no such config file")
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     if path.endswith((".yml", ".yaml")):
         try:
             from omegaconf import OmegaConf
@@ -61,7 +62,7 @@ def _load_config_file(path: str) -> dict:
     return cfg
 
 
-def _build_model(args) -> "object":
+def _build_model(args):
     import torch
 
     from .builder import build_model, released_config
@@ -224,7 +225,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .checkpoint import infer_config, read_checkpoint, save_checkpoint, save_safetensors
+    from .checkpoint import complete_from_hf, infer_config, read_checkpoint, save_checkpoint, save_safetensors
 
     src, dst = args.src, args.dst
     if not os.path.exists(src):
@@ -249,23 +250,26 @@ def _cmd_convert(args) -> int:
     except ValueError as err:
         raise CliError(str(err)) from None
     hf = args.to == "hf"
-    import tempfile
+    added = [] if hf or ckpt.source_format != "hf" else complete_from_hf(ckpt.state_dict, config)
+    from .segmentation.io import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=out_dir)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         if ext == ".safetensors":
             save_safetensors(ckpt.state_dict, tmp, hf=hf, config=config)
         else:
             save_checkpoint(ckpt.state_dict, tmp, hf=hf, config=config)
-        os.replace(tmp, dst)
+
+    try:
+        atomic_write(dst, write)
     except ValueError as err:
         raise CliError(str(err)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    notes = ""
+    if hf and "multi_label_logit_scale" in ckpt.state_dict:
+        notes = "; multi_label_logit_scale dropped (no HF counterpart)"
+    elif added:
+        notes = f"; {', '.join(added)} set to its initial value (HF weights have none)"
     print(f"{src} ({ckpt.source_format}, {ckpt.kind}) -> {dst} ({args.to} keys, {len(ckpt.state_dict)} tensors"
-          f"{'; multi_label_logit_scale dropped' if hf and 'multi_label_logit_scale' in ckpt.state_dict else ''})")
+          f"{notes})")
     return 0
 
 

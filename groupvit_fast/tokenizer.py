@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -37,7 +37,10 @@ def hf_to_nvlabs(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def nvlabs_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """NVlabs weights (``MultiLabelContrastive`` or ``GroupViT``) -> HF keys (``GroupViTModel`` / ``GroupViTVisionModel``)."""
+    """NVlabs weights (``MultiLabelContrastive`` or ``GroupViT``) -> HF keys.
+
+    A full model gives ``GroupViTModel`` keys, a vision encoder ``GroupViTVisionModel`` keys.
+    """
     return nvlabs_full_to_hf(state_dict) if is_nvlabs_full(state_dict) else nvlabs_vision_to_hf(state_dict)
 
 

@@ -24,7 +24,8 @@ averaging, parameter gradients equal those of one process on the concatenated ba
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -41,18 +42,44 @@ def dist_rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """``all_gather`` whose backward sums every rank's gradient for this rank's slice (a reduce-scatter).
+
+    Written on the public collectives: ``torch.distributed.nn.functional.all_gather`` (what NVlabs'
+    ``diffdist`` amounts to) is deprecated as of PyTorch 2.14.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        if dist.get_backend() == dist.Backend.NCCL:
+            out = grad.new_empty((ctx.rows, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad)
+            return out
+        # backends without reduce-scatter (gloo): sum everything, keep our slice
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """``[B, ...]`` on each of ``W`` ranks -> ``[W*B, ...]`` (rank-major), differentiable.
 
-    Backward sums the incoming gradients of all ranks into each rank's slice
-    (``torch.distributed.nn.functional.all_gather``); ``x`` itself when not distributed.
+    Backward sums the incoming gradients of all ranks into each rank's slice; ``x`` itself when
+    not distributed.
     """
     _, world = dist_rank_and_world()
     if world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return _AllGatherWithGrad.apply(x.contiguous())
 
 
 def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

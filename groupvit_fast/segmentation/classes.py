@@ -8,8 +8,8 @@ background class, which is not put through the text encoder but predicted by thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = [
     "TEMPLATES", "PRESETS", "ClassSet", "resolve_classes", "pascal_palette", "VOC_CLASSES", "CONTEXT_CLASSES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from .classes import BACKGROUND, pascal_palette
 
 __all__ = [
     "IMAGE_EXTENSIONS", "load_image", "load_label_mask", "save_label_png", "save_overlay_png", "class_fractions",
-    "save_json", "label_palette", "list_images",
+    "save_json", "label_palette", "list_images", "atomic_write",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
@@ -37,7 +37,7 @@ def load_image(path: str) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.array(img.convert("RGB"))  # a writable copy
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -53,7 +53,7 @@ def load_label_mask(path: str) -> torch.Tensor:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I", "I;16"):
                 raise ValueError(f"{path}: a label mask must be single-channel (mode L/P/I), got mode {img.mode}")
-            arr = np.asarray(img)
+            arr = np.array(img)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -69,12 +69,21 @@ def label_palette(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
     return [colors[(i + offset) % 256] for i in range(n)]
 
 
-def _atomic_write(path: str, write) -> None:
+def _file_mode() -> int:
+    """What ``open(path, 'w')`` would give a new file: 0o666 less the umask (mkstemp uses 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str, write) -> None:
+    """``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -93,7 +102,7 @@ def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) 
         img.putpalette(flat + [0] * (768 - len(flat)))
     else:
         img = Image.fromarray(arr.astype(np.uint16))
-    _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def save_overlay_png(path: str, image: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
@@ -111,7 +120,7 @@ def save_overlay_png(path: str, image: torch.Tensor, labels: torch.Tensor, class
     if class_names and class_names[0] == BACKGROUND:
         blend = np.where((lab == 0)[..., None], img, blend)
     out = Image.fromarray(np.clip(blend + 0.5, 0, 255).astype(np.uint8))
-    _atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
 
 
 def class_fractions(labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
@@ -127,4 +136,4 @@ def save_json(path: str, data) -> None:
             json.dump(data, f, indent=2)
             f.write("\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

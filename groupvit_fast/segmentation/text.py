@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -70,7 +70,7 @@ class TextEmbeddingCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._store: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+        self._store: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
     def get(self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "simple",
             **kwargs) -> torch.Tensor:

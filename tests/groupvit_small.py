@@ -1,0 +1,58 @@
+"""Small GroupViT configurations shared by the image-text model tests (fast on 2 CPU cores).
+
+``small_config()`` is an NVlabs-style model config (``type`` dicts) and ``hf_small_config()`` the
+Hugging Face ``GroupViTConfig`` of the same network: 64 channels, one block per stage, 8 -> 4
+groups, a 64-wide text encoder (one 64-channel head, as NVlabs' ``heads = width // 64``).
+"""
+
+from __future__ import annotations
+
+import copy
+
+SMALL = {
+    "type": "MultiLabelContrastive",
+    "img_encoder": {"type": "GroupViT", "img_size": 64, "patch_size": 16, "embed_dim": 64, "num_heads": [2, 2, 2],
+                    "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4],
+                    "drop_path_rate": 0.0},
+    "text_encoder": {"type": "TextTransformer", "context_length": 16, "width": 64, "layers": 2, "vocab_size": 100},
+    "output_dim": 32,
+    "proj_num_layers": 2,
+    "proj_inner_dim": 128,
+    "multi_label": 0,
+}
+
+
+def small_config(**overrides) -> dict:
+    cfg = copy.deepcopy(SMALL)
+    for key, value in overrides.items():
+        if key in ("img_encoder", "text_encoder"):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def hf_small_config():
+    from transformers import GroupViTConfig
+
+    text = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 1,
+            "max_position_embeddings": 16, "vocab_size": 100,
+            # eos_token_id=2 selects HF's "argmax of the token ids" pooling, NVlabs' rule
+            "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    vision = {"hidden_size": 64, "intermediate_size": 256, "depths": [1, 1, 1], "num_hidden_layers": 3,
+              "num_attention_heads": 2, "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4, 4],
+              "image_size": 64, "patch_size": 16}
+    return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=32, projection_intermediate_dim=128)
+
+
+def random_text(batch: int, length: int = 16, eot: int = 99, generator=None):
+    """Token ids ``[batch, length]`` in 3..90 with the end-of-text id (the largest) at varying positions."""
+    import torch
+
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 90, (batch, length), generator=g)
+    for i in range(batch):
+        pos = int(torch.randint(1, length, (1,), generator=g))
+        ids[i, pos] = eot
+        ids[i, pos + 1:] = 0
+    return ids

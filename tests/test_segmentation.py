@@ -1,0 +1,312 @@
+"""Zero-shot segmentation: the batched per-crop math against a step-by-step path written from
+spec/segmentation.md, the sliding-window protocol, the single encoder pass, mIoU and the output files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from groupvit_small import small_config
+
+from groupvit_fast import build_model
+from groupvit_fast.segmentation import (
+    ClassSet,
+    ConfusionMatrix,
+    GroupViTSegmenter,
+    TextEmbeddingCache,
+    class_fractions,
+    class_text_embeddings,
+    compose_soft_maps,
+    crop_class_scores,
+    group_class_affinity,
+    load_image,
+    load_label_mask,
+    preprocess_image,
+    rescale_size,
+    resolve_classes,
+    save_json,
+    save_label_png,
+    save_overlay_png,
+    sliding_windows,
+)
+
+# ---- the step-by-step reference (spec/segmentation.md, one crop at a time) -----------------------
+
+
+def _reference_crop(soft0, soft1, feat, x, text, logit_scale, crop_hw, grid_hw, with_bg, bg_thresh):
+    """Per-crop steps 2-6 of the spec, literally: soft0 [64-ish, N], soft1 [G, G0], feat [G, C], x [C]."""
+    maps = soft0.T @ soft1.T  # [N, G]: patch -> final segment
+    g = maps.shape[1]
+    grid = maps.T.reshape(1, g, *grid_hw)
+    resized = F.interpolate(grid, size=crop_hw, mode="bilinear", align_corners=False)[0]  # [G, h, w]
+    onehot = F.one_hot(resized.argmax(dim=0), num_classes=g).float()  # [h, w, G]
+    segfeat = F.normalize(feat, dim=-1)
+    imgfeat = F.normalize(x, dim=-1)
+    scale = min(math.exp(float(logit_scale)), 100.0)
+    a = scale * segfeat @ text.T  # [G, K]
+    p = a.softmax(dim=-1)
+    image_scores = (scale * imgfeat @ text.T).softmax(dim=-1)
+    top5 = image_scores.topk(min(5, text.shape[0])).indices.tolist()
+    masked = torch.full_like(a, float("-inf"))
+    masked[:, top5] = a[:, top5]
+    matrix = masked.softmax(dim=-1) * p  # [G, K]
+    fg = onehot @ matrix  # [h, w, K]
+    if not with_bg:
+        return fg.permute(2, 0, 1)
+    thresh = min(bg_thresh, matrix.max().item())
+    bg = (fg.max(dim=-1).values < thresh).float()
+    return torch.cat([bg[None], fg.permute(2, 0, 1)])
+
+
+def _random_crop_inputs(b, n_grid, g0, g, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = n_grid[0] * n_grid[1]
+    soft0 = torch.randn(b, 1, g0, n, generator=gen).mul(3).softmax(dim=2)  # softmax over groups, as the model's
+    soft1 = torch.randn(b, 1, g, g0, generator=gen).mul(3).softmax(dim=2)
+    feat = torch.randn(b, g, 16, generator=gen)
+    x = torch.randn(b, 16, generator=gen)
+    text = F.normalize(torch.randn(k, 16, generator=gen), dim=-1)
+    return soft0, soft1, feat, x, text
+
+
+@pytest.mark.parametrize("k,with_bg,grid,crop", [(3, True, (4, 4), (64, 64)), (9, True, (3, 5), (45, 77)),
+                                                 (9, False, (4, 4), (64, 64)), (1, True, (2, 2), (32, 32))])
+def test_batched_crop_scores_equal_step_by_step(k, with_bg, grid, crop):
+    b, g0, g = 5, 8, 4
+    soft0, soft1, feat, x, text = _random_crop_inputs(b, grid, g0, g, k, seed=k)
+    scale = torch.tensor(math.log(40.0))
+    maps = compose_soft_maps([{"soft": soft0}, {"soft": soft1}, None])
+    affinity = group_class_affinity(feat, x, text, scale)
+    scores = crop_class_scores(maps, grid, crop, affinity, with_bg=with_bg, bg_thresh=0.6)
+    assert scores.shape == (b, k + with_bg, *crop)
+    for i in range(b):
+        ref = _reference_crop(soft0[i, 0], soft1[i, 0], feat[i], x[i], text, scale, crop, grid, with_bg, 0.6)
+        torch.testing.assert_close(scores[i], ref, atol=1e-6, rtol=1e-5)
+        assert torch.equal(scores[i].argmax(0), ref.argmax(0))
+    if with_bg:
+        assert scores[:, 0].unique().tolist() in ([0.0], [1.0], [0.0, 1.0])
+
+
+def test_logit_scale_is_clamped_at_100():
+    soft0, soft1, feat, x, text = _random_crop_inputs(2, (4, 4), 8, 4, 6, seed=0)
+    a = group_class_affinity(feat, x, text, torch.tensor(math.log(100.0)))
+    b = group_class_affinity(feat, x, text, torch.tensor(math.log(5000.0)))
+    torch.testing.assert_close(a, b)
+
+
+# ---- the whole-image protocol ------------------------------------------------------------------
+
+
+def test_rescale_and_windows_follow_mmseg():
+    assert rescale_size(375, 500) == (448, 597)  # short side 448, ratio kept, rounded half up
+    assert rescale_size(100, 1000) == (205, 2048)  # the long side is capped at 2048 first
+    assert sliding_windows(448, 600) == [(0, 448, 0, 448), (0, 448, 152, 600)]
+    assert sliding_windows(448, 448) == [(0, 448, 0, 448)]
+    wins = sliding_windows(700, 1000)
+    assert len(wins) == 3 * 4 and wins[-1] == (252, 700, 552, 1000)
+    count = torch.zeros(700, 1000)
+    for y1, y2, x1, x2 in wins:
+        assert y2 - y1 == 448 and x2 - x1 == 448
+        count[y1:y2, x1:x2] += 1
+    assert count.min() >= 1
+    assert sliding_windows(200, 300) == [(0, 200, 0, 300)]  # smaller than one crop: one window
+
+
+def test_preprocess_normalises_like_mmseg():
+    img = torch.randint(0, 256, (3, 30, 40), dtype=torch.uint8)
+    out = preprocess_image(img, short_side=30)
+    mean = torch.tensor([123.675, 116.28, 103.53])[:, None, None]
+    std = torch.tensor([58.395, 57.12, 57.375])[:, None, None]
+    torch.testing.assert_close(out, (img.float() - mean) / std)
+    assert preprocess_image(img, short_side=60).shape == (3, 60, 80)
+    hwc = img.permute(1, 2, 0).numpy()
+    torch.testing.assert_close(preprocess_image(hwc, short_side=30), out)
+
+
+def _small_model(seed=0):
+    torch.manual_seed(seed)
+    model = build_model(small_config(text_encoder={"context_length": 16})).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))
+    return model
+
+
+def _fake_tokenizer(texts):
+    # a stand-in tokenizer (the real one needs open_clip): distinct ids per text, end token 99
+    out = torch.zeros(len(texts), 16, dtype=torch.long)
+    for i, t in enumerate(texts):
+        ids = [3 + (sum(map(ord, t)) * (j + 7)) % 80 for j in range(min(len(t), 10))]
+        out[i, :len(ids)] = torch.tensor(ids)
+        out[i, len(ids)] = 99
+    return out
+
+
+def _segmenter(model, names, **kwargs):
+    cache = TextEmbeddingCache()
+    seg = GroupViTSegmenter(model, ClassSet(tuple(names), 0.5), crop_size=64, stride=32, short_side=64,
+                            text_cache=cache, **kwargs)
+    cache.get(model, seg.class_set.text_names, "simple", tokenizer=_fake_tokenizer)  # fill it: no open_clip
+    return seg
+
+
+def _reference_image(model, image, names, bg_thresh, crop=64, stride=32, short=64):
+    """The protocol step by step: resize, one crop at a time through the encoder (twice, as NVlabs),
+    per-crop reference scores, average, resize back, argmax."""
+    with_bg = names[0] == "background"
+    text = class_text_embeddings(model, names[1:] if with_bg else names, tokenizer=_fake_tokenizer)
+    t = preprocess_image(image, short_side=short)
+    h, w = t.shape[-2:]
+    total = torch.zeros(len(names), h, w)
+    count = torch.zeros(1, h, w)
+    for y1, y2, x1, x2 in sliding_windows(h, w, crop, stride):
+        c = t[None, :, y1:y2, x1:x2]
+        attn = model.img_encoder(c, return_attn=True, as_dict=True)["attn_dicts"]
+        feat_x, feat = model.encode_image(c, return_feat=True)
+        grid = ((y2 - y1) // 16, (x2 - x1) // 16)
+        total[:, y1:y2, x1:x2] += _reference_crop(attn[0]["soft"][0, 0], attn[1]["soft"][0, 0], feat[0], feat_x[0],
+                                                  text, model.logit_scale, (y2 - y1, x2 - x1), grid, with_bg, bg_thresh)
+        count[:, y1:y2, x1:x2] += 1
+    avg = F.interpolate((total / count)[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+    return avg
+
+
+@pytest.mark.parametrize("with_bg", [True, False])
+def test_pipeline_equals_step_by_step_and_batches_images(with_bg):
+    model = _small_model()
+    names = (["background"] if with_bg else []) + ["cat", "dog", "sky", "road", "tree", "car", "boat"]
+    seg = _segmenter(model, names, crop_batch_size=3)
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
+              torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen),
+              torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)]
+    batched = seg.predict_scores(images)  # different sizes in one call
+    assert len(torch.cat([s.argmax(0).flatten() for s in batched]).unique()) >= 2  # not a constant labelling
+    with torch.no_grad():
+        for image, scores in zip(images, batched):
+            ref = _reference_image(model, image, names, 0.5)
+            assert scores.shape == (len(names), *image.shape[-2:])
+            torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+            assert (scores.argmax(0) == ref.argmax(0)).float().mean() > 0.999
+    labels = seg.predict(images)
+    for lab, s in zip(labels, batched):
+        assert torch.equal(lab, s.argmax(0))
+
+
+def test_one_encoder_pass_per_crop_batch():
+    model = _small_model()
+    seg = _segmenter(model, ["background", "cat", "dog"], crop_batch_size=4)
+    calls = []
+    handle = model.img_encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    image = torch.randint(0, 256, (3, 64, 160), dtype=torch.uint8)  # 64 x 160 -> 4 windows
+    seg.predict([image])
+    handle.remove()
+    assert calls == [4]  # one pass for all four crops: maps and features together
+
+
+def test_text_embeddings_cache_and_formula():
+    model = _small_model()
+    names = ["cat", "dog"]
+    emb = class_text_embeddings(model, names, ["a photo of a {}.", "a {}."], tokenizer=_fake_tokenizer)
+    tokens = _fake_tokenizer(["a photo of a cat.", "a cat.", "a photo of a dog.", "a dog."]).view(2, 2, -1)
+    torch.testing.assert_close(emb, model.build_text_embedding(tokens))
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
+    cache = TextEmbeddingCache()
+    first = cache.get(model, names, tokenizer=_fake_tokenizer)
+    assert cache.get(model, names, tokenizer=_fake_tokenizer) is first and len(cache) == 1
+    cache.invalidate(model)
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="template"):
+        class_text_embeddings(model, names, "nonexistent", tokenizer=_fake_tokenizer)
+
+
+def test_resolve_classes():
+    voc = resolve_classes("voc")
+    assert voc.with_bg and len(voc.names) == 21 and voc.bg_thresh == 0.95
+    assert resolve_classes("context").bg_thresh == 0.35
+    assert resolve_classes(["cat", "dog"]).with_bg is False
+    assert resolve_classes("background,cat", bg_thresh=0.3).bg_thresh == 0.3
+    for bad, msg in [("vco", "unknown class preset"), (["cat", "cat"], "duplicate"), (["cat", ""], "empty"),
+                     (["cat", "background"], "first"), (["cat"], "two or more")]:
+        with pytest.raises(ValueError, match=msg):
+            resolve_classes(bad)
+
+
+# ---- mIoU ----------------------------------------------------------------------------------------
+
+
+def test_confusion_matrix_is_exact_with_ignore_index():
+    gen = torch.Generator().manual_seed(0)
+    k = 5
+    cm = ConfusionMatrix(k)
+    brute = np.zeros((k, k), dtype=np.int64)
+    for _ in range(3):
+        gt = torch.randint(0, k, (37, 23), generator=gen)
+        gt[torch.rand(37, 23, generator=gen) < 0.2] = 255
+        pred = torch.randint(0, k, (37, 23), generator=gen)
+        cm.update(pred, gt)
+        for g_, p_ in zip(gt.flatten().tolist(), pred.flatten().tolist()):
+            if g_ != 255:
+                brute[g_, p_] += 1
+    assert np.array_equal(cm.counts.numpy(), brute)
+    ious = [brute[i, i] / (brute[i].sum() + brute[:, i].sum() - brute[i, i]) for i in range(k)]
+    assert cm.iou() == pytest.approx(ious)
+    assert cm.miou() == pytest.approx(sum(ious) / k)
+    # a class absent from ground truth and prediction is left out of the mean
+    cm2 = ConfusionMatrix(3)
+    cm2.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))
+    assert math.isnan(cm2.iou()[2]) and cm2.miou() == 1.0
+    with pytest.raises(ValueError, match="outside"):
+        cm2.update(torch.tensor([[0]]), torch.tensor([[7]]))
+    with pytest.raises(ValueError, match="differ"):
+        cm2.update(torch.tensor([[0, 1]]), torch.tensor([[0]]))
+
+
+# ---- files ---------------------------------------------------------------------------------------
+
+
+def test_output_files(tmp_path):
+    from PIL import Image
+
+    names = ["background", "cat", "dog"]
+    labels = torch.tensor([[0, 1, 1, 2], [2, 2, 0, 1]])
+    save_label_png(str(tmp_path / "l.png"), labels, names)
+    img = Image.open(tmp_path / "l.png")
+    assert img.mode == "P" and np.array_equal(np.array(img), labels.numpy())
+    assert tuple(img.getpalette()[:3]) == (0, 0, 0)  # background black
+    assert torch.equal(load_label_mask(str(tmp_path / "l.png")), labels)
+
+    image = torch.full((3, 2, 4), 200, dtype=torch.uint8)
+    save_overlay_png(str(tmp_path / "o.png"), image, labels, names)
+    over = np.array(Image.open(tmp_path / "o.png"))
+    assert over.shape == (2, 4, 3)
+    assert (over[0, 0] == 200).all()  # background pixels untouched
+    palette = img.getpalette()
+    cat_color = np.array(palette[3:6])
+    assert np.abs(over[0, 1].astype(float) - (0.5 * 200 + 0.5 * cat_color)).max() <= 1
+
+    fr = class_fractions(labels, names)
+    assert fr == {"background": 0.25, "cat": 0.375, "dog": 0.375}
+    save_json(str(tmp_path / "f.json"), fr)
+    assert json.loads((tmp_path / "f.json").read_text()) == fr
+    assert not list(tmp_path.glob(".tmp-*"))  # atomic writes leave no temporary files
+
+    Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    assert load_image(str(tmp_path / "rgb.png")).shape == (3, 5, 7)
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="bad.jpg: cannot read image"):
+        load_image(str(tmp_path / "bad.jpg"))
+    with pytest.raises(ValueError, match="single-channel"):
+        load_label_mask(str(tmp_path / "rgb.png"))
+
+
+def test_segmenter_rejects_a_vision_only_model():
+    from groupvit_fast import GroupViT
+
+    with pytest.raises(TypeError, match="image-text model"):
+        GroupViTSegmenter(GroupViT(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1],
+                                   num_group_tokens=[8, 4, 0], num_output_groups=[8, 4]), "voc")
+
