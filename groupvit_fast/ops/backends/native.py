@@ -10,6 +10,21 @@ Both are kernels of the same native ops, registered by ``groupvit_fast._C`` per 
         Tensor out, Tensor r, Tensor? noise, int seed, int offset, int num_heads, float scale,
         bool hard, bool gumbel, float tau, bool sum_assign, float eps) -> (Tensor dq, Tensor dk, Tensor dv)
     groupvit_fast::gumbel_noise_native(Tensor like, int[] shape, int seed, int offset) -> Tensor
+
+What each guarantees (csrc/cpu/assign_kernels_impl.h, csrc/cuda/assign_attention_kernels.cu):
+
+* fp32, fp16 and bf16 inputs (any strides), fp32 compute, outputs in the input dtype; hard mode
+  merges by a segmented sum (no ``[G, N]`` matrix); the backward recomputes logits, noise and
+  assignment from ``q, k, v, out, r`` and the seed.
+* In-kernel noise follows ``groupvit_fast/reference/philox.py``: the uniform draw is bit-exact,
+  ``-log(-log(u))`` agrees with the NumPy oracle to about 1e-6 (a single-precision log).
+* ``cpu``: bitwise independent of the thread count (chunking depends on the shapes only; chunk
+  partial sums are reduced in a fixed order). AVX2+FMA kernels when the CPU has them, else a
+  baseline build (``GROUPVIT_FAST_CPU_ISA=baseline`` forces it).
+* ``cuda``: G <= 512 (the ``[G, 32]`` logits tiles live in shared memory); the per-group sums use
+  fp32 atomics, so their last bits may change from run to run.
+* Non-finite inputs give what the dense formula ``R @ v`` gives: a NaN softmax column makes every
+  output of its (batch, head) NaN; a non-finite ``v[n, d]`` reaches ``out[g, d]`` of every group.
 """
 
 from __future__ import annotations
@@ -17,7 +32,44 @@ from __future__ import annotations
 import torch
 
 from ... import _extension
-from ..backend import AssignBackend, AssignParams
+from ..backend import AssignBackend, AssignInputs, AssignParams
+
+#: Largest group count of the CUDA kernels (csrc/cuda/assign_attention_kernels.h, kMaxGroups).
+CUDA_MAX_GROUPS = 512
+
+_fakes_registered = False
+
+
+def _register_fakes() -> None:
+    """Fake (meta) implementations of the native ops, for torch.compile / opcheck of the raw ops."""
+    global _fakes_registered
+    if _fakes_registered:
+        return
+    _fakes_registered = True
+
+    @torch.library.register_fake("groupvit_fast::assign_attention_forward_native")
+    def _(q, k, v, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn):
+        b, g, _c = q.shape
+        n = k.shape[1]
+        attn_shape = (b, num_heads, g, n) if return_attn else (0,)
+        return (q.new_empty(q.shape), q.new_empty((b, num_heads, g), dtype=torch.float32), q.new_empty(attn_shape),
+                q.new_empty(attn_shape))
+
+    @torch.library.register_fake("groupvit_fast::assign_attention_backward_native")
+    def _(grad_out, q, k, v, out, r, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps):
+        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+    @torch.library.register_fake("groupvit_fast::gumbel_noise_native")
+    def _(like, shape, seed, offset):
+        return like.new_empty(shape, dtype=torch.float32)
+
+
+def native_ops():
+    """``torch.ops.groupvit_fast`` with the native ops loaded (raises if the extension is not)."""
+    if _extension.load_extension() is None:
+        raise RuntimeError(f"the compiled backends are unavailable: {_extension.unavailable_reason()}")
+    _register_fakes()
+    return torch.ops.groupvit_fast
 
 
 class _NativeBackend(AssignBackend):
@@ -30,18 +82,18 @@ class _NativeBackend(AssignBackend):
         return reason
 
     def forward(self, q, k, v, noise, seed, offset, params: AssignParams):
-        return torch.ops.groupvit_fast.assign_attention_forward_native(
+        return native_ops().assign_attention_forward_native(
             q, k, v, noise, seed, offset, params.num_heads, params.scale, params.hard, params.gumbel, params.tau,
             params.sum_assign, params.eps, params.return_attn)
 
     def backward(self, grad_out, q, k, v, out, r, noise, seed, offset, params: AssignParams):
-        return torch.ops.groupvit_fast.assign_attention_backward_native(
+        return native_ops().assign_attention_backward_native(
             grad_out, q, k, v, out, r, noise, seed, offset, params.num_heads, params.scale, params.hard,
             params.gumbel, params.tau, params.sum_assign, params.eps)
 
     def gumbel_noise(self, shape, seed, offset, device):
         like = torch.empty(0, device=device)
-        return torch.ops.groupvit_fast.gumbel_noise_native(like, list(shape), seed, offset)
+        return native_ops().gumbel_noise_native(like, list(shape), seed, offset)
 
 
 class CpuBackend(_NativeBackend):
@@ -53,3 +105,9 @@ class CudaBackend(_NativeBackend):
     name = "cuda"
     devices = ("cuda",)
     need_cuda = True
+
+    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
+        reasons = super().not_supported_reasons(inputs)
+        if inputs.groups > CUDA_MAX_GROUPS:
+            reasons.append(f"G = {inputs.groups} groups > {CUDA_MAX_GROUPS} (the logits tile lives in shared memory)")
+        return reasons

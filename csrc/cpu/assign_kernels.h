@@ -1,0 +1,92 @@
+// Torch-free interface of the CPU assignment-attention kernels (csrc/cpu/assign_kernels_impl.h).
+//
+// The kernels are compiled twice, for the x86-64 baseline and for AVX2+FMA, each copy in its own
+// namespace (assign_kernels_baseline.cpp, assign_kernels_avx2.cpp); `select_kernels()` picks one
+// at run time, as ATen's DispatchStub does. They see only raw pointers, element strides and plain
+// structs (no torch headers), so the two copies share no inline code that could be compiled for
+// the wrong instruction set. The torch glue (checks, allocation, at::parallel_for, the GEMM
+// callback) is csrc/cpu/assign_attention_cpu.cpp.
+//
+// Work decomposition: one *item* per (batch b, head h, token chunk). Chunks depend only on the
+// shapes, never on the thread count, and partial sums over chunks are reduced in a fixed order
+// by the *finalize* step, so results are bitwise independent of torch.get_num_threads().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace groupvit_fast {
+namespace cpu {
+
+enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+// Row-major GEMM: C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C. op(A) = A stored as
+// [m][k] with row stride lda, or (trans_a) A stored as [k][m]; likewise op(B) [k][n] or (trans_b)
+// [n][k]. beta == 0 means C is write-only. Provided by the glue (ATen's BLAS), called from inside
+// a parallel region, so it must run single-threaded there.
+using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, bool trans_a,
+                        const float* b, int64_t ldb, bool trans_b, float beta, float* c, int64_t ldc);
+
+// A [B, L, C] tensor of the kernel's dtype, with element strides (any, including 0).
+struct Strided {
+  const void* ptr = nullptr;
+  int64_t sb = 0, sl = 0, sc = 0;
+};
+
+struct Params {
+  int64_t B = 0, H = 0, G = 0, N = 0, D = 0;  // C = H * D
+  float scale = 1.f, tau = 1.f, eps = 1.f;
+  bool hard = true, gumbel = false, sum_assign = false, return_attn = false;
+  uint64_t seed = 0, offset = 0;
+  const float* noise = nullptr;  // [B, H, G, N] float32 contiguous, or null (Philox in-kernel)
+  DType dtype = DType::kFloat32;
+  int64_t chunk = 1, nchunks = 1;  // token chunk length and count per (b, h)
+  int64_t items() const { return B * H * nchunks; }
+};
+
+struct ForwardArgs {
+  Params p;
+  Strided q, k, v;
+  // Per item partial results, reduced by forward_finalize: sums of v per group [G, D], the
+  // group mass [G], and for each channel d the non-finite-v state (see the implementation) plus
+  // one "poisoned token" flag: [D + 1] int32.
+  float* part_acc = nullptr;
+  float* part_cnt = nullptr;
+  int32_t* part_state = nullptr;
+  void* out = nullptr;        // [B, G, C] contiguous, dtype
+  float* r = nullptr;         // [B, H, G] float32
+  void* hard_attn = nullptr;  // [B, H, G, N] contiguous, dtype (return_attn only)
+  void* soft_attn = nullptr;
+};
+
+struct BackwardArgs {
+  Params p;
+  Strided q, k, v, dout, out;
+  const float* r = nullptr;  // [B, H, G] float32 contiguous
+  float* part_dq = nullptr;  // per item [G, D], reduced by backward_finalize
+  void* dq = nullptr;        // [B, G, C] contiguous, dtype
+  void* dk = nullptr;        // [B, N, C] contiguous, dtype
+  void* dv = nullptr;
+};
+
+struct KernelTable {
+  const char* isa;
+  size_t (*forward_scratch_floats)(const Params&);
+  void (*forward_item)(const ForwardArgs&, int64_t item, float* scratch, GemmFn gemm);
+  void (*forward_finalize)(const ForwardArgs&, int64_t bh);
+  size_t (*backward_scratch_floats)(const Params&);
+  void (*backward_item)(const BackwardArgs&, int64_t item, float* scratch, GemmFn gemm);
+  void (*backward_finalize)(const BackwardArgs&, int64_t bh);
+  // out[i] = Gumbel noise of counter first_counter + i, i < count (philox.py convention).
+  void (*gumbel_noise)(float* out, int64_t count, uint64_t seed, uint64_t first_counter);
+};
+
+const KernelTable& kernels_baseline();
+#if defined(__x86_64__) || defined(_M_X64)
+const KernelTable& kernels_avx2();
+#endif
+// AVX2+FMA when the CPU has it (and GROUPVIT_FAST_CPU_ISA is not "baseline"), else the baseline.
+const KernelTable& select_kernels();
+
+}  // namespace cpu
+}  // namespace groupvit_fast

@@ -1,0 +1,132 @@
+// The CUDA kernels of ../assign_attention_kernels.cu compiled for the host with emulated threads
+// (cuda_emulation.h) and exposed on CPU tensors as torch.ops.groupvit_fast_cuda_emulation.*, with
+// the schemas of the real native ops. Built on demand by tests/test_native_backend.py
+// (torch.utils.cpp_extension.load), never by setup.py: it lets the CUDA kernels' logic be tested
+// on machines without a GPU. The workspace handling mirrors ../assign_attention_cuda.cpp.
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "assign_checks.h"
+
+#define GVF_CUDA_EMULATION 1
+#include "../assign_attention_kernels.cu"
+
+namespace {
+
+using groupvit_fast::AssignDims;
+namespace gc = groupvit_fast::cuda;
+
+gc::Strided strided(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
+
+gc::Params make_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise,
+                       int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau, bool sum_assign,
+                       double eps, bool return_attn) {
+  gc::Params p;
+  p.B = dims.B;
+  p.H = dims.H;
+  p.G = dims.G;
+  p.N = dims.N;
+  p.D = dims.D;
+  p.scale = static_cast<float>(scale);
+  p.tau = static_cast<float>(tau);
+  p.eps = static_cast<float>(eps);
+  p.hard = hard;
+  p.gumbel = gumbel;
+  p.sum_assign = sum_assign;
+  p.return_attn = return_attn;
+  p.seed = static_cast<uint64_t>(seed);
+  p.offset = static_cast<uint64_t>(offset);
+  p.noise = (gumbel && noise.has_value()) ? noise->data_ptr<float>() : nullptr;
+  p.dtype = q.scalar_type() == at::kHalf       ? gc::DType::kFloat16
+            : q.scalar_type() == at::kBFloat16 ? gc::DType::kBFloat16
+                                               : gc::DType::kFloat32;
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& noise_in,
+    int64_t seed, int64_t offset, int64_t num_heads, double scale, bool hard, bool gumbel, double tau,
+    bool sum_assign, double eps, bool return_attn) {
+  const AssignDims dims =
+      groupvit_fast::check_assign_inputs(q, k, v, noise_in, num_heads, scale, gumbel, tau, sum_assign, eps);
+  TORCH_CHECK_VALUE(dims.G <= gc::kMaxGroups, "G too large for the cuda kernels");
+  const auto attn_shape = return_attn ? std::vector<int64_t>{dims.B, dims.H, dims.G, dims.N} : std::vector<int64_t>{0};
+  at::Tensor out = at::empty({dims.B, dims.G, dims.C}, q.options());
+  at::Tensor r = at::empty({dims.B, dims.H, dims.G}, q.options().dtype(at::kFloat));
+  at::Tensor hard_attn = at::empty(attn_shape, q.options());
+  at::Tensor soft_attn = at::empty(attn_shape, q.options());
+  std::optional<at::Tensor> noise;
+  if (noise_in.has_value()) noise = noise_in->contiguous();
+  const gc::Params p = make_params(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign, eps, return_attn);
+  at::Tensor acc = at::zeros({dims.B, dims.H, dims.G, dims.D}, q.options().dtype(at::kFloat));
+  at::Tensor cnt = at::zeros({dims.B, dims.H, dims.G}, q.options().dtype(at::kFloat));
+  at::Tensor state = at::full({dims.B, dims.H, dims.D}, -1, q.options().dtype(at::kInt));
+  at::Tensor poison = at::zeros({dims.B, dims.H}, q.options().dtype(at::kInt));
+  gc::ForwardWorkspace ws;
+  ws.acc = acc.data_ptr<float>();
+  ws.cnt = cnt.data_ptr<float>();
+  ws.state = state.data_ptr<int32_t>();
+  ws.poison = poison.data_ptr<int32_t>();
+  gc::assign_forward(p, strided(q), strided(k), strided(v), ws, out.data_ptr(), r.data_ptr<float>(),
+                     return_attn ? hard_attn.data_ptr() : nullptr, return_attn ? soft_attn.data_ptr() : nullptr,
+                     nullptr);
+  return {out, r, hard_attn, soft_attn};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& r, const std::optional<at::Tensor>& noise_in, int64_t seed, int64_t offset, int64_t num_heads,
+    double scale, bool hard, bool gumbel, double tau, bool sum_assign, double eps) {
+  const AssignDims dims =
+      groupvit_fast::check_assign_inputs(q, k, v, noise_in, num_heads, scale, gumbel, tau, sum_assign, eps);
+  groupvit_fast::check_backward_inputs(dims, q, grad_out, out, r);
+  std::optional<at::Tensor> noise;
+  if (noise_in.has_value()) noise = noise_in->contiguous();
+  const at::Tensor r_c = r.contiguous();
+  const gc::Params p = make_params(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign, eps, false);
+  const auto f32 = q.options().dtype(at::kFloat);
+  at::Tensor dq_acc = at::zeros({dims.B, dims.G, dims.C}, f32);
+  at::Tensor dq = q.scalar_type() == at::kFloat ? dq_acc : at::empty(q.sizes(), q.options());
+  at::Tensor dk = at::empty(k.sizes(), k.options());
+  at::Tensor dv = at::empty(v.sizes(), v.options());
+  at::Tensor delta = at::empty({dims.B, dims.H, dims.G}, f32);
+  gc::assign_backward(p, strided(q), strided(k), strided(v), strided(grad_out), strided(out), r_c.data_ptr<float>(),
+                      delta.data_ptr<float>(), dq_acc.data_ptr<float>(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+                      nullptr);
+  return {dq, dk, dv};
+}
+
+at::Tensor gumbel_noise(const at::Tensor& like, at::IntArrayRef shape, int64_t seed, int64_t offset) {
+  at::Tensor noise = at::empty(shape, like.options().dtype(at::kFloat));
+  gc::gumbel_noise(noise.data_ptr<float>(), noise.numel(), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
+                   nullptr);
+  return noise;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(groupvit_fast_cuda_emulation, m) {
+  m.def(
+      "assign_attention_forward_native(Tensor q, Tensor k, Tensor v, Tensor? noise, int seed, int offset, "
+      "int num_heads, float scale, bool hard, bool gumbel, float tau, bool sum_assign, float eps, "
+      "bool return_attn) -> (Tensor out, Tensor r, Tensor hard, Tensor soft)");
+  m.def(
+      "assign_attention_backward_native(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor r, "
+      "Tensor? noise, int seed, int offset, int num_heads, float scale, bool hard, bool gumbel, float tau, "
+      "bool sum_assign, float eps) -> (Tensor dq, Tensor dk, Tensor dv)");
+  m.def("gumbel_noise_native(Tensor like, int[] shape, int seed, int offset) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(groupvit_fast_cuda_emulation, CPU, m) {
+  m.impl("assign_attention_forward_native", &forward);
+  m.impl("assign_attention_backward_native", &backward);
+  m.impl("gumbel_noise_native", &gumbel_noise);
+}
