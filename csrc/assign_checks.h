@@ -88,4 +88,32 @@ inline void check_noise_shape(at::IntArrayRef shape) {
   for (int64_t s : shape) TORCH_CHECK_VALUE(s >= 0, "shape must hold sizes >= 0, got ", shape);
 }
 
+
+// The scalar arguments every kernel's Params struct carries (cpu::Params, cuda::Params and the
+// CUDA emulation's share these field names), filled in one place. `to_dtype` maps the torch dtype
+// to the backend's own enum.
+template <class Params, class ToDType>
+Params fill_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise, int64_t seed,
+                   int64_t offset, double scale, bool hard, bool gumbel, double tau, bool sum_assign, double eps,
+                   bool return_attn, ToDType to_dtype) {
+  Params p;
+  p.B = dims.B;
+  p.H = dims.H;
+  p.G = dims.G;
+  p.N = dims.N;
+  p.D = dims.D;
+  p.scale = static_cast<float>(scale);
+  p.tau = static_cast<float>(tau);
+  p.eps = static_cast<float>(eps);
+  p.hard = hard;
+  p.gumbel = gumbel;
+  p.sum_assign = sum_assign;
+  p.return_attn = return_attn;
+  p.seed = static_cast<uint64_t>(seed);
+  p.offset = static_cast<uint64_t>(offset);
+  p.noise = (gumbel && noise.has_value()) ? noise->data_ptr<float>() : nullptr;
+  p.dtype = to_dtype(q.scalar_type());
+  return p;
+}
+
 }  // namespace groupvit_fast

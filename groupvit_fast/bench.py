@@ -9,14 +9,16 @@ for one device and writes ``<out>/<device>-<date>.{md,json,png}``:
   minimum bytes the op must move and, on a GPU, the fraction of the roofline floor (bytes /
   time / device copy bandwidth measured in the same run), peak memory, bytes saved for backward
   and the error against a float64 reference;
-* per model case: images/s, speed-ups, peak memory, saved bytes, error against the fp32 reference
-  model;
+* per model case (GroupViT eval forward and training step, the image-text model's training
+  step): images/s, speed-ups, peak memory, saved bytes, error against the fp32 reference model;
 * a PNG of speed-up against N for the stage-0 shapes.
 
 Timing rules (spec/benchmarks.md): warm-up calls first; on a GPU every call is timed with CUDA
 events around it and the L2 cache is flushed before it (so the memory-bound kernels are not
 flattered); on the CPU ``time.perf_counter`` around each call. The number of calls fills a time
-budget per measurement. All comparisons are ratios within one run.
+budget per measurement, and the implementations and dtypes of one problem take turns call by
+call (``measure_interleaved``), so a change of machine load hits them alike. All comparisons
+are ratios within one run.
 
 Options: ``--quick`` (a subset), ``--smoke`` (tiny CPU cases: CI), ``--device``, ``--dtype``,
 ``--filter REGEX`` (over ``<case id>/<impl>``, e.g. ``'stage0-224/train.*(reference|cpu)'``),
@@ -40,13 +42,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["main", "load_cases", "measure_time", "peak_memory", "saved_bytes", "copy_bandwidth", "run_tier",
-           "write_report", "render_markdown", "environment"]
+__all__ = ["copy_bandwidth", "environment", "load_cases", "main", "measure_interleaved", "measure_time", "peak_memory",
+           "render_markdown", "run_tier", "saved_bytes", "write_report"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASES_FILE = REPO_ROOT / "benchmarks" / "cases.py"
@@ -110,40 +113,75 @@ class _L2Flush:
             self.buffer.zero_()
 
 
-def measure_time(fn: Callable[[], Any], device: str, *, budget_s: float = 0.5, min_reps: int = 5,
-                 max_reps: int = 200, warmup_s: float | None = None, flush: _L2Flush | None = None) -> dict:
-    """Median, IQR, min (ms) and count of timed calls of ``fn``.
+def measure_interleaved(fns: dict[Any, Callable[[], Any]], device: str, *, budget_s: float = 0.5, min_reps: int = 5,
+                        max_reps: int = 200, warmup_s: float | None = None,
+                        flush: _L2Flush | None = None) -> dict[Any, dict[str, Any] | Exception]:
+    """Times several implementations of one case, interleaved: ``{name: stats or the exception}``.
 
-    Warm-up: at least two calls and ``warmup_s`` (default: a quarter of the budget) of calls, which
-    also compiles and autotunes what needs it; then as many calls as fill ``budget_s``, bounded by
-    ``min_reps`` and ``max_reps``. GPU: CUDA events around each call with an L2 flush before it;
-    CPU: ``time.perf_counter`` around each call.
+    Warm-up per function: one call (which compiles and autotunes what needs it), then at least one
+    more and ``warmup_s`` (default: a quarter of the budget) of calls to estimate the time of one.
+    Each gets as many timed calls as fill ``budget_s`` (bounded by ``min_reps``, ``max_reps``), and
+    the calls alternate between the functions (rotating the order each round), so that a change
+    in machine load during the measurement (other jobs on a shared CPU) hits them all alike and
+    their ratio stays meaningful. GPU: CUDA events around each call, an L2 flush before it, one
+    synchronisation at the end (the host runs ahead: the events time the GPU work). CPU:
+    ``time.perf_counter`` around each call. Stats: median, quartiles, IQR and min in ms.
     """
     warmup_s = budget_s / 4 if warmup_s is None else warmup_s
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < warmup_s:
-        fn()
-        _sync(device)
-        calls += 1
-    per_call = (time.perf_counter() - start) / calls
-    reps = int(max(min_reps, min(max_reps, budget_s / max(per_call, 1e-6))))
-    times = []
+    results: dict[Any, dict[str, Any] | Exception] = {}
+    reps: dict[Any, int] = {}
+    for name, fn in fns.items():
+        try:
+            fn()  # may compile or autotune: not part of the estimate
+            _sync(device)
+            calls, start = 0, time.perf_counter()
+            while calls < 1 or time.perf_counter() - start < warmup_s:
+                fn()
+                _sync(device)
+                calls += 1
+            per_call = (time.perf_counter() - start) / calls
+            reps[name] = int(max(min_reps, min(max_reps, budget_s / max(per_call, 1e-6))))
+        except Exception as err:  # noqa: BLE001 - reported per implementation by the caller
+            results[name] = err
+    flush = flush or _L2Flush(device)
+    times: dict[Any, list[float]] = {name: [] for name in reps}
+    events: list[tuple[Any, Any, Any]] = []
+    order = list(reps)
+    for round_ in range(max(reps.values(), default=0)):
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            if round_ >= reps[name] or name in results:
+                continue
+            try:
+                if device == "cuda":
+                    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    flush()
+                    begin.record()
+                    fns[name]()
+                    end.record()
+                    events.append((name, begin, end))
+                else:
+                    t0 = time.perf_counter()
+                    fns[name]()
+                    times[name].append(time.perf_counter() - t0)
+            except Exception as err:  # noqa: BLE001
+                results[name] = err
     if device == "cuda":
-        flush = flush or _L2Flush(device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-        for begin, end in events:
-            flush()
-            begin.record()
-            fn()
-            end.record()
         torch.cuda.synchronize()
-        times = [begin.elapsed_time(end) / 1e3 for begin, end in events]
-    else:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return _stats(times)
+        for name, begin, end in events:
+            times[name].append(begin.elapsed_time(end) / 1e3)
+    for name, seconds in times.items():
+        if name not in results:
+            results[name] = _stats(seconds)
+    return results
+
+
+def measure_time(fn: Callable[[], Any], device: str, **kwargs) -> dict[str, Any]:
+    """``measure_interleaved`` of one function: its stats (raises what ``fn`` raised)."""
+    result = measure_interleaved({"fn": fn}, device, **kwargs)["fn"]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 @contextlib.contextmanager
@@ -238,7 +276,6 @@ def copy_bandwidth(device: str, nbytes: int | None = None) -> float:
     dst = torch.empty_like(src)
     stats = measure_time(lambda: dst.copy_(src), device, budget_s=0.3, min_reps=5, max_reps=50,
                          flush=_L2Flush("cpu"))
-    del src, dst
     return 2 * nbytes / (stats["median_ms"] / 1e3) / 1e9
 
 
@@ -290,7 +327,7 @@ def environment(device: str) -> dict[str, Any]:
 
     meta: dict[str, Any] = {
         "device": device,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),  # noqa: UP017 (Python 3.10)
         "git_commit": _run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]),
         "git_dirty": bool(_run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"])),
         "versions": {
@@ -362,15 +399,29 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _measure(runner, device: str, tier, flush) -> dict[str, Any]:
-    stats = measure_time(runner.fn, device, budget_s=tier.budget_s, min_reps=tier.min_reps, max_reps=tier.max_reps,
-                         flush=flush)
-    stats["peak_mem_bytes"] = peak_memory(runner.fn, device)
-    stats["saved_bytes"] = stats["saved_extra_bytes"] = None
+def _memory(runner, device: str) -> dict[str, Any]:
+    stats: dict[str, Any] = {"peak_mem_bytes": peak_memory(runner.fn, device), "saved_bytes": None,
+                             "saved_extra_bytes": None}
     if runner.forward_for_saved is not None:
         stats["saved_bytes"], stats["saved_extra_bytes"] = saved_bytes(runner.forward_for_saved,
                                                                        runner.owned_storages)
     return stats
+
+
+def _why(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"failed: {type(err).__name__}: {text}"[:300]
+
+
+def _comparison_groups(items):
+    """``[[(case, impl), ...], ...]``: the items measured together (interleaved), in the order of
+    their first appearance. A group is one problem (``case.group``: shape, batch and mode, or
+    model, task and batch) in every dtype and implementation, so that the speed-ups against the
+    reference, the compiled reference and fp32 are all ratios of interleaved measurements."""
+    groups: dict[str, list] = {}
+    for case, impl in items:
+        groups.setdefault(case.group, []).append((case, impl))
+    return list(groups.values())
 
 
 def _op_record(cases, case, impl, stats, runner, copy_bw, device) -> dict[str, Any]:
@@ -386,14 +437,26 @@ def _op_record(cases, case, impl, stats, runner, copy_bw, device) -> dict[str, A
     # are compute-bound (48 FLOP/byte against ~10 for a CPU), so the fraction is GPU-only
     record["floor_ms"] = record["min_bytes"] / (copy_bw * 1e9) * 1e3 if device == "cuda" else None
     record["roofline_fraction"] = record["floor_ms"] / stats["median_ms"] if device == "cuda" else None
+    record["rel_error"] = None
+    if runner.outputs is not None:  # (not for compiled: another signature, another compile)
+        try:
+            want = cases.op_outputs(case, "reference", device, compute_dtype=torch.float64)
+            record["rel_error"] = rel_error(runner.outputs(), want)
+            record["error_vs"] = "float64 reference, same inputs and noise"
+        except Exception as err:  # noqa: BLE001 - a failing check must not lose the timing
+            record["error_note"] = f"{type(err).__name__}: {err}"
     return record
 
 
-def _op_error(cases, case, impl, device) -> float | None:
-    if impl == "compiled":  # another call signature would mean another compile: not worth it
-        return None
-    want = cases.op_outputs(case, "reference", device, compute_dtype=torch.float64)
-    return rel_error(cases.op_outputs(case, impl, device), want)
+def _model_record(case, impl, stats, runner, bank) -> dict[str, Any]:
+    record = {"kind": "model", "case": case.id, "config": case.config, "task": case.task, "batch": case.batch,
+              "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
+    record["images_per_s"] = case.batch / (stats["median_ms"] / 1e3)
+    record["rel_error"] = None
+    if runner.outputs is not None:
+        record["rel_error"] = rel_error(runner.outputs(), [bank.reference_output(case.batch)])
+        record["error_vs"] = "fp32 eager reference model, same weights and images"
+    return record
 
 
 def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_impl: str, compiled_impl: str,
@@ -425,60 +488,57 @@ def run_tier(tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None
     op_records, model_records, skipped = [], [], []
     banks: dict[str, Any] = {}
     bar = _progress(len(items), progress)
-    for case, impl in items:
-        bar.set_description_str(f"{case.id}/{impl}")
-        why = cases.impl_unavailable(impl, device)
-        if why is None and max_minutes is not None and time.perf_counter() - started > 60 * max_minutes:
-            why = f"time budget of {max_minutes:g} min spent"
-        if why is not None:
-            skipped.append({"case": case.id, "impl": impl, "reason": why})
-            bar.update()
-            continue
-        try:
-            if case.id.startswith("op/"):
-                runner = cases.build_op_runner(case, impl, device)
-                stats = _measure(runner, device, tier, flush)
-                record = _op_record(cases, case, impl, stats, runner, meta["copy_bandwidth_gbs"], device)
-                try:
-                    record["rel_error"] = _op_error(cases, case, impl, device)
-                except Exception as err:  # a failing check must not lose the timing
-                    record["rel_error"], record["error_note"] = None, f"{type(err).__name__}: {err}"
-                record["error_vs"] = "float64 reference, same inputs and noise"
-                op_records.append(record)
-            else:
-                if case.config not in banks:
-                    banks[case.config] = cases.ModelBank(case.config, device)
-                bank = banks[case.config]
-                runner = cases.build_model_runner(case, impl, bank)
-                stats = _measure(runner, device, tier, flush)
-                record = {"kind": "model", "case": case.id, "config": case.config, "task": case.task,
-                          "batch": case.batch, "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
-                record["images_per_s"] = case.batch / (stats["median_ms"] / 1e3)
-                record["rel_error"] = None
-                if runner.outputs is not None:
-                    record["rel_error"] = rel_error(runner.outputs(), [bank.reference_output(case.batch)])
-                    record["error_vs"] = "fp32 eager reference model, same weights and images"
-                model_records.append(record)
-        except Exception as err:  # out of memory, a backend refusing a shape, ...: record it, go on
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            skipped.append({"case": case.id, "impl": impl, "reason": f"failed: {reason}"})
-        finally:
-            runner = None
-            _free(device)
-            bar.update()
+    for group in _comparison_groups(items):
+        bar.set_description_str(group[0][0].group)
+        runners = {}
+        for case, impl in group:
+            why = cases.impl_unavailable(impl, device)
+            if why is None and max_minutes is not None and time.perf_counter() - started > 60 * max_minutes:
+                why = f"time budget of {max_minutes:g} min spent"
+            if why is not None:
+                skipped.append({"case": case.id, "impl": impl, "reason": why})
+                continue
+            try:  # out of memory, a backend refusing a shape...: record it, go on
+                if case.id.startswith("op/"):
+                    runners[case, impl] = cases.build_op_runner(case, impl, device)
+                else:
+                    if case.config not in banks:
+                        banks[case.config] = cases.ModelBank(case.config, device)
+                    runners[case, impl] = cases.build_model_runner(case, impl, banks[case.config])
+            except Exception as err:  # noqa: BLE001
+                skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
+        timings = measure_interleaved({key: r.fn for key, r in runners.items()}, device, budget_s=tier.budget_s,
+                                      min_reps=tier.min_reps, max_reps=tier.max_reps, flush=flush)
+        for (case, impl), runner in runners.items():
+            stats = timings[case, impl]
+            try:
+                if isinstance(stats, Exception):
+                    raise stats
+                stats = {**stats, **_memory(runner, device)}
+                if case.id.startswith("op/"):
+                    op_records.append(_op_record(cases, case, impl, stats, runner, meta["copy_bandwidth_gbs"],
+                                                 device))
+                else:
+                    model_records.append(_model_record(case, impl, stats, runner, banks[case.config]))
+            except Exception as err:  # noqa: BLE001
+                skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
+        runners = timings = None
+        _free(device)
+        bar.update(len(group))
     bar.close()
     _add_ratios(op_records, ("shape", "B", "mode", "dtype"), "reference", "compiled")
     _add_ratios(model_records, ("config", "task", "batch", "dtype"), "reference", "reference-compiled")
 
     notes = list(tier.notes)
+    if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
+        notes.insert(0, "TRITON_INTERPRET is set: Triton kernels ran in the CPU interpreter; their timings mean "
+                        "nothing.")
     if device != "cuda":
         notes.insert(0, "GPU cases were NOT run: this is a CPU run" +
                      (" (no CUDA device is visible)." if not torch.cuda.is_available() else "."))
         notes.append("CPU timings on a shared machine are noisy: compare ratios within this run only; the load "
                      "average at start and end is in the header.")
-    if not any(hasattr(cases, name) for name in ("build_segmentation_runner", "build_contrastive_runner")):
-        notes.append("Not measured yet: the image-text model (MultiLabelContrastive) training step and zero-shot "
-                     "segmentation images/s (448 px slide inference); their benchmark cases are still to be added.")
+    notes += cases.NOT_MEASURED
     meta["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["filter"], meta["dtypes"] = pattern, list(dtypes) if dtypes else None
@@ -515,13 +575,13 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
         f"- Device: **{meta['device_name']}**" + (f", {meta.get('device_memory_gib')} GiB, {meta.get('sm_count')} SMs"
                                                   if meta["device"] == "cuda" else
                                                   f", {meta['cpu_threads']} torch threads of {meta['os_cpus']} CPUs"),
-        f"- Versions: torch {v['torch']}, triton {v['triton']}, CUDA {v['cuda']}, driver {v['driver']}, "
-        f"Python {v['python']}, transformers {v['transformers']}, groupvit_fast {v['groupvit_fast']}",
+        (f"- Versions: torch {v['torch']}, triton {v['triton']}, CUDA {v['cuda']}, driver {v['driver']}, "
+         f"Python {v['python']}, transformers {v['transformers']}, groupvit_fast {v['groupvit_fast']}"),
         f"- Date: {meta['date']}; git commit: `{meta['git_commit']}`" + (" (with uncommitted changes)"
                                                                           if meta.get("git_dirty") else ""),
-        f"- Measured copy bandwidth: {meta['copy_bandwidth_gbs']:.1f} GB/s; load average at start / end: "
-        f"{_fmt((meta.get('loadavg_start') or [None])[0], '.2f')} / {_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}"
-        f"; run time {meta['duration_s']} s",
+        (f"- Measured copy bandwidth: {meta['copy_bandwidth_gbs']:.1f} GB/s; load average at start / end: "
+         f"{_fmt((meta.get('loadavg_start') or [None])[0], '.2f')} / "
+         f"{_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}; run time {meta['duration_s']} s"),
         "- Backends: " + "; ".join(f"`{k}` {s}" for k, s in meta["backends"].items()),
     ]
     if meta.get("filter") or meta.get("dtypes"):
@@ -531,7 +591,7 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     lines += ["", "## Assignment attention op", ""]
     if report["op"]:
         gpu = meta["device"] == "cuda"
-        header = ["shape", "B", "G", "N", "C", "h", "mode", "dtype", "impl", "median ms", "IQR ms", "vs ref",
+        header = ["shape", "B", "G", "N", "C", "h", "mode", "dtype", "impl", "median ms", "IQR ms", "min ms", "vs ref",
                   "vs compiled", "vs fp32", "GB/s"] + (["% floor"] if gpu else []) + \
             ["peak MB", "saved MB (extra)", "rel err"]
         rows = []
@@ -539,7 +599,7 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
             shape = r["shape"] + (" *" if r["scaled_from"] else "")
             rows.append([shape, str(r["B"]), str(r["G"]), str(r["N"]), str(r["C"]), str(r["heads"]), r["mode"],
                          r["dtype"], r["impl"], _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"),
-                         _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
+                         _fmt(r["min_ms"], ".4g"), _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
                          _fmt(r["speedup_vs_fp32"], ".2f", "x"), _fmt(r["achieved_gbs"], ".1f")] +
                         ([_fmt(r["roofline_fraction"] and 100 * r["roofline_fraction"], ".0f", "%")] if gpu else []) +
                         [_mb(r["peak_mem_bytes"]),
@@ -559,10 +619,12 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
 
     lines += ["", "## Models", ""]
     if report["model"]:
-        header = ["model", "task", "B", "dtype", "impl", "assign backend", "median ms", "IQR ms", "images/s", "vs ref",
+        header = ["model", "task", "B", "dtype", "impl", "assign backend", "median ms", "IQR ms", "min ms", "images/s",
+                  "vs ref",
                   "vs compiled ref", "vs fp32", "peak MB", "saved MB (extra)", "rel err"]
         rows = [[r["config"], r["task"], str(r["batch"]), r["dtype"], r["impl"], r["backend"] or "-",
-                 _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"), _fmt(r["images_per_s"], ".1f"),
+                 _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"), _fmt(r["min_ms"], ".4g"),
+                 _fmt(r["images_per_s"], ".1f"),
                  _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
                  _fmt(r["speedup_vs_fp32"], ".2f", "x"), _mb(r["peak_mem_bytes"]),
                  "-" if r["saved_bytes"] is None else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_extra_bytes'])})",
@@ -596,21 +658,27 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     stage0 = ("stage0-224", "stage0-448", "stage0-896")
     records = [r for r in report["op"] if r["shape"] in stage0 and r["impl"] != "reference"]
     modes = [m for m in ("eval", "train", "soft") if any(r["mode"] == m for r in report["op"])] or ["eval"]
+    names = sorted({f"{r['impl']} {r['dtype']}" for r in records})
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}  # one colour per line in every panel
     fig, axes = plt.subplots(2, len(modes), figsize=(4.5 * len(modes), 7), squeeze=False)
     for col, mode in enumerate(modes):
-        for row, (key, label) in enumerate((("speedup_vs_reference", "speed-up vs eager reference"),
-                                            ("speedup_vs_compiled", "speed-up vs torch.compile(reference)"))):
+        for row, (key, label, baseline) in enumerate((
+                ("speedup_vs_reference", "speed-up vs eager reference", "reference"),
+                ("speedup_vs_compiled", "speed-up vs torch.compile(reference)", "compiled"))):
             ax = axes[row][col]
             lines = {}
             for r in records:
-                if r["mode"] == mode and r[key] is not None:
+                if r["mode"] == mode and r[key] is not None and r["impl"] != baseline:
                     lines.setdefault(f"{r['impl']} {r['dtype']}", []).append((r["N"], r[key]))
             for name, points in sorted(lines.items()):
                 points.sort()
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name, color=colors[name])
             ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
             ax.set_xscale("log")
+            ax.minorticks_off()
             ax.set_xticks([196, 784, 3136], labels=["196", "784", "3136"])
+            ax.set_xlim(150, 4000)
+            ax.set_ylim(bottom=0)
             ax.set_title(f"{mode}: {label}", fontsize=9)
             ax.set_xlabel("N (image tokens)")
             ax.set_ylabel("speed-up (x)")
@@ -636,9 +704,11 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str |
         suffix = "" if tier in ("gpu", "cpu") else f"-{tier.removeprefix('gpu-').removeprefix('cpu-')}"
         stem = f"{device_slug(report['meta'])}{suffix}-{report['meta']['date'][:10]}"
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    note = ("No plot: matplotlib is not installed here; re-render with `python -m groupvit_fast.bench "
+            "--render <json>` where it is.")
+    report["notes"] = [n for n in report["notes"] if n != note]
     if not plot(report, paths["png"]):
-        report["notes"].append("No plot: matplotlib is not installed here; re-render with "
-                               "`python -m groupvit_fast.bench --render <json>` where it is.")
+        report["notes"].append(note)
         del paths["png"]
     paths["json"].write_text(json.dumps(report, indent=1) + "\n")
     paths["md"].write_text(render_markdown(report, paths["png"].name if "png" in paths else None))
@@ -655,8 +725,10 @@ def _default_out() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m groupvit_fast.bench",
+        description="Measure groupvit_fast against its baselines (eager reference, torch.compile of it, Hugging "
+                    "Face) and write <device>-<date>.{md,json,png}. The cases are those of benchmarks/cases.py.")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="cuda if a GPU is visible, else cpu (default: auto)")
     size = parser.add_mutually_exclusive_group()

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")  # the suites' harness; the report itself needs only torch
 
-from groupvit_fast import bench  # noqa: E402
+from groupvit_fast import bench
 
 CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "cases.py"
 # two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
@@ -27,6 +27,7 @@ def report_dir(tmp_path_factory):
 
 
 def test_writes_markdown_json_png(report_dir):
+    pytest.importorskip("matplotlib")  # without it the report says so and has no plot
     names = sorted(p.suffix for p in report_dir.iterdir())
     assert names == [".json", ".md", ".png"]
     png = next(report_dir.glob("*.png")).read_bytes()
@@ -68,10 +69,27 @@ def test_json_fields(report_dir):
 
 def test_markdown_and_render(report_dir, tmp_path):
     md = next(report_dir.glob("*.md")).read_text()
-    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s", ".png"):
+    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s"):
         assert text in md
     # --render rewrites the markdown and the plot from the JSON alone
     json_path = next(report_dir.glob("*.json"))
     assert bench.main(["--render", str(json_path), "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"{json_path.stem}.md").read_text() == md
-    assert (tmp_path / f"{json_path.stem}.png").exists()
+    assert (tmp_path / f"{json_path.stem}.png").exists() == (f"{json_path.stem}.png" in md)
+
+
+def test_measure_interleaved_alternates_and_isolates_failures():
+    calls = []
+
+    def make(name):
+        return lambda: calls.append(name)
+
+    def broken():
+        raise RuntimeError("no kernel for this shape")
+
+    result = bench.measure_interleaved({"a": make("a"), "b": make("b"), "bad": broken}, "cpu", budget_s=0.0,
+                                       min_reps=4, max_reps=4, warmup_s=0.0)
+    assert isinstance(result["bad"], RuntimeError)
+    assert result["a"]["reps"] == result["b"]["reps"] == 4
+    timed = calls[4:]  # after two warm-up calls each
+    assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]  # alternating, order rotated every round

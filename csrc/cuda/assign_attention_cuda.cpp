@@ -48,24 +48,8 @@ void check_cuda_inputs(const AssignDims& dims, const at::Tensor& q, size_t smem_
 cuda::Params make_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise,
                          int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau,
                          bool sum_assign, double eps, bool return_attn) {
-  cuda::Params p;
-  p.B = dims.B;
-  p.H = dims.H;
-  p.G = dims.G;
-  p.N = dims.N;
-  p.D = dims.D;
-  p.scale = static_cast<float>(scale);
-  p.tau = static_cast<float>(tau);
-  p.eps = static_cast<float>(eps);
-  p.hard = hard;
-  p.gumbel = gumbel;
-  p.sum_assign = sum_assign;
-  p.return_attn = return_attn;
-  p.seed = static_cast<uint64_t>(seed);
-  p.offset = static_cast<uint64_t>(offset);
-  p.noise = (gumbel && noise.has_value()) ? noise->data_ptr<float>() : nullptr;
-  p.dtype = to_dtype(q.scalar_type());
-  return p;
+  return fill_params<cuda::Params>(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign, eps,
+                                   return_attn, to_dtype);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> assign_attention_forward_cuda(

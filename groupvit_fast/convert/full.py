@@ -25,6 +25,7 @@ import re
 
 import torch
 
+from .rules import compile_rules, rename, unknown_keys_error
 from .vision import HF_VISION_PREFIX, hf_vision_to_nvlabs, nvlabs_vision_to_hf
 
 __all__ = [
@@ -58,27 +59,7 @@ _HF_PROJ = re.compile(r"(visual_projection|text_projection)\.(\d+)\.(\w+)")
 _NV_PROJ = re.compile(r"(img_projector|text_projector)\.(linear_hidden\.\d+|linear_out)\.(\w+)")
 
 
-def _compile(template: str) -> re.Pattern:
-    parts = re.split(r"\{(\w+)\}", template)
-    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
-                              for i, part in enumerate(parts)))
-
-
-_TEXT_HF_TO_NV = [(_compile(hf), nv) for hf, nv in _TEXT_RULES]
-_TEXT_NV_TO_HF = [(_compile(nv), hf) for hf, nv in _TEXT_RULES]
-
-
-def _rename(key: str, rules) -> str | None:
-    for regex, target in rules:
-        match = regex.fullmatch(key)
-        if match:
-            return target.format(**match.groupdict())
-    return None
-
-
-def _unknown(kind: str, keys: list[str]) -> ValueError:
-    shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-    return ValueError(f"state_dict: {len(keys)} key(s) are not {kind}: {shown}")
+_TEXT_HF_TO_NV, _TEXT_NV_TO_HF = compile_rules(_TEXT_RULES, _PLACEHOLDERS)
 
 
 # ---- text encoder ----------------------------------------------------------------------------
@@ -98,13 +79,13 @@ def hf_text_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
             block, which, kind = match.groups()
             qkv.setdefault((block, kind), {})[which] = tensor
             continue
-        new_key = _rename(key, _TEXT_HF_TO_NV) if key is not None else None
+        new_key = rename(key, _TEXT_HF_TO_NV) if key is not None else None
         if new_key is None:
             unknown.append(full_key)
         else:
             out[new_key] = tensor
     if unknown:
-        raise _unknown("Hugging Face GroupViT text weights", unknown)
+        raise unknown_keys_error("Hugging Face GroupViT text weights", unknown)
     for (block, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"state_dict: text layer {block} self_attn lacks some of q/k/v_proj.{kind}")
@@ -125,13 +106,13 @@ def nvlabs_text_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
             for which, part in zip("qkv", tensor.chunk(3, dim=0)):
                 out[f"{prefix}encoder.layers.{block}.self_attn.{which}_proj.{kind}"] = part.clone()
             continue
-        new_key = _rename(key, _TEXT_NV_TO_HF)
+        new_key = rename(key, _TEXT_NV_TO_HF)
         if new_key is None:
             unknown.append(key)
         else:
             out[prefix + new_key] = tensor
     if unknown:
-        raise _unknown("NVlabs GroupViT text weights", unknown)
+        raise unknown_keys_error("NVlabs GroupViT text weights", unknown)
     return out
 
 
@@ -182,7 +163,7 @@ def hf_full_to_nvlabs(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             unknown.append(key)
     if unknown:
-        raise _unknown("Hugging Face GroupViTModel weights", unknown)
+        raise unknown_keys_error("Hugging Face GroupViTModel weights", unknown)
     return out
 
 
@@ -217,5 +198,5 @@ def nvlabs_full_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             unknown.append(key)
     if unknown:
-        raise _unknown("NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports", unknown)
+        raise unknown_keys_error("NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports", unknown)
     return out

@@ -11,6 +11,8 @@ import re
 
 import torch
 
+from .rules import compile_rules, rename, unknown_keys_error
+
 __all__ = ["hf_vision_to_nvlabs", "nvlabs_vision_to_hf", "HF_VISION_PREFIX"]
 
 HF_VISION_PREFIX = "vision_model."
@@ -37,28 +39,7 @@ _HF_QKV = re.compile(r"encoder\.stages\.(\d+)\.layers\.(\d+)\.self_attn\.(q|k|v)
 _NV_QKV = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)")
 
 
-def _compile(template: str) -> re.Pattern:
-    parts = re.split(r"\{(\w+)\}", template)
-    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
-                    for i, part in enumerate(parts))
-    return re.compile(regex)
-
-
-_HF_TO_NV = [(_compile(hf), nv) for hf, nv in _RULES]
-_NV_TO_HF = [(_compile(nv), hf) for hf, nv in _RULES]
-
-
-def _rename(key: str, rules) -> str | None:
-    for regex, target in rules:
-        match = regex.fullmatch(key)
-        if match:
-            return target.format(**match.groupdict())
-    return None
-
-
-def _unknown(kind: str, keys: list[str]) -> ValueError:
-    shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-    return ValueError(f"state_dict: {len(keys)} key(s) are not {kind} GroupViT vision weights: {shown}")
+_HF_TO_NV, _NV_TO_HF = compile_rules(_RULES, _PLACEHOLDERS)
 
 
 def hf_vision_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_VISION_PREFIX) -> dict[str, torch.Tensor]:
@@ -76,13 +57,13 @@ def hf_vision_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
             stage, block, which, kind = match.groups()
             qkv.setdefault((stage, block, kind), {})[which] = tensor
             continue
-        new_key = _rename(key, _HF_TO_NV) if key is not None else None
+        new_key = rename(key, _HF_TO_NV) if key is not None else None
         if new_key is None:
             unknown.append(full_key)
         else:
             out[new_key] = tensor
     if unknown:
-        raise _unknown("Hugging Face", unknown)
+        raise unknown_keys_error("Hugging Face GroupViT vision weights", unknown)
     for (stage, block, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"state_dict: stage {stage} layer {block} self_attn lacks some of q/k/v_proj.{kind}")
@@ -103,11 +84,11 @@ def nvlabs_vision_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
             for which, part in zip("qkv", tensor.chunk(3, dim=0)):
                 out[f"{prefix}encoder.stages.{stage}.layers.{block}.self_attn.{which}_proj.{kind}"] = part.clone()
             continue
-        new_key = _rename(key, _NV_TO_HF)
+        new_key = rename(key, _NV_TO_HF)
         if new_key is None:
             unknown.append(key)
         else:
             out[prefix + new_key] = tensor
     if unknown:
-        raise _unknown("NVlabs", unknown)
+        raise unknown_keys_error("NVlabs GroupViT vision weights", unknown)
     return out

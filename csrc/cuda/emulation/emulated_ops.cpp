@@ -26,29 +26,15 @@ namespace gc = groupvit_fast::cuda;
 
 gc::Strided strided(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
+gc::DType to_dtype(at::ScalarType t) {
+  return t == at::kHalf ? gc::DType::kFloat16 : t == at::kBFloat16 ? gc::DType::kBFloat16 : gc::DType::kFloat32;
+}
+
 gc::Params make_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise,
                        int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau, bool sum_assign,
                        double eps, bool return_attn) {
-  gc::Params p;
-  p.B = dims.B;
-  p.H = dims.H;
-  p.G = dims.G;
-  p.N = dims.N;
-  p.D = dims.D;
-  p.scale = static_cast<float>(scale);
-  p.tau = static_cast<float>(tau);
-  p.eps = static_cast<float>(eps);
-  p.hard = hard;
-  p.gumbel = gumbel;
-  p.sum_assign = sum_assign;
-  p.return_attn = return_attn;
-  p.seed = static_cast<uint64_t>(seed);
-  p.offset = static_cast<uint64_t>(offset);
-  p.noise = (gumbel && noise.has_value()) ? noise->data_ptr<float>() : nullptr;
-  p.dtype = q.scalar_type() == at::kHalf       ? gc::DType::kFloat16
-            : q.scalar_type() == at::kBFloat16 ? gc::DType::kBFloat16
-                                               : gc::DType::kFloat32;
-  return p;
+  return groupvit_fast::fill_params<gc::Params>(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign,
+                                                eps, return_attn, to_dtype);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(

@@ -1,0 +1,24 @@
+"""Op benchmarks: shape x mode (eval, train, soft) x dtype x implementation (reference, compiled
+reference, our backends), as defined in ``cases.py``."""
+
+from __future__ import annotations
+
+from groupvit_fast.bench import load_cases
+
+cases = load_cases()
+
+
+def test_assign_attention(op_item, device, require_impl, run_benchmark):
+    case, impl = op_item
+    require_impl(impl)
+    runner = cases.build_op_runner(case, impl, device)
+    s = case.shape
+    result = run_benchmark(runner.fn, case.id, impl=impl, backend=runner.backend, shape=s.dims(),
+                           scaled_from=case.scaled_from, mode=case.mode.what,
+                           min_bytes=s.min_bytes(case.mode, case.torch_dtype), flops=s.flops(case.mode))
+    # the timed call computed the op: check what it returned (train: the three input gradients)
+    if case.mode.backward:
+        assert [tuple(g.shape) for g in result] == [(s.batch, s.groups, s.channels), (s.batch, s.tokens, s.channels),
+                                                     (s.batch, s.tokens, s.channels)]
+    else:
+        assert tuple(result.shape) == (s.batch, s.groups, s.channels) and result.dtype == case.torch_dtype

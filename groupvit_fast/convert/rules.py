@@ -1,0 +1,34 @@
+"""Key-renaming rules shared by the converters: templates like ``layers.{s}.norm.{p}`` that work
+in both directions (HF -> NVlabs and back)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["compile_rules", "rename", "unknown_keys_error"]
+
+
+def _compile(template: str, placeholders: dict[str, str]) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{placeholders[part]})"
+                              for i, part in enumerate(parts)))
+
+
+def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str]):
+    """``(hf_to_nvlabs, nvlabs_to_hf)`` lists of ``(regex, target template)`` from ``(hf, nvlabs)`` pairs."""
+    return ([(_compile(hf, placeholders), nv) for hf, nv in rules],
+            [(_compile(nv, placeholders), hf) for hf, nv in rules])
+
+
+def rename(key: str, rules) -> str | None:
+    """The target key of the first rule whose pattern matches ``key`` whole, else ``None``."""
+    for regex, target in rules:
+        match = regex.fullmatch(key)
+        if match:
+            return target.format(**match.groupdict())
+    return None
+
+
+def unknown_keys_error(kind: str, keys: list[str]) -> ValueError:
+    shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+    return ValueError(f"state_dict: {len(keys)} key(s) are not {kind}: {shown}")
