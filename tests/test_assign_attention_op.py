@@ -13,11 +13,15 @@ import pytest
 import torch
 from scipy import stats
 
-from assign_cases import MODES, SHAPES, default_device, fused_backend_params, make_inputs, relative_error
+from assign_cases import MODES, SHAPES, default_device, fused_backend_params, make_inputs
 from groupvit_fast.ops import assign_attention, backend_usage, gumbel_noise
 from groupvit_fast.ops.assign_attention import _assign_attention_op, _seed_tensor
-from groupvit_fast.reference import (assign_attention_backward_math, assign_attention_forward_math,
-                                     assign_attention_reference, philox_gumbel_noise)
+from groupvit_fast.reference import (
+    assign_attention_backward_math,
+    assign_attention_forward_math,
+    assign_attention_reference,
+    philox_gumbel_noise,
+)
 
 DEVICE = default_device()
 BACKENDS = fused_backend_params(DEVICE)

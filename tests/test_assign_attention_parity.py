@@ -10,8 +10,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assign_cases import (FORWARD_TOL, GRAD_TOL, MODES, SHAPES, default_device, fused_backend_params, make_inputs,
-                          relative_error)
+from assign_cases import (
+    FORWARD_TOL,
+    GRAD_TOL,
+    MODES,
+    SHAPES,
+    default_device,
+    fused_backend_params,
+    make_inputs,
+    relative_error,
+)
 from groupvit_fast.ops import assign_attention
 from groupvit_fast.reference import assign_attention_reference
 
