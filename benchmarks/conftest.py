@@ -33,7 +33,7 @@ def bench_tier(config):
 
 def pytest_generate_tests(metafunc):
     tier = bench_tier(metafunc.config)
-    for fixture, prefix in (("op_item", "op/"), ("model_item", "model/")):
+    for fixture, prefix in (("op_item", "op/"), ("model_item", "model/"), ("segment_item", "segment/")):
         if fixture in metafunc.fixturenames:
             items = [(case, impl) for case, impl in tier.items() if case.id.startswith(prefix)]
             metafunc.parametrize(fixture, items, ids=[f"{case.id}/{impl}" for case, impl in items])

@@ -453,7 +453,10 @@ def _model_record(case, impl, stats, runner, bank) -> dict[str, Any]:
               "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
     record["images_per_s"] = case.batch / (stats["median_ms"] / 1e3)
     record["rel_error"] = None
-    if runner.outputs is not None:
+    if runner.error is not None:  # segmentation: label disagreement with the reference pipeline
+        record["rel_error"] = runner.error()
+        record["error_vs"] = runner.error_vs
+    elif runner.outputs is not None:
         record["rel_error"] = rel_error(runner.outputs(), [bank.reference_output(case.batch)])
         record["error_vs"] = "fp32 eager reference model, same weights and images"
     return record
@@ -504,7 +507,12 @@ def run_tier(tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None
                 else:
                     if case.config not in banks:
                         banks[case.config] = cases.ModelBank(case.config, device)
-                    runners[case, impl] = cases.build_model_runner(case, impl, banks[case.config])
+                    if case.id.startswith("segment/"):
+                        if case.id not in banks:
+                            banks[case.id] = cases.SegmentBank(case, banks[case.config])
+                        runners[case, impl] = cases.build_segment_runner(case, impl, banks[case.id])
+                    else:
+                        runners[case, impl] = cases.build_model_runner(case, impl, banks[case.config])
             except Exception as err:  # noqa: BLE001
                 skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
         timings = measure_interleaved({key: r.fn for key, r in runners.items()}, device, budget_s=tier.budget_s,
@@ -632,7 +640,11 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
         lines += _table(header, rows)
         lines += ["", "eval: forward without grad; train: forward + backward + AdamW step (peak memory after the "
                   "optimizer state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the "
-                  "fp32 eager reference model with the same weights and images. Implementations: "
+                  "fp32 eager reference model with the same weights and images. segment: zero-shot segmentation "
+                  "of B random images (448 px slide inference; smoke: 64 px), `reference` the step-by-step path of "
+                  "groupvit_fast.reference.segmentation (one crop at a time, the encoder twice per crop) with the "
+                  "reference model, `ours` GroupViTSegmenter with our model; its rel err is the fraction of pixels "
+                  "labelled differently from the reference. Implementations: "
                   + "; ".join(f"`{k}` {v}" for k, v in report["impl_info"]["model"].items()) + "."]
     else:
         lines.append("No model case was measured.")

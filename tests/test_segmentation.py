@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from groupvit_small import small_config
 
 from groupvit_fast import build_model
+from groupvit_fast.reference.segmentation import reference_crop_scores, reference_segment_scores
 from groupvit_fast.segmentation import (
     ClassSet,
     ConfusionMatrix,
@@ -35,31 +36,11 @@ from groupvit_fast.segmentation import (
 )
 
 # ---- the step-by-step reference (spec/segmentation.md, one crop at a time) -----------------------
+# lives in groupvit_fast.reference.segmentation (the benchmark's baseline too)
 
 
 def _reference_crop(soft0, soft1, feat, x, text, logit_scale, crop_hw, grid_hw, with_bg, bg_thresh):
-    """Per-crop steps 2-6 of the spec, literally: soft0 [64-ish, N], soft1 [G, G0], feat [G, C], x [C]."""
-    maps = soft0.T @ soft1.T  # [N, G]: patch -> final segment
-    g = maps.shape[1]
-    grid = maps.T.reshape(1, g, *grid_hw)
-    resized = F.interpolate(grid, size=crop_hw, mode="bilinear", align_corners=False)[0]  # [G, h, w]
-    onehot = F.one_hot(resized.argmax(dim=0), num_classes=g).float()  # [h, w, G]
-    segfeat = F.normalize(feat, dim=-1)
-    imgfeat = F.normalize(x, dim=-1)
-    scale = min(math.exp(float(logit_scale)), 100.0)
-    a = scale * segfeat @ text.T  # [G, K]
-    p = a.softmax(dim=-1)
-    image_scores = (scale * imgfeat @ text.T).softmax(dim=-1)
-    top5 = image_scores.topk(min(5, text.shape[0])).indices.tolist()
-    masked = torch.full_like(a, float("-inf"))
-    masked[:, top5] = a[:, top5]
-    matrix = masked.softmax(dim=-1) * p  # [G, K]
-    fg = onehot @ matrix  # [h, w, K]
-    if not with_bg:
-        return fg.permute(2, 0, 1)
-    thresh = min(bg_thresh, matrix.max().item())
-    bg = (fg.max(dim=-1).values < thresh).float()
-    return torch.cat([bg[None], fg.permute(2, 0, 1)])
+    return reference_crop_scores([soft0, soft1], feat, x, text, logit_scale, crop_hw, grid_hw, with_bg, bg_thresh)
 
 
 def _random_crop_inputs(b, n_grid, g0, g, k, seed):
@@ -154,24 +135,12 @@ def _segmenter(model, names, **kwargs):
 
 
 def _reference_image(model, image, names, bg_thresh, crop=64, stride=32, short=64):
-    """The protocol step by step: resize, one crop at a time through the encoder (twice, as NVlabs),
-    per-crop reference scores, average, resize back, argmax."""
+    """The protocol step by step (groupvit_fast.reference.segmentation): resize, one crop at a time
+    through the encoder (twice, as NVlabs), per-crop reference scores, average, resize back."""
     with_bg = names[0] == "background"
     text = class_text_embeddings(model, names[1:] if with_bg else names, tokenizer=_fake_tokenizer)
-    t = preprocess_image(image, short_side=short)
-    h, w = t.shape[-2:]
-    total = torch.zeros(len(names), h, w)
-    count = torch.zeros(1, h, w)
-    for y1, y2, x1, x2 in sliding_windows(h, w, crop, stride):
-        c = t[None, :, y1:y2, x1:x2]
-        attn = model.img_encoder(c, return_attn=True, as_dict=True)["attn_dicts"]
-        feat_x, feat = model.encode_image(c, return_feat=True)
-        grid = ((y2 - y1) // 16, (x2 - x1) // 16)
-        total[:, y1:y2, x1:x2] += _reference_crop(attn[0]["soft"][0, 0], attn[1]["soft"][0, 0], feat[0], feat_x[0],
-                                                  text, model.logit_scale, (y2 - y1, x2 - x1), grid, with_bg, bg_thresh)
-        count[:, y1:y2, x1:x2] += 1
-    avg = F.interpolate((total / count)[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
-    return avg
+    return reference_segment_scores(model, image, text, with_bg=with_bg, bg_thresh=bg_thresh, crop=crop,
+                                    stride=stride, short_side=short)
 
 
 @pytest.mark.parametrize("with_bg", [True, False])
