@@ -12,6 +12,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include "assign_params.h"
+
 namespace groupvit_fast {
 
 struct AssignDims {
@@ -89,13 +91,26 @@ inline void check_noise_shape(at::IntArrayRef shape) {
 }
 
 
-// The scalar arguments every kernel's Params struct carries (cpu::Params, cuda::Params and the
-// CUDA emulation's share these field names), filled in one place. `to_dtype` maps the torch dtype
-// to the backend's own enum.
-template <class Params, class ToDType>
+inline DType to_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return DType::kFloat32;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, "q must be float32, float16 or bfloat16, got ", t);
+      return DType::kFloat32;
+  }
+}
+
+// The scalar arguments of a call, filled in one place for every backend's Params (an
+// AssignParams, or a struct derived from it).
+template <class Params>
 Params fill_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise, int64_t seed,
                    int64_t offset, double scale, bool hard, bool gumbel, double tau, bool sum_assign, double eps,
-                   bool return_attn, ToDType to_dtype) {
+                   bool return_attn) {
   Params p;
   p.B = dims.B;
   p.H = dims.H;

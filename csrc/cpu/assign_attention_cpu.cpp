@@ -27,21 +27,6 @@
 namespace groupvit_fast {
 namespace {
 
-using cpu::DType;
-
-DType to_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return DType::kFloat32;
-    case at::kHalf:
-      return DType::kFloat16;
-    case at::kBFloat16:
-      return DType::kBFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, "q must be float32, float16 or bfloat16, got ", t);
-      return DType::kFloat32;
-  }
-}
 
 cpu::Strided strided(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
@@ -75,7 +60,7 @@ cpu::Params make_params(const AssignDims& dims, const at::Tensor& q, const std::
                         int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau,
                         bool sum_assign, double eps, bool return_attn) {
   auto p = fill_params<cpu::Params>(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign, eps,
-                                    return_attn, to_dtype);
+                                    return_attn);
   choose_chunks(p);
   return p;
 }

@@ -15,10 +15,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../assign_params.h"
+
 namespace groupvit_fast {
 namespace cpu {
 
-enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+using groupvit_fast::DType;
+using groupvit_fast::Strided;
 
 // Row-major GEMM: C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C. op(A) = A stored as
 // [m][k] with row stride lda, or (trans_a) A stored as [k][m]; likewise op(B) [k][n] or (trans_b)
@@ -27,19 +30,8 @@ enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, bool trans_a,
                         const float* b, int64_t ldb, bool trans_b, float beta, float* c, int64_t ldc);
 
-// A [B, L, C] tensor of the kernel's dtype, with element strides (any, including 0).
-struct Strided {
-  const void* ptr = nullptr;
-  int64_t sb = 0, sl = 0, sc = 0;
-};
-
-struct Params {
-  int64_t B = 0, H = 0, G = 0, N = 0, D = 0;  // C = H * D
-  float scale = 1.f, tau = 1.f, eps = 1.f;
-  bool hard = true, gumbel = false, sum_assign = false, return_attn = false;
-  uint64_t seed = 0, offset = 0;
-  const float* noise = nullptr;  // [B, H, G, N] float32 contiguous, or null (Philox in-kernel)
-  DType dtype = DType::kFloat32;
+// The call's parameters plus the CPU work split.
+struct Params : AssignParams {
   int64_t chunk = 1, nchunks = 1;  // token chunk length and count per (b, h)
   int64_t items() const { return B * H * nchunks; }
 };

@@ -22,17 +22,6 @@
 namespace groupvit_fast {
 namespace {
 
-cuda::DType to_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
-      return cuda::DType::kFloat16;
-    case at::kBFloat16:
-      return cuda::DType::kBFloat16;
-    default:
-      return cuda::DType::kFloat32;
-  }
-}
-
 cuda::Strided strided(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
 void check_cuda_inputs(const AssignDims& dims, const at::Tensor& q, size_t smem_bytes) {
@@ -49,7 +38,7 @@ cuda::Params make_params(const AssignDims& dims, const at::Tensor& q, const std:
                          int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau,
                          bool sum_assign, double eps, bool return_attn) {
   return fill_params<cuda::Params>(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign, eps,
-                                   return_attn, to_dtype);
+                                   return_attn);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> assign_attention_forward_cuda(

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../assign_params.h"
+
 #if defined(GVF_CUDA_EMULATION)
 #include "emulation/cuda_emulation.h"
 #else
@@ -17,22 +19,9 @@
 namespace groupvit_fast {
 namespace cuda {
 
-enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
-
-// A [B, L, C] tensor with element strides (any, including 0).
-struct Strided {
-  const void* ptr = nullptr;
-  int64_t sb = 0, sl = 0, sc = 0;
-};
-
-struct Params {
-  int64_t B = 0, H = 0, G = 0, N = 0, D = 0;  // C = H * D
-  float scale = 1.f, tau = 1.f, eps = 1.f;
-  bool hard = true, gumbel = false, sum_assign = false, return_attn = false;
-  uint64_t seed = 0, offset = 0;
-  const float* noise = nullptr;  // [B, H, G, N] float32 contiguous, or null (Philox in-kernel)
-  DType dtype = DType::kFloat32;
-};
+using groupvit_fast::DType;
+using groupvit_fast::Strided;
+using Params = groupvit_fast::AssignParams;
 
 // Largest G the kernels take (shared memory holds [G, 32] fp32 tiles: one in the forward, two in
 // the backward); the glue also checks the device's per-block shared memory limit.

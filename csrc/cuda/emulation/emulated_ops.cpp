@@ -26,15 +26,11 @@ namespace gc = groupvit_fast::cuda;
 
 gc::Strided strided(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
-gc::DType to_dtype(at::ScalarType t) {
-  return t == at::kHalf ? gc::DType::kFloat16 : t == at::kBFloat16 ? gc::DType::kBFloat16 : gc::DType::kFloat32;
-}
-
 gc::Params make_params(const AssignDims& dims, const at::Tensor& q, const std::optional<at::Tensor>& noise,
                        int64_t seed, int64_t offset, double scale, bool hard, bool gumbel, double tau, bool sum_assign,
                        double eps, bool return_attn) {
   return groupvit_fast::fill_params<gc::Params>(dims, q, noise, seed, offset, scale, hard, gumbel, tau, sum_assign,
-                                                eps, return_attn, to_dtype);
+                                                eps, return_attn);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
