@@ -25,7 +25,7 @@ import re
 
 import torch
 
-from .rules import compile_rules, rename, unknown_keys_error
+from .rules import compile_rules, join_qkv, rename, split_fused_qkv, unknown_keys_error
 from .vision import HF_VISION_PREFIX, hf_vision_to_nvlabs, nvlabs_vision_to_hf
 
 __all__ = [
@@ -87,9 +87,8 @@ def hf_text_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
     if unknown:
         raise unknown_keys_error("Hugging Face GroupViT text weights", unknown)
     for (block, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"state_dict: text layer {block} self_attn lacks some of q/k/v_proj.{kind}")
-        out[f"transformer.resblocks.{block}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"transformer.resblocks.{block}.attn.in_proj_{kind}"] = join_qkv(
+            parts, f"text layer {block} self_attn ({kind})")
     return out
 
 
@@ -101,10 +100,8 @@ def nvlabs_text_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
         match = _NV_TEXT_IN_PROJ.fullmatch(key)
         if match:
             block, kind = match.groups()
-            if tensor.shape[0] % 3:
-                raise ValueError(f"state_dict: {key} has {tensor.shape[0]} rows, not a fused q/k/v (multiple of 3)")
-            for which, part in zip("qkv", tensor.chunk(3, dim=0)):
-                out[f"{prefix}encoder.layers.{block}.self_attn.{which}_proj.{kind}"] = part.clone()
+            for which, part in split_fused_qkv(key, tensor).items():
+                out[f"{prefix}encoder.layers.{block}.self_attn.{which}_proj.{kind}"] = part
             continue
         new_key = rename(key, _TEXT_NV_TO_HF)
         if new_key is None:

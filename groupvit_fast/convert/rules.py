@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["compile_rules", "rename", "unknown_keys_error"]
+import torch
+
+__all__ = ["compile_rules", "rename", "unknown_keys_error", "split_fused_qkv", "join_qkv"]
 
 
 def _compile(template: str, placeholders: dict[str, str]) -> re.Pattern:
@@ -32,3 +34,17 @@ def rename(key: str, rules) -> str | None:
 def unknown_keys_error(kind: str, keys: list[str]) -> ValueError:
     shown = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
     return ValueError(f"state_dict: {len(keys)} key(s) are not {kind}: {shown}")
+
+
+def split_fused_qkv(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A fused ``[3C, ...]`` projection (rows ordered q, k, v) -> ``{"q", "k", "v"}`` copies."""
+    if tensor.shape[0] % 3:
+        raise ValueError(f"state_dict: {key} has {tensor.shape[0]} rows, not a fused q/k/v (multiple of 3)")
+    return {which: part.clone() for which, part in zip("qkv", tensor.chunk(3, dim=0))}
+
+
+def join_qkv(parts: dict[str, torch.Tensor], where: str) -> torch.Tensor:
+    """``{"q", "k", "v"}`` projections -> one fused ``[3C, ...]`` tensor (rows ordered q, k, v)."""
+    if set(parts) != {"q", "k", "v"}:
+        raise ValueError(f"state_dict: {where} lacks some of q/k/v_proj")
+    return torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .rules import compile_rules, rename, unknown_keys_error
+from .rules import compile_rules, join_qkv, rename, split_fused_qkv, unknown_keys_error
 
 __all__ = ["hf_vision_to_nvlabs", "nvlabs_vision_to_hf", "HF_VISION_PREFIX"]
 
@@ -65,9 +65,8 @@ def hf_vision_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
     if unknown:
         raise unknown_keys_error("Hugging Face GroupViT vision weights", unknown)
     for (stage, block, kind), parts in qkv.items():
-        if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"state_dict: stage {stage} layer {block} self_attn lacks some of q/k/v_proj.{kind}")
-        out[f"layers.{stage}.blocks.{block}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+        out[f"layers.{stage}.blocks.{block}.attn.qkv.{kind}"] = join_qkv(
+            parts, f"stage {stage} layer {block} self_attn ({kind})")
     return out
 
 
@@ -79,10 +78,8 @@ def nvlabs_vision_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
         match = _NV_QKV.fullmatch(key)
         if match:
             stage, block, kind = match.groups()
-            if tensor.shape[0] % 3:
-                raise ValueError(f"state_dict: {key} has {tensor.shape[0]} rows, not a fused q/k/v (multiple of 3)")
-            for which, part in zip("qkv", tensor.chunk(3, dim=0)):
-                out[f"{prefix}encoder.stages.{stage}.layers.{block}.self_attn.{which}_proj.{kind}"] = part.clone()
+            for which, part in split_fused_qkv(key, tensor).items():
+                out[f"{prefix}encoder.stages.{stage}.layers.{block}.self_attn.{which}_proj.{kind}"] = part
             continue
         new_key = rename(key, _NV_TO_HF)
         if new_key is None:
