@@ -74,6 +74,19 @@ class OpShape:
         bgnc = self.batch * self.groups * self.tokens * self.channels
         return 4 * bgnc + (8 * bgnc if mode.backward else 0)
 
+    def fused_flops(self, mode: Mode) -> int:
+        """Matmul FLOPs a fused kernel under the memory contract of spec/assign_op.md cannot avoid.
+
+        Forward: z = q k^T (2 BGNC); the merge R v is a GEMM only in soft mode (hard mode: a
+        segmented sum of v, O(BNC)). Backward: z again (nothing [B,h,G,N] is saved), dR = dO v^T,
+        dq = dz k and dk = dz^T q (8 BGNC); dv = R^T dO is a GEMM only in soft mode (hard: a gather).
+        Hard train is therefore 10 BGNC against the eager reference's 12 BGNC.
+        """
+        bgnc = self.batch * self.groups * self.tokens * self.channels
+        soft = 0 if mode.hard else 1
+        forward = (2 + 2 * soft) * bgnc
+        return forward + ((8 + 2 * soft) * bgnc if mode.backward else 0)
+
 
 #: spec/benchmarks.md, "Shapes" (keep in this order: the most important first, so a run cut by its
 #: time budget drops the least important cases).
@@ -427,7 +440,8 @@ def op_inputs(case: OpCase, device: str, seed: int = 0) -> tuple[torch.Tensor, t
     s = case.shape
     gen = torch.Generator(device=device).manual_seed(seed)
     make = functools.partial(torch.randn, generator=gen, device=device, dtype=case.torch_dtype)
-    q, k, v = make(s.batch, s.groups, s.channels), make(s.batch, s.tokens, s.channels), make(s.batch, s.tokens, s.channels)
+    q = make(s.batch, s.groups, s.channels)
+    k, v = make(s.batch, s.tokens, s.channels), make(s.batch, s.tokens, s.channels)
     if case.mode.backward:
         for t in (q, k, v):
             t.requires_grad_(True)
@@ -515,7 +529,8 @@ def hf_config(config: str):
     groups = list(kw.get("num_output_groups", (64, 8)))
     return GroupViTVisionConfig(
         hidden_size=embed, intermediate_size=4 * embed, depths=depths, num_hidden_layers=sum(depths),
-        num_attention_heads=kw.get("num_heads", (6, 6, 6))[0], num_group_tokens=list(kw.get("num_group_tokens", (64, 8, 0))),
+        num_attention_heads=kw.get("num_heads", (6, 6, 6))[0],
+        num_group_tokens=list(kw.get("num_group_tokens", (64, 8, 0))),
         num_output_groups=groups + groups[-1:], image_size=kw.get("img_size", 224), patch_size=16)
 
 

@@ -49,7 +49,8 @@ def _load():
         return None, f"the C++ extension groupvit_fast._C is not built ({_REBUILD})"
     built_with = info.get("torch_version", "?")
     if _torch_base_version(built_with) != _torch_base_version(torch.__version__):
-        return None, f"groupvit_fast._C was built against torch {built_with} but torch {torch.__version__} is running; {_REBUILD}"
+        return None, (f"groupvit_fast._C was built against torch {built_with} but torch {torch.__version__} "
+                      f"is running; {_REBUILD}")
     try:
         module = importlib.import_module("groupvit_fast._C")
     except (ImportError, OSError) as err:

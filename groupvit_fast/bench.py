@@ -279,6 +279,17 @@ def copy_bandwidth(device: str, nbytes: int | None = None) -> float:
     return 2 * nbytes / (stats["median_ms"] / 1e3) / 1e9
 
 
+def matmul_throughput(device: str, n: int = 1024) -> float | None:
+    """fp32 GFLOP/s of a square ``n x n`` ``torch.mm`` (median time), on the CPU only: the compute
+    ceiling of the CPU op cases, which are compute-bound (see ``_op_record``)."""
+    if device != "cpu":
+        return None
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    stats = measure_time(lambda: torch.mm(a, b, out=out), device, budget_s=0.5, min_reps=5, max_reps=50)
+    return 2 * n**3 / (stats["median_ms"] / 1e3) / 1e9
+
+
 def rel_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     """max over the tensors of ||got - want|| / ||want|| in float64."""
     worst = 0.0
@@ -424,7 +435,7 @@ def _comparison_groups(items):
     return list(groups.values())
 
 
-def _op_record(cases, case, impl, stats, runner, copy_bw, device) -> dict[str, Any]:
+def _op_record(cases, case, impl, stats, runner, copy_bw, device, matmul_gflops=None) -> dict[str, Any]:
     s = case.shape
     record = {"kind": "op", "case": case.id, "shape": s.name, "scaled_from": case.scaled_from, "B": s.batch,
               "G": s.groups, "N": s.tokens, "C": s.channels, "heads": s.heads, "mode": case.mode.name,
@@ -433,10 +444,20 @@ def _op_record(cases, case, impl, stats, runner, copy_bw, device) -> dict[str, A
     record["min_bytes"] = s.min_bytes(case.mode, case.torch_dtype)
     record["achieved_gbs"] = record["min_bytes"] / seconds / 1e9
     record["tflops"] = s.flops(case.mode) / seconds / 1e12
-    # the roofline floor (spec/benchmarks.md): min bytes / copy bandwidth; on the CPU these shapes
-    # are compute-bound (48 FLOP/byte against ~10 for a CPU), so the fraction is GPU-only
-    record["floor_ms"] = record["min_bytes"] / (copy_bw * 1e9) * 1e3 if device == "cuda" else None
-    record["roofline_fraction"] = record["floor_ms"] / stats["median_ms"] if device == "cuda" else None
+    # The floor. GPU: the roofline of spec/benchmarks.md, min bytes / measured copy bandwidth. CPU:
+    # these shapes are compute-bound (about 48 FLOP/byte against about 10 for a CPU), so the floor is
+    # the matmul work a fused kernel cannot avoid (OpShape.fused_flops) at the fp32 matmul rate
+    # measured in the same run: no kernel under the memory contract can be faster than that.
+    if device == "cuda":
+        record["floor_kind"] = "bandwidth"
+        record["floor_ms"] = record["min_bytes"] / (copy_bw * 1e9) * 1e3
+    elif matmul_gflops:
+        record["floor_kind"] = "compute"
+        record["fused_flops"] = s.fused_flops(case.mode)
+        record["floor_ms"] = record["fused_flops"] / (matmul_gflops * 1e9) * 1e3
+    else:
+        record["floor_kind"] = record["floor_ms"] = None
+    record["roofline_fraction"] = record["floor_ms"] / stats["median_ms"] if record["floor_ms"] else None
     record["rel_error"] = None
     if runner.outputs is not None:  # (not for compiled: another signature, another compile)
         try:
@@ -486,6 +507,7 @@ def run_tier(tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None
     meta = environment(device)
     meta["tier"] = tier.name
     meta["copy_bandwidth_gbs"] = copy_bandwidth(device)
+    meta["matmul_gflops"] = matmul_throughput(device)
     flush = _L2Flush(device)
     items = list(tier.items(pattern, dtypes))
     op_records, model_records, skipped = [], [], []
@@ -525,7 +547,7 @@ def run_tier(tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None
                 stats = {**stats, **_memory(runner, device)}
                 if case.id.startswith("op/"):
                     op_records.append(_op_record(cases, case, impl, stats, runner, meta["copy_bandwidth_gbs"],
-                                                 device))
+                                                 device, meta["matmul_gflops"]))
                 else:
                     model_records.append(_model_record(case, impl, stats, runner, banks[case.config]))
             except Exception as err:  # noqa: BLE001
@@ -576,6 +598,23 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _saved(r: dict[str, Any]) -> str:
+    """The "saved MB (extra)" cell."""
+    return "-" if r["saved_bytes"] is None else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_extra_bytes'])})"
+
+
+def _ceilings(records: list[dict[str, Any]]) -> list[str]:
+    """For each case with a compute floor and a reference row: the largest speed-up over the eager
+    reference that any kernel under the memory contract could reach on this machine."""
+    out = []
+    for r in records:
+        if r["impl"] == "reference" and r.get("floor_kind") == "compute" and r.get("floor_ms"):
+            out.append(f"- {r['shape']} {r['mode']} {r['dtype']} (B={r['B']}): reference {r['median_ms']:.3g} ms, "
+                       f"compute floor {r['floor_ms']:.3g} ms: at most {r['median_ms'] / r['floor_ms']:.2f}x "
+                       "faster than the reference, before any non-matmul work (softmax, noise, memory traffic)")
+    return ["", "Speed-up ceilings (compute floor):", ""] + out if out else []
+
+
 def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     meta, v = report["meta"], report["meta"]["versions"]
     lines = [f"# groupvit_fast benchmarks: {meta['device_name']} ({meta['tier']} tier)", ""]
@@ -589,7 +628,9 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
                                                                           if meta.get("git_dirty") else ""),
         (f"- Measured copy bandwidth: {meta['copy_bandwidth_gbs']:.1f} GB/s; load average at start / end: "
          f"{_fmt((meta.get('loadavg_start') or [None])[0], '.2f')} / "
-         f"{_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}; run time {meta['duration_s']} s"),
+         f"{_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}; run time {meta['duration_s']} s"
+         + (f"; measured fp32 matmul rate (1024 x 1024 `torch.mm`): {meta['matmul_gflops']:.0f} GFLOP/s"
+            if meta.get("matmul_gflops") else "")),
         "- Backends: " + "; ".join(f"`{k}` {s}" for k, s in meta["backends"].items()),
     ]
     if meta.get("filter") or meta.get("dtypes"):
@@ -599,29 +640,38 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     lines += ["", "## Assignment attention op", ""]
     if report["op"]:
         gpu = meta["device"] == "cuda"
+        floor = any(r.get("roofline_fraction") for r in report["op"])  # GPU; CPU reports since the compute floor
         header = ["shape", "B", "G", "N", "C", "h", "mode", "dtype", "impl", "median ms", "IQR ms", "min ms", "vs ref",
-                  "vs compiled", "vs fp32", "GB/s"] + (["% floor"] if gpu else []) + \
+                  "vs compiled", "vs fp32", "GB/s"] + (["floor ms", "% floor"] if floor else []) + \
             ["peak MB", "saved MB (extra)", "rel err"]
         rows = []
         for r in report["op"]:
             shape = r["shape"] + (" *" if r["scaled_from"] else "")
             rows.append([shape, str(r["B"]), str(r["G"]), str(r["N"]), str(r["C"]), str(r["heads"]), r["mode"],
                          r["dtype"], r["impl"], _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"),
-                         _fmt(r["min_ms"], ".4g"), _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
+                         _fmt(r["min_ms"], ".4g"), _fmt(r["speedup_vs_reference"], ".2f", "x"),
+                         _fmt(r["speedup_vs_compiled"], ".2f", "x"),
                          _fmt(r["speedup_vs_fp32"], ".2f", "x"), _fmt(r["achieved_gbs"], ".1f")] +
-                        ([_fmt(r["roofline_fraction"] and 100 * r["roofline_fraction"], ".0f", "%")] if gpu else []) +
+                        ([_fmt(r.get("floor_ms"), ".3g"),
+                          _fmt(r.get("roofline_fraction") and 100 * r["roofline_fraction"], ".0f", "%")]
+                         if floor else []) +
                         [_mb(r["peak_mem_bytes"]),
-                         "-" if r["saved_bytes"] is None else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_extra_bytes'])})",
-                         _fmt(r.get("rel_error"), ".1e")])
+                         _saved(r), _fmt(r.get("rel_error"), ".1e")])
         lines += _table(header, rows)
         lines += ["", "`*`: batch scaled down from the spec's shape of the same name. "
                   "GB/s: the minimum bytes the op must move (forward: q, k, v read and out written; backward also "
                   "out, dO read and dq, dk, dv written) over the median time. "
-                  + ("% floor: that floor's time at the measured copy bandwidth over the median time. " if gpu else "")
+                  + ("floor ms: the roofline floor, those bytes at the measured copy bandwidth; % floor: floor over "
+                     "the median time. " if floor and gpu else "")
+                  + ("floor ms: the compute floor, the matmul FLOPs a fused kernel under the memory contract cannot "
+                     "avoid (hard mode: 2 BGNC forward, 8 BGNC more in backward, which recomputes the logits; "
+                     "soft mode adds the R v and R^T dO products) at the fp32 matmul rate measured in this run; "
+                     "% floor: floor over the median time. " if floor and not gpu else "")
                   + "vs ref / vs compiled: median of the eager reference / of torch.compile(reference) over this "
                   "median. saved: unique storages autograd keeps for backward (extra: without the inputs). "
                   "rel err: max over out (and dq, dk, dv in train) of ||x - x64|| / ||x64|| against the float64 "
                   "reference; in hard mode a low-precision argmax flip shows up here as a large error."]
+        lines += _ceilings(report["op"])
     else:
         lines.append("No op case was measured.")
 
@@ -635,7 +685,7 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
                  _fmt(r["images_per_s"], ".1f"),
                  _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
                  _fmt(r["speedup_vs_fp32"], ".2f", "x"), _mb(r["peak_mem_bytes"]),
-                 "-" if r["saved_bytes"] is None else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_extra_bytes'])})",
+                 _saved(r),
                  _fmt(r["rel_error"], ".1e")] for r in report["model"]]
         lines += _table(header, rows)
         lines += ["", "eval: forward without grad; train: forward + backward + AdamW step (peak memory after the "

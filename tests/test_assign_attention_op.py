@@ -38,8 +38,9 @@ def naive_assign_attention(q, k, v, *, num_heads=1, scale=None, hard=True, tau=1
     for b in range(b_size):
         for h in range(num_heads):
             sl = slice(h * d, (h + 1) * d)
-            y = [[(scale * float(q[b, g, sl] @ k[b, n, sl]) + (0.0 if noise is None else float(noise[b, h, g, n]))) / tau
-                  for n in range(n_size)] for g in range(g_size)]
+            e = (lambda g, n: 0.0) if noise is None else (lambda g, n: float(noise[b, h, g, n]))  # noqa: B023
+            y = [[(scale * float(q[b, g, sl] @ k[b, n, sl]) + e(g, n)) / tau for n in range(n_size)]
+                 for g in range(g_size)]
             a = [[0.0] * n_size for _ in range(g_size)]
             for n in range(n_size):
                 column = [y[g][n] for g in range(g_size)]
@@ -147,7 +148,8 @@ BAD_CALLS = [
      "noise must have shape"),
     ("noise without gumbel", lambda q, k, v: assign_attention(q, k, v, noise=torch.zeros(2, 1, 3, 5)), ValueError,
      "noise"),
-    ("integer dtype", lambda q, k, v: assign_attention(q.long(), k.long(), v.long()), TypeError, "q must be a floating"),
+    ("integer dtype", lambda q, k, v: assign_attention(q.long(), k.long(), v.long()), TypeError,
+     "q must be a floating"),
     ("mixed dtypes", lambda q, k, v: assign_attention(q, k.double(), v), TypeError, "dtype"),
     ("not a tensor", lambda q, k, v: assign_attention(q.tolist(), k, v), TypeError, "q must be a torch.Tensor"),
     ("empty groups", lambda q, k, v: assign_attention(q[:, :0], k, v), ValueError, "G >= 1"),
@@ -213,7 +215,8 @@ def test_forward_and_backward_see_the_same_noise(backend, hard):
     """With seed s, forward and gradients equal the run given noise=gumbel_noise(s) explicitly."""
     shape = SHAPES[3]
     q, k, v, _ = make_inputs(shape, torch.float32, mode=MODES[0], device=DEVICE)
-    noise = gumbel_noise((shape.batch, shape.heads, shape.groups, shape.tokens), seed=99, backend=backend, device=DEVICE)
+    noise = gumbel_noise((shape.batch, shape.heads, shape.groups, shape.tokens), seed=99, backend=backend,
+                         device=DEVICE)
     results = []
     for kwargs in (dict(seed=99), dict(noise=noise)):
         leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]

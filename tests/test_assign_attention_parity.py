@@ -29,7 +29,8 @@ BACKENDS = fused_backend_params(DEVICE)
 
 def reference64(q, k, v, noise, heads, mode, **extra):
     leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    out, hard, soft = assign_attention_reference(*leaves, num_heads=heads, noise=None if noise is None else noise.double(),
+    out, hard, soft = assign_attention_reference(*leaves, num_heads=heads,
+                                                 noise=None if noise is None else noise.double(),
                                                  **mode.kwargs(), **extra)
     return leaves, out, hard, soft
 

@@ -15,7 +15,8 @@ from groupvit_fast import bench
 
 CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "cases.py"
 # two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
-SELECTION = r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$"
+SELECTION = (r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
+             r"|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_json_fields(report_dir):
     assert meta["device"] == "cpu" and meta["tier"] == "smoke"
     for key in ("torch", "triton", "cuda", "driver"):
         assert key in meta["versions"]
-    assert meta["date"] and "git_commit" in meta and meta["copy_bandwidth_gbs"] > 0
+    assert meta["date"] and "git_commit" in meta and meta["copy_bandwidth_gbs"] > 0 and meta["matmul_gflops"] > 0
     assert any("GPU cases were NOT run" in note for note in report["notes"])
 
     ops = report["op"]
@@ -57,7 +58,12 @@ def test_json_fields(report_dir):
         assert r["rel_error"] is not None and r["rel_error"] < 1e-4  # fp32 against the float64 reference
         if r["impl"] == "reference":
             assert r["speedup_vs_reference"] == pytest.approx(1.0)
-        assert "speedup_vs_compiled" in r and r["roofline_fraction"] is None  # GPU-only column
+        assert "speedup_vs_compiled" in r
+        # CPU: the compute floor, the fused formulation's matmul FLOPs at the matmul rate of this run
+        assert r["floor_kind"] == "compute" and r["fused_flops"] == bench.load_cases().SHAPE_BY_NAME[
+            r["shape"]].with_batch(r["B"]).fused_flops(bench.load_cases().MODES[r["mode"]])
+        assert r["floor_ms"] == pytest.approx(r["fused_flops"] / (meta["matmul_gflops"] * 1e6))
+        assert r["roofline_fraction"] == pytest.approx(r["floor_ms"] / r["median_ms"])
     train_ref = next(r for r in ops if r["mode"] == "train" and r["impl"] == "reference")
     assert train_ref["saved_bytes"] >= train_ref["saved_extra_bytes"] > 0
 
@@ -69,7 +75,8 @@ def test_json_fields(report_dir):
 
 def test_markdown_and_render(report_dir, tmp_path):
     md = next(report_dir.glob("*.md")).read_text()
-    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s"):
+    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s",
+                 "% floor", "GFLOP/s", "Speed-up ceilings"):
         assert text in md
     # --render rewrites the markdown and the plot from the JSON alone
     json_path = next(report_dir.glob("*.json"))
@@ -93,3 +100,17 @@ def test_measure_interleaved_alternates_and_isolates_failures():
     assert result["a"]["reps"] == result["b"]["reps"] == 4
     timed = calls[4:]  # after two warm-up calls each
     assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]  # alternating, order rotated every round
+
+
+@pytest.mark.parametrize("mode, bgnc_total", [
+    ("eval", 2),    # hard: z = q k^T only; merging is a segmented sum of v
+    ("soft", 4),    # + R v
+    ("train", 10),  # hard forward (2) + backward: z again, dR = dO v^T, dq, dk (dv is a gather)
+])
+def test_fused_flops_by_hand(mode, bgnc_total):
+    cases = bench.load_cases()
+    shape = cases.SHAPE_BY_NAME["stage0-224"].with_batch(3)
+    bgnc = 3 * 64 * 196 * 384
+    assert shape.fused_flops(cases.MODES[mode]) == bgnc_total * bgnc
+    # the dense reference formulation (the GFLOP column): 4 BGNC forward, 8 BGNC backward
+    assert shape.flops(cases.MODES[mode]) == (12 if mode == "train" else 4) * bgnc

@@ -195,5 +195,6 @@ def nvlabs_full_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             unknown.append(key)
     if unknown:
-        raise unknown_keys_error("NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports", unknown)
+        raise unknown_keys_error("NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports",
+                                 unknown)
     return out
