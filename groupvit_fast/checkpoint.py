@@ -222,6 +222,9 @@ def read_checkpoint(path_or_dict: str | os.PathLike | Mapping, *, trust_pickle: 
 
     Raises ``ValueError`` naming the file and what is wrong with it.
     """
+    if not isinstance(path_or_dict, (str, os.PathLike, Mapping)):
+        raise TypeError(f"path_or_dict must be a file path or a state/checkpoint dict, "
+                        f"got {type(path_or_dict).__name__}")
     config = None
     if isinstance(path_or_dict, Mapping):
         where = "checkpoint dict"

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -86,6 +86,8 @@ def tokenize(texts: str | Sequence[str], context_length: int = DEFAULT_CONTEXT_L
     single = isinstance(texts, str)
     if single:
         texts = [texts]
+    elif not isinstance(texts, Iterable) or isinstance(texts, (bytes, torch.Tensor)):
+        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):

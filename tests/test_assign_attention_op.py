@@ -156,6 +156,9 @@ BAD_CALLS = [
     ("empty tokens", lambda q, k, v: assign_attention(q, k[:, :0], v[:, :0]), ValueError, "N >= 1"),
     ("unknown backend", lambda q, k, v: assign_attention(q, k, v, backend="fastest"), ValueError, "backend"),
     ("backend cannot run", lambda q, k, v: assign_attention(q, k, v, backend="cuda"), ValueError, "backend"),
+    ("float seed", lambda q, k, v: assign_attention(q, k, v, gumbel=True, seed=1.5), TypeError, "seed must be an int"),
+    ("tensor seed", lambda q, k, v: assign_attention(q, k, v, gumbel=True, seed=torch.tensor(3)), TypeError, "seed"),
+    ("noise without seed", lambda q, k, v: gumbel_noise((1, 1, 2, 2), seed=None), TypeError, "seed"),
 ]
 
 

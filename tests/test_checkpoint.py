@@ -248,6 +248,13 @@ def test_bad_files_raise_clear_errors_and_leave_the_model_alone(tmp_path):
         _same_weights(target.state_dict(), before)
 
 
+def test_a_path_of_the_wrong_type_is_a_type_error():
+    with pytest.raises(TypeError, match="path_or_dict"):
+        load_checkpoint(42)
+    with pytest.raises(TypeError, match="path_or_dict"):
+        read_checkpoint([("img_encoder.pos_embed", torch.zeros(1))])
+
+
 def test_mismatched_weights_raise_before_anything_is_copied(tmp_path):
     save_checkpoint(_model(), tmp_path / "m.pth")
     other = build_model(small_config(output_dim=16))

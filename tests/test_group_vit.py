@@ -206,6 +206,22 @@ def test_bad_images_raise_value_error(bad, match):
         model(bad)
 
 
+@pytest.mark.parametrize("bad,match", [
+    (torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "floating-point"),   # raw pixels, not normalised
+    (torch.zeros(1, 3, 224, 224, dtype=torch.float64), "float64 but the model's parameters are torch.float32"),
+])
+def test_image_dtype_errors_name_x(bad, match):
+    model = GroupViT(depths=(1, 1, 1)).eval()
+    with pytest.raises(TypeError, match=match):
+        model(bad)
+
+
+def test_autocast_accepts_fp32_images_for_a_bf16_run():
+    model = GroupViT(depths=(1, 1, 1)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 384)
+
+
 def test_training_needs_the_configured_image_size():
     model = GroupViT(depths=(1, 1, 1)).train()
     with pytest.raises(ValueError, match="img_size"):
@@ -217,6 +233,12 @@ def test_bad_constructor_arguments_raise():
         GroupViT(attn_backend="flash3")
     with pytest.raises(ValueError, match="patch_size"):
         GroupViT(patch_size=14)
+    with pytest.raises(ValueError, match=r"num_heads\[0\]=5 must divide .* 384"):
+        GroupViT(num_heads=(5, 5, 5))
+    with pytest.raises(ValueError, match=r"num_heads\[2\]=7 must divide .* 768"):
+        GroupViT(embed_factors=(1, 1, 2), num_heads=(6, 6, 7))
+    with pytest.raises(ValueError, match="assign_backend"):  # at construction, not at the first forward
+        GroupViT(assign_backend="fastest")
 
 
 def test_xformers_attention_matches_sdpa():

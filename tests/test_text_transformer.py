@@ -194,8 +194,10 @@ def test_tokenize_specials_truncation_and_single():
     assert torch.all(long[0, 1:-1] == long[0, 1])  # the repeated word, cut to fit
     empty = tokenize([""])[0]
     assert empty[:2].tolist() == [SOT_TOKEN, EOT_TOKEN] and torch.count_nonzero(empty[2:]) == 0
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
         tokenize(["ok", 3])
+    with pytest.raises(TypeError, match="texts must be a str"):
+        tokenize(3)
 
 
 @needs_open_clip

@@ -18,7 +18,7 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from .attention import AttnBlock
-from .grouping import GroupingBlock
+from .grouping import GroupingBlock, check_assign_backend
 from .layers import MixerMlp, to_2tuple, trunc_normal_
 
 __all__ = ["GroupViT", "GroupingLayer", "PatchEmbed", "interpolate_pos_encoding"]
@@ -62,6 +62,12 @@ class PatchEmbed(nn.Module):
             raise TypeError(f"x must be a torch.Tensor image batch, got {type(x).__name__}")
         if x.dim() != 4:
             raise ValueError(f"x must be a [B, C, H, W] image batch, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point image batch (normalised pixels), got {x.dtype}")
+        weight_dtype = self.proj.weight.dtype
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x is {x.dtype} but the model's parameters are {weight_dtype}: convert one of them "
+                            "(x.to(...) or model.to(...)) or run under torch.autocast")
         _, c, h, w = x.shape
         if c != self.in_chans:
             raise ValueError(f"x has {c} channels but the model expects in_chans={self.in_chans}")
@@ -173,6 +179,12 @@ class GroupViT(nn.Module):
             raise ValueError("num_output_groups must have one entry fewer than depths")
         if pos_embed_type not in ("simple", "fourier"):
             raise ValueError(f"pos_embed_type must be 'simple' or 'fourier', got {pos_embed_type!r}")
+        for i, (factor, heads) in enumerate(zip(embed_factors, num_heads)):
+            width = int(embed_dim * factor)
+            if heads and width % heads:
+                raise ValueError(f"num_heads[{i}]={heads} must divide stage {i}'s width "
+                                 f"embed_dim * embed_factors[{i}] = {width}")
+        check_assign_backend(assign_backend)
         self.num_classes = num_classes
         self.num_layers = len(depths)
         self.embed_dim = embed_dim

@@ -10,11 +10,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import assign_attention
+from ..ops import BACKENDS, assign_attention
 from .attention import CrossAttnBlock
 from .layers import Mlp, to_2tuple
 
 __all__ = ["AssignAttention", "GroupingBlock"]
+
+
+def check_assign_backend(assign_backend: str) -> str:
+    """Refuse an unknown ``assign_backend`` when the model is built, not at its first forward."""
+    choices = ("auto", *BACKENDS)
+    if assign_backend not in choices:
+        raise ValueError(f"assign_backend must be one of {choices}, got {assign_backend!r}")
+    return assign_backend
 
 
 class AssignAttention(nn.Module):
@@ -42,7 +50,7 @@ class AssignAttention(nn.Module):
         self.gumbel_tau = gumbel_tau
         self.sum_assign = sum_assign
         self.assign_eps = assign_eps
-        self.assign_backend = assign_backend
+        self.assign_backend = check_assign_backend(assign_backend)
 
     def _dropout_path(self, q, k, v, use_gumbel):
         # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never

@@ -18,6 +18,7 @@ so autocast hands them its bf16/fp16 tensors unchanged.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -193,6 +194,12 @@ def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backe
             raise ValueError(f"noise must be on q's device {q.device}, got {noise.device}")
 
 
+def _check_seed(seed) -> None:
+    # int() would silently truncate 1.5 or accept a tensor's item: only integers are seeds.
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+
+
 def _seed_tensor(seed: int | None, needs_noise: bool) -> Tensor:
     """``[seed, offset]`` as an int64 CPU tensor (a tensor, so a new seed is no recompile)."""
     if not needs_noise:
@@ -238,6 +245,7 @@ def assign_attention(
         out = (a / (a.sum(-1, keepdim=True) + eps)) @ v    # [B, G, C]
     """
     _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backend)
+    _check_seed(seed)
     c = q.shape[2]
     scale = (c // num_heads) ** -0.5 if scale is None else float(scale)
     inputs = AssignInputs(q.device.type, q.dtype, q.shape[0], q.shape[1], k.shape[1], c, num_heads, noise is not None)
@@ -274,5 +282,8 @@ def gumbel_noise(shape, *, seed: int, offset: int = 0, backend: str = "reference
     if len(shape) != 4:
         raise ValueError(f"shape must be [B, h, G, N], got {list(shape)}")
     device = torch.device("cpu") if device is None else torch.device(device)
+    if seed is None:
+        raise TypeError("seed must be an int, got None")
+    _check_seed(seed)
     return get_backend(backend).gumbel_noise(tuple(int(s) for s in shape), int(seed) % _SEED_BOUND, int(offset),
                                              device)

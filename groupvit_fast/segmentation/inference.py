@@ -232,7 +232,8 @@ class GroupViTSegmenter:
     def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
         """``crops [B, 3, h, w]`` (normalised) -> ``[B, num_classes, h, w]`` class scores; one encoder pass."""
         model = self.model
-        crops = crops.to(self.device)
+        # images are decoded as fp32; a model converted with .half() / .to(torch.bfloat16) gets its own dtype
+        crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
         ctx = (torch.autocast(crops.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                else contextlib.nullcontext())
         with ctx:
