@@ -408,7 +408,7 @@ CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 
 @pytest.fixture(scope="module")
-def emulated_cuda():
+def emulation_ops():
     import hashlib
     import pathlib
 
@@ -427,6 +427,33 @@ def emulated_cuda():
     except (RuntimeError, OSError) as err:  # no compiler / ninja on this machine
         pytest.skip(f"cannot build the CUDA emulation: {err}")
     return torch.ops.groupvit_fast_cuda_emulation
+
+
+@pytest.fixture(params=["forward", "reverse"])
+def emulated_cuda(emulation_ops, request):
+    """The emulated kernels with the block's threads taking turns in thread order, then reversed:
+    every emulated test runs in both, so a shared-memory read that is missing its __syncthreads
+    (new value in one order, stale in the other) fails one of them."""
+    emulation_ops.set_schedule(request.param)
+    yield emulation_ops
+    emulation_ops.set_schedule("forward")
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_the_reversed_schedule_exposes_a_missing_syncthreads(emulation_ops, sync):
+    x = torch.arange(1.0, 65.0)
+    want = torch.roll(x, -1)  # y[t] = x[t + 1]
+    results = {}
+    for order in ("forward", "reverse"):
+        emulation_ops.set_schedule(order)
+        results[order] = emulation_ops.neighbour_shift(x, sync)
+    emulation_ops.set_schedule("forward")
+    if sync:
+        assert torch.equal(results["forward"], want) and torch.equal(results["reverse"], want)
+    else:  # a thread reads its neighbour's slot before it is written: all but the last thread in
+        # thread order, only the last one (which reads slot 0) in reverse order
+        assert (results["forward"][:-1] == 0).all() and torch.equal(results["reverse"][:-1], want[:-1])
+        assert results["reverse"][-1] == 0 and not torch.equal(results["forward"], results["reverse"])
 
 
 def _emulated(ops_, q, k, v, mode, heads, noise=None, seed=0, return_attn=False, grad=None):

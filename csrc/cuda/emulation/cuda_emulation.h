@@ -3,7 +3,7 @@
 // emulated_ops.cpp, which includes the .cu with GVF_CUDA_EMULATION defined.
 //
 // Each block runs as blockDim.x cooperative fibers (ucontext) on the calling thread, blocks one
-// after another, sharing a dynamic shared memory buffer. __syncthreads is a block barrier and the
+// after another (fibers in thread order, or reversed: see reverse_schedule), sharing a dynamic shared memory buffer. __syncthreads is a block barrier and the
 // warp shuffles / votes go through a per-warp exchange buffer and a 32-fiber barrier; a fiber
 // waiting at a barrier yields to the others, and a barrier no fiber can complete (divergent
 // __syncthreads) aborts with a message. It checks logic (indexing, synchronisation placement,
@@ -63,6 +63,12 @@ struct Scheduler {
 };
 
 inline thread_local Scheduler* scheduler = nullptr;
+
+// The order in which the fibers of a block take turns between barriers: thread 0 first (forward)
+// or the last thread first (reverse). A kernel free of shared-memory races gives the same result in
+// both; a read of another thread's write without a __syncthreads in between sees the new value in
+// one order and the stale one in the other (a poor man's racecheck; tests run both orders).
+inline bool reverse_schedule = false;
 
 inline void yield() { swapcontext(&scheduler->current->context, &scheduler->context); }
 
@@ -133,7 +139,8 @@ inline void run(unsigned grid, unsigned block, size_t smem_bytes, const std::fun
     unsigned remaining = block;
     while (remaining > 0) {
       const uint64_t before = sched.progress;
-      for (unsigned t = 0; t < block; ++t) {
+      for (unsigned i = 0; i < block; ++i) {
+        const unsigned t = reverse_schedule ? block - 1 - i : i;
         if (fibers[t].done) continue;
         threadIdx.x = t;
         blockIdx.x = b;

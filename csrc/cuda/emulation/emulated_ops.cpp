@@ -5,6 +5,7 @@
 // on machines without a GPU. The workspace handling mirrors ../assign_attention_cuda.cpp.
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -93,9 +94,36 @@ at::Tensor gumbel_noise(const at::Tensor& like, at::IntArrayRef shape, int64_t s
   return noise;
 }
 
+void set_schedule(const std::string& order) {
+  TORCH_CHECK_VALUE(order == "forward" || order == "reverse", "order must be 'forward' or 'reverse', got ", order);
+  gvf_emulation::reverse_schedule = order == "reverse";
+}
+
+// A deliberately checkable kernel for the schedule test: y[t] = x[(t + 1) % n] through shared
+// memory, with or without the __syncthreads between the write and the neighbour's read.
+__global__ void neighbour_shift_kernel(const float* x, float* y, int n, bool sync) {
+  GVF_DYNAMIC_SHARED(float, tile);
+  const int t = static_cast<int>(threadIdx.x);
+  tile[t] = x[t];
+  if (sync) __syncthreads();
+  y[t] = tile[(t + 1) % n];
+}
+
+at::Tensor neighbour_shift(const at::Tensor& x, bool sync) {
+  TORCH_CHECK_VALUE(x.dim() == 1 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.numel() > 0,
+                    "x must be a non-empty contiguous 1-d float32 tensor");
+  at::Tensor y = at::empty({x.numel()}, x.options());
+  const int n = static_cast<int>(x.numel());
+  GVF_LAUNCH(neighbour_shift_kernel, 1, n, n * sizeof(float), nullptr)(x.data_ptr<float>(), y.data_ptr<float>(), n,
+                                                                         sync);
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(groupvit_fast_cuda_emulation, m) {
+  m.def("set_schedule(str order) -> ()");
+  m.def("neighbour_shift(Tensor x, bool sync) -> Tensor");
   m.def(
       "assign_attention_forward_native(Tensor q, Tensor k, Tensor v, Tensor? noise, int seed, int offset, "
       "int num_heads, float scale, bool hard, bool gumbel, float tau, bool sum_assign, float eps, "
@@ -111,4 +139,9 @@ TORCH_LIBRARY_IMPL(groupvit_fast_cuda_emulation, CPU, m) {
   m.impl("assign_attention_forward_native", &forward);
   m.impl("assign_attention_backward_native", &backward);
   m.impl("gumbel_noise_native", &gumbel_noise);
+  m.impl("neighbour_shift", &neighbour_shift);
+}
+
+TORCH_LIBRARY_IMPL(groupvit_fast_cuda_emulation, CompositeExplicitAutograd, m) {
+  m.impl("set_schedule", &set_schedule);
 }
