@@ -3,8 +3,8 @@
 // emulated_ops.cpp, which includes the .cu with GVF_CUDA_EMULATION defined.
 //
 // Each block runs as blockDim.x cooperative fibers (ucontext) on the calling thread, blocks one
-// after another (fibers in thread order, or reversed: see reverse_schedule), sharing a dynamic shared memory buffer. __syncthreads is a block barrier and the
-// warp shuffles / votes go through a per-warp exchange buffer and a 32-fiber barrier; a fiber
+// after another (blocks and fibers in index order, or both reversed: see reverse_schedule),
+// sharing a dynamic shared memory buffer. __syncthreads is a block barrier and the warp shuffles / votes go through a per-warp exchange buffer and a 32-fiber barrier; a fiber
 // waiting at a barrier yields to the others, and a barrier no fiber can complete (divergent
 // __syncthreads) aborts with a message. It checks logic (indexing, synchronisation placement,
 // reductions, tails, atomics), not speed or the memory model; __expf is expf and half / bfloat16
@@ -64,8 +64,8 @@ struct Scheduler {
 
 inline thread_local Scheduler* scheduler = nullptr;
 
-// The order in which the fibers of a block take turns between barriers: thread 0 first (forward)
-// or the last thread first (reverse). A kernel free of shared-memory races gives the same result in
+// The order in which the fibers of a block take turns between barriers, and the blocks run: thread
+// (block) 0 first (forward) or the last first (reverse). A kernel free of shared-memory races gives the same result in
 // both; a read of another thread's write without a __syncthreads in between sees the new value in
 // one order and the stale one in the other (a poor man's racecheck; tests run both orders).
 inline bool reverse_schedule = false;
@@ -125,7 +125,8 @@ inline void run(unsigned grid, unsigned block, size_t smem_bytes, const std::fun
   scheduler = &sched;
   std::vector<Fiber> fibers(block);
   for (auto& f : fibers) f.stack.reset(new char[kStack]);
-  for (unsigned b = 0; b < grid; ++b) {
+  for (unsigned bi = 0; bi < grid; ++bi) {
+    const unsigned b = reverse_schedule ? grid - 1 - bi : bi;  // blocks, too, in either order
     Block state(static_cast<int>(block), smem_bytes);
     current_block = &state;
     for (auto& f : fibers) {
