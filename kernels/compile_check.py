@@ -6,7 +6,9 @@ layouts and ``tl.dot`` operand rules, shared memory, the PTX itself. This module
 kernel through Triton's real NVIDIA back end (TTIR -> TTGIR -> LLVM -> PTX -> cubin with ptxas) for
 sm_80 and sm_90, at the launch parameters the launchers choose for the benchmark shapes of
 spec/benchmarks.md, for every autotuning config the pruner keeps, and compares each kernel's shared
-memory with the target's per-block limit.
+memory with the target's per-block limit. Each kernel's registers and spills (``ptxas -v`` on its
+PTX) are reported too: without a GPU, no timing says which spilling config wins, so they are
+information, not a verdict.
 
 A config that needs more shared memory than the target has is what the autotuner skips on a GPU;
 any other compile error would abort the autotuner, so it fails the check. So does a (kernel, shape,
@@ -143,6 +145,31 @@ _KERNELS = {"fwd": "_assign_fwd_kernel", "bwd": "_assign_bwd_kernel", "fwd_final
             "bwd_preprocess": "_assign_bwd_preprocess_kernel", "gumbel_noise": "_gumbel_noise_kernel"}
 
 
+def _ptxas_resources(ptx: str, arch: int) -> dict:
+    """Registers and spills of the kernel, from ``ptxas -v`` on its PTX (the compile itself keeps no
+    such report; on a GPU Triton reads it back from the loaded module)."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    target = re.search(r"^\.target\s+(\w+)", ptx, re.MULTILINE)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        proc = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={target.group(1) if target else f'sm_{arch}'}",
+                               path, "-o", os.path.join(tmp, "kernel.cubin")], capture_output=True, text=True)
+    report = proc.stdout + proc.stderr
+    found = {}
+    if m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report):
+        found["spill_stores"], found["spill_loads"] = int(m.group(1)), int(m.group(2))
+    if m := re.search(r"Used (\d+) registers", report):
+        found["registers"] = int(m.group(1))
+    return found
+
+
 def compile_variant(v: Variant) -> Variant:
     """Compiles ``v`` to a cubin and fills in its status, shared memory and time."""
     import triton
@@ -156,6 +183,7 @@ def compile_variant(v: Variant) -> Variant:
         compiled = triton.compile(src, target=GPUTarget("cuda", v.arch, 32), options=dict(v.options))
         v.shared_bytes = int(compiled.metadata.shared)
         v.extra["cubin_bytes"] = len(compiled.asm["cubin"])
+        v.extra.update(_ptxas_resources(compiled.asm["ptx"], v.arch))
         limit = SHARED_LIMIT_BYTES.get(v.arch)
         v.status = "shared-memory" if limit is not None and v.shared_bytes > limit else "ok"
     except Exception as err:  # noqa: BLE001 - reported per variant, the check goes on
@@ -178,7 +206,9 @@ def failures(results: list[Variant]) -> list[str]:
 
 def _print_row(i: int, total: int, v: Variant) -> None:
     shared = "-" if v.shared_bytes is None else f"{v.shared_bytes / 1024:.0f} KiB"
-    print(f"[{i}/{total}] {v.status:13s} {v.group:36s} {v.options} shared {shared} ({v.seconds}s)"
+    regs = (f", {v.extra['registers']} registers, {v.extra.get('spill_stores', '?')} B spilled"
+            if "registers" in v.extra else "")
+    print(f"[{i}/{total}] {v.status:13s} {v.group:36s} {v.options} shared {shared}{regs} ({v.seconds}s)"
           + (f"\n    {v.error}" if v.error else ""), flush=True)
 
 
