@@ -113,6 +113,17 @@ def test_forward_train_returns_both_losses_and_checks_text_shape():
     torch.testing.assert_close(model.forward_train(images, texts)["multi_label_loss"], 0.5 * unweighted)
     with pytest.raises(ValueError, match="multi_label=2"):
         model.forward_train(images, texts[:, 0])
+    with pytest.raises(ValueError, match="3 images and 2 texts"):
+        model.forward_train(images, texts[:2])
+
+
+def test_single_caption_training_refuses_several_texts_per_image():
+    model = build_model(small_config(sync_bn=False)).train()
+    images = torch.randn(2, 3, 64, 64)
+    texts = torch.stack([random_text(2) for _ in range(2)])  # [B, 2, L]
+    with pytest.raises(ValueError, match="multi_label=0 trains on one caption"):
+        model(images, texts)
+    assert set(model(images, texts[:, :1])) == {"loss"}  # [B, 1, L] is one caption per image
 
 
 def test_encoders_and_zero_shot():

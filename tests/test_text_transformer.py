@@ -123,6 +123,10 @@ def test_input_validation():
         model(torch.zeros(2, 8))
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         model(torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"token ids in \[0, 10\], outside the vocabulary \[0, 10\)"):
+        model(torch.tensor([[0, 10]]))  # vocab_size=10: ids 0..9
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(torch.tensor([[-1, 3]]))
     with pytest.raises(ValueError, match="width"):
         TextTransformer(context_length=8, width=32, layers=1, vocab_size=10)
 

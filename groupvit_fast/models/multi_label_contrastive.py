@@ -271,6 +271,12 @@ class MultiLabelContrastive(nn.Module):
         if self.with_multi_label and (text.dim() != 3 or text.shape[1] != 1 + self.multi_label):
             raise ValueError(f"multi_label={self.multi_label} needs text [B, {1 + self.multi_label}, L] (caption "
                              f"first, then the noun prompts), got shape {tuple(text.shape)}")
+        if not self.with_multi_label and not (text.dim() == 2 or (text.dim() == 3 and text.shape[1] == 1)):
+            raise ValueError(f"multi_label=0 trains on one caption per image: text [B, L] or [B, 1, L], got shape "
+                             f"{tuple(text.shape)}")
+        if image.shape[0] != text.shape[0]:
+            raise ValueError(f"image and text must hold the same batch of pairs, got {image.shape[0]} images and "
+                             f"{text.shape[0]} texts")
         image_x = self.encode_image(image)
         text_outs = self.encode_text(text, as_dict=True)
         losses = {"loss": self.loss(image_x, text_outs["text_x"])}

@@ -174,6 +174,12 @@ class TextTransformer(nn.Module):
         length = text.shape[1]
         if length > self.context_length:
             raise ValueError(f"text has {length} tokens per row, more than context_length={self.context_length}")
+        if text.numel() and not torch.compiler.is_compiling():
+            # an id past the vocabulary is an IndexError on the CPU and a device-side assert on a GPU
+            low, high = int(text.min()), int(text.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(f"text holds token ids in [{low}, {high}], outside the vocabulary "
+                                 f"[0, {self.vocab_size}) (tokenize with groupvit_fast.tokenize)")
         x = self.token_embedding(text) + self.positional_embedding[:length]
         x = self.ln_final(self.transformer(x))
         # the end-of-text token has the largest id in each row (CLIP vocabulary: 49407)
