@@ -87,10 +87,23 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
     return sig
 
 
-def variants(archs=(80, 90), dtypes=("bf16", "fp32"), all_configs_for=("stage0-224",)) -> list[Variant]:
-    """The compilations of the check. Every kept autotuning config for the shapes in
-    ``all_configs_for`` on the newest target in bf16 (the spec's GPU dtype); the first kept config
-    elsewhere, which is what a GPU tries first."""
+#: The other constexpr branches (each its own compiled kernel), beside training's hard + Gumbel:
+#: eval, soft assignment, a given noise tensor, sum_assign, and the attention maps segmentation reads.
+MODE_VARIANTS = {
+    "eval": {"GUMBEL": False},
+    "soft": {"HARD": False, "GUMBEL": False},
+    "noise-tensor": {"HAS_NOISE": True},
+    "sum-assign": {"SUM_ASSIGN": True},
+    "return-attn": {"GUMBEL": False, "RETURN_ATTN": True},  # forward only
+}
+
+
+def variants(archs=(80, 90), dtypes=("bf16", "fp32"), all_configs_for=("stage0-224",),
+             modes_for=("stage0-224", "stage0-448")) -> list[Variant]:
+    """The compilations of the check. Training mode (hard + Gumbel) everywhere: every kept
+    autotuning config for the shapes in ``all_configs_for`` on the newest target in bf16 (the
+    spec's GPU dtype), the first kept config elsewhere (what a GPU tries first). The other modes
+    (``MODE_VARIANTS``) with the first config, bf16, on the newest target, for ``modes_for``."""
     import torch
     import triton
 
@@ -124,6 +137,12 @@ def variants(archs=(80, 90), dtypes=("bf16", "fp32"), all_configs_for=("stage0-2
                             flags["RETURN_ATTN"] = False
                         options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
                         add(kernel, shape, dtype, arch, flags, options, f"{kernel}/{shape}/{dtype}/sm_{arch}")
+                        if shape in modes_for and arch == newest and dtype == dtypes[0] and cfg is kept[0]:
+                            for mode, override in MODE_VARIANTS.items():
+                                if "RETURN_ATTN" in override and kernel != "fwd":
+                                    continue
+                                add(kernel, shape, dtype, arch, {**flags, **override}, options,
+                                    f"{kernel}/{shape}/{dtype}/sm_{arch}/{mode}")
             if kernel == "fwd" and not single:
                 c = d * h
                 for arch in archs:

@@ -58,6 +58,11 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
                   "bwd/stage1-224/fp32/sm_90", "fwd/stage0-448/bf16/sm_80"):
         members = [r for r in results if r["group"] == group]
         assert members and any(r["status"] == "ok" for r in members), group
+    # the other constexpr branches: eval, soft, a given noise tensor, sum_assign, segmentation's maps
+    for group in ("fwd/stage0-224/bf16/sm_90/eval", "fwd/stage0-224/bf16/sm_90/soft",
+                  "bwd/stage0-224/bf16/sm_90/noise-tensor", "bwd/stage0-224/bf16/sm_90/sum-assign",
+                  "fwd/stage0-448/bf16/sm_90/return-attn"):
+        assert [r["status"] for r in results if r["group"] == group] == ["ok"], group
     single = [r for r in results if r["group"] == "fwd/stage0-224/bf16/sm_90"]
     assert len(single) >= 2 and all(r["constexprs"]["SINGLE"] for r in single)  # every kept autotune config
     assert not next(r for r in results if r["group"] == "bwd/stage0-224/bf16/sm_90")["constexprs"]["SINGLE"]
