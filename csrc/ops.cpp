@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "cpu/assign_kernels.h"
+#include "op_schemas.h"
 
 namespace groupvit_fast {
 
@@ -31,21 +32,9 @@ std::string build_info() {
 }
 
 TORCH_LIBRARY_FRAGMENT(groupvit_fast, m) {
-  // Forward: out [B,G,C] (input dtype), r [B,h,G] float32 (r = sum_n A), and with return_attn
-  // hard = A [B,h,G,N] and soft = softmax_g(z) [B,h,G,N] (else two distinct empty tensors).
-  // The noise is taken from `noise` ([B,h,G,N] float32) when given, else drawn in-kernel with
-  // Philox from (seed, offset) following groupvit_fast/reference/philox.py.
-  m.def(
-      "assign_attention_forward_native(Tensor q, Tensor k, Tensor v, Tensor? noise, int seed, int offset, "
-      "int num_heads, float scale, bool hard, bool gumbel, float tau, bool sum_assign, float eps, "
-      "bool return_attn) -> (Tensor out, Tensor r, Tensor hard, Tensor soft)");
-  // Backward: recomputes z, noise, S and the argmax; saved state is only q, k, v, out, r.
-  m.def(
-      "assign_attention_backward_native(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor r, "
-      "Tensor? noise, int seed, int offset, int num_heads, float scale, bool hard, bool gumbel, float tau, "
-      "bool sum_assign, float eps) -> (Tensor dq, Tensor dk, Tensor dv)");
-  // The float32 noise of the given shape that the kernels draw for (seed, offset), on like's device.
-  m.def("gumbel_noise_native(Tensor like, int[] shape, int seed, int offset) -> Tensor");
+  m.def(kForwardSchema);
+  m.def(kBackwardSchema);
+  m.def(kGumbelNoiseSchema);
   m.def("build_info() -> str", &build_info);
 }
 

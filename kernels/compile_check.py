@@ -26,6 +26,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -164,10 +165,30 @@ _KERNELS = {"fwd": "_assign_fwd_kernel", "bwd": "_assign_bwd_kernel", "fwd_final
             "bwd_preprocess": "_assign_bwd_preprocess_kernel", "gumbel_noise": "_gumbel_noise_kernel"}
 
 
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
+
+
+def parse_ptxas(report: str) -> dict[str, dict[str, int]]:
+    """``{kernel: {"registers", "stack", "spill_stores", "spill_loads"}}`` from the output of
+    ``ptxas -v`` (also through ``nvcc -Xptxas -v``; tests/test_cuda_compile.py reads the CUDA C++
+    kernels' report with it)."""
+    kernels: dict[str, dict[str, int]] = {}
+    current = None
+    for line in report.splitlines():
+        if m := _PTXAS_ENTRY.search(line):
+            current = kernels.setdefault(m.group(1), {})
+        elif current is not None and (m := _PTXAS_FRAME.search(line)):
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        elif current is not None and (m := _PTXAS_REGISTERS.search(line)):
+            current["registers"] = int(m.group(1))
+    return kernels
+
+
 def _ptxas_resources(ptx: str, arch: int) -> dict:
     """Registers and spills of the kernel, from ``ptxas -v`` on its PTX (the compile itself keeps no
     such report; on a GPU Triton reads it back from the loaded module)."""
-    import re
     import subprocess
     import tempfile
 
@@ -180,13 +201,8 @@ def _ptxas_resources(ptx: str, arch: int) -> dict:
             f.write(ptx)
         proc = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={target.group(1) if target else f'sm_{arch}'}",
                                path, "-o", os.path.join(tmp, "kernel.cubin")], capture_output=True, text=True)
-    report = proc.stdout + proc.stderr
-    found = {}
-    if m := re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report):
-        found["spill_stores"], found["spill_loads"] = int(m.group(1)), int(m.group(2))
-    if m := re.search(r"Used (\d+) registers", report):
-        found["registers"] = int(m.group(1))
-    return found
+    entries = list(parse_ptxas(proc.stdout + proc.stderr).values())  # one entry: the kernel
+    return entries[0] if entries else {}
 
 
 def compile_variant(v: Variant) -> Variant:

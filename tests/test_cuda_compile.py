@@ -9,39 +9,21 @@ is torch-free (spec: CUDA headers only), so nvcc alone compiles it in seconds.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 
 import pytest
 
+from groupvit_fast.kernels.compile_check import parse_ptxas
+
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
 KERNELS = os.path.join(CSRC, "cuda", "assign_attention_kernels.cu")
-
-ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\d+)'")
-FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-REGISTERS = re.compile(r"Used (\d+) registers")
 
 
 def _nvcc() -> str | None:
     home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
     candidate = os.path.join(home, "bin", "nvcc")
     return candidate if os.path.exists(candidate) else shutil.which("nvcc")
-
-
-def parse_ptxas(report: str) -> dict[str, dict[str, int]]:
-    """``{mangled kernel name: {"registers", "stack", "spill_stores", "spill_loads"}}`` from the
-    output of ``nvcc -Xptxas -v``."""
-    kernels: dict[str, dict[str, int]] = {}
-    current = None
-    for line in report.splitlines():
-        if m := ENTRY.search(line):
-            current = kernels.setdefault(m.group(1), {})
-        elif current is not None and (m := FRAME.search(line)):
-            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
-        elif current is not None and (m := REGISTERS.search(line)):
-            current["registers"] = int(m.group(1))
-    return kernels
 
 
 def test_parse_ptxas_reads_spills():

@@ -417,7 +417,7 @@ def emulation_ops():
     sources = [os.path.join(CSRC, "cuda", name) for name in
                ("assign_attention_kernels.cu", "assign_attention_kernels.h", "emulation/cuda_emulation.h",
                 "emulation/emulated_ops.cpp")]
-    sources += [os.path.join(CSRC, name) for name in ("assign_checks.h", "assign_params.h")]
+    sources += [os.path.join(CSRC, name) for name in ("assign_checks.h", "assign_params.h", "op_schemas.h")]
     if not all(os.path.exists(path) for path in sources):
         pytest.skip("csrc/ is not next to the tests (installed package)")
     digest = hashlib.sha256(b"".join(pathlib.Path(path).read_bytes() for path in sources)).hexdigest()[:12]

@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "assign_checks.h"
+#include "op_schemas.h"
 
 #define GVF_CUDA_EMULATION 1
 #include "../assign_attention_kernels.cu"
@@ -124,15 +125,9 @@ at::Tensor neighbour_shift(const at::Tensor& x, bool sync) {
 TORCH_LIBRARY(groupvit_fast_cuda_emulation, m) {
   m.def("set_schedule(str order) -> ()");
   m.def("neighbour_shift(Tensor x, bool sync) -> Tensor");
-  m.def(
-      "assign_attention_forward_native(Tensor q, Tensor k, Tensor v, Tensor? noise, int seed, int offset, "
-      "int num_heads, float scale, bool hard, bool gumbel, float tau, bool sum_assign, float eps, "
-      "bool return_attn) -> (Tensor out, Tensor r, Tensor hard, Tensor soft)");
-  m.def(
-      "assign_attention_backward_native(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor r, "
-      "Tensor? noise, int seed, int offset, int num_heads, float scale, bool hard, bool gumbel, float tau, "
-      "bool sum_assign, float eps) -> (Tensor dq, Tensor dk, Tensor dv)");
-  m.def("gumbel_noise_native(Tensor like, int[] shape, int seed, int offset) -> Tensor");
+  m.def(groupvit_fast::kForwardSchema);
+  m.def(groupvit_fast::kBackwardSchema);
+  m.def(groupvit_fast::kGumbelNoiseSchema);
 }
 
 TORCH_LIBRARY_IMPL(groupvit_fast_cuda_emulation, CPU, m) {
