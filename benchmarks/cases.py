@@ -153,11 +153,11 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _image_text_configs() -> dict[str, dict[str, Any]]:
-    """Image-text models (``MultiLabelContrastive``, NVlabs config dicts for ``groupvit_fast.builder``):
+    """Image-text models (``MultiLabelContrastive``, NVlabs config dicts for ``groupvit_fast.models.registry``):
     the released GroupViT-S one (multi_label=3: each image has its caption and 3 noun prompts) and
     a tiny one for the smoke tier."""
     try:
-        from groupvit_fast.builder import released_config
+        from groupvit_fast.models.registry import released_config
     except ImportError:  # a checkout without the image-text model: those cases are left out
         return {}
     tiny = {"type": "MultiLabelContrastive", "img_encoder": {"type": "GroupViT", **MODEL_CONFIGS["groupvit-tiny"]},
@@ -562,7 +562,7 @@ class ModelBank:
 
     def _build(self, reference: bool) -> torch.nn.Module:
         if self.image_text:
-            from groupvit_fast.builder import build_model
+            from groupvit_fast.models.registry import build_model
 
             return build_model(_image_text_config(self.config, reference))
         from groupvit_fast import GroupViT

@@ -397,7 +397,7 @@ def load_checkpoint(path_or_dict: str | os.PathLike | Mapping, model: nn.Module 
     ckpt = read_checkpoint(path_or_dict, trust_pickle=trust_pickle)
     where = "checkpoint dict" if isinstance(path_or_dict, Mapping) else os.fspath(path_or_dict)
     if model is None:
-        from .builder import build_model
+        from .models.registry import build_model
 
         config = ckpt.config if ckpt.config is not None else infer_config(ckpt.state_dict)
         model = build_model(config)

@@ -65,7 +65,7 @@ def _load_config_file(path: str) -> dict:
 def _build_model(args):
     import torch
 
-    from .builder import build_model, released_config
+    from .models.registry import build_model, released_config
     from .checkpoint import load_checkpoint
 
     config = _load_config_file(args.config) if args.config else None

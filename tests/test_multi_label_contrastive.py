@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from groupvit_small import random_text, small_config
 
 from groupvit_fast import MultiLabelContrastive, build_model
-from groupvit_fast.builder import released_config
+from groupvit_fast.models.registry import released_config
 
 DATA = Path(__file__).parent / "data"
 

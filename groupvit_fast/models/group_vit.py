@@ -20,6 +20,7 @@ from torch import nn
 from .attention import AttnBlock
 from .grouping import GroupingBlock, check_assign_backend
 from .layers import MixerMlp, to_2tuple, trunc_normal_
+from .registry import register_model
 
 __all__ = ["GroupViT", "GroupingLayer", "PatchEmbed", "interpolate_pos_encoding"]
 
@@ -151,6 +152,7 @@ class GroupingLayer(nn.Module):
                 f"num_group_token={self.num_group_token}")
 
 
+@register_model()
 class GroupViT(nn.Module):
     """Group Vision Transformer (Xu et al., CVPR 2022), drop-in for NVlabs' ``GroupViT``.
 

@@ -32,6 +32,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import build_model, register_model
+
 __all__ = ["MultiLabelContrastive", "ProjectMLP", "gather_with_grad", "dist_rank_and_world"]
 
 
@@ -122,12 +124,11 @@ def _build_encoder(spec: Any, what: str) -> nn.Module:
     if isinstance(spec, nn.Module):
         return spec
     if isinstance(spec, Mapping):
-        from ..builder import build_model
-
         return build_model(spec)
     raise TypeError(f"{what} must be an nn.Module or a config dict with a 'type' key, got {type(spec).__name__}")
 
 
+@register_model()
 class MultiLabelContrastive(nn.Module):
     """GroupViT image-text model, drop-in for NVlabs' ``MultiLabelContrastive``.
 

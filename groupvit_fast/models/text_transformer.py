@@ -24,6 +24,7 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from .attention import _check_attn_backend, multi_head_attention
+from .registry import register_model
 
 __all__ = ["TextTransformer", "Transformer", "ResidualAttentionBlock", "CausalSelfAttention", "QuickGELU"]
 
@@ -130,6 +131,7 @@ class Transformer(nn.Module):
         return x
 
 
+@register_model()
 class TextTransformer(nn.Module):
     """Text encoder, drop-in for NVlabs' ``TextTransformer`` (``heads = width // 64``).
 

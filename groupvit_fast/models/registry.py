@@ -11,7 +11,9 @@ a ``type:`` key naming the class, e.g.::
 
 ``build_model`` accepts such a dict, an OmegaConf ``DictConfig`` (resolved first, so
 ``${data.text_aug.multi_label}`` works when given the whole config), or a whole config that has a
-``model`` entry. It records the (plain) config on the module as ``model.groupvit_config``, which
+``model`` entry. The model classes register themselves (``@register_model()``) when
+``groupvit_fast.models`` is imported, which importing this module implies: the registry imports no
+model, so there is no import circle. It records the (plain) config on the module as ``model.groupvit_config``, which
 the savers in ``groupvit_fast.checkpoint`` store with the weights. Extra keyword arguments of our
 modules (``attn_backend``, ``assign_backend``, ``proj_inner_dim``, ``sync_bn``) may appear in the
 dicts too.
@@ -40,17 +42,6 @@ def register_model(name: str | None = None):
     return wrap
 
 
-def _register_builtin() -> None:
-    if MODELS:
-        return
-    from .models.group_vit import GroupViT
-    from .models.multi_label_contrastive import MultiLabelContrastive
-    from .models.text_transformer import TextTransformer
-
-    for cls in (GroupViT, TextTransformer, MultiLabelContrastive):
-        MODELS.setdefault(cls.__name__, cls)
-
-
 def _to_plain(config: Any) -> Any:
     """OmegaConf containers -> plain (resolved) dicts/lists; anything else unchanged."""
     try:
@@ -67,7 +58,6 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
 
     Raises ``ValueError`` for an unknown ``type`` or for arguments the class does not take.
     """
-    _register_builtin()
     config = _to_plain(config)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping with a 'type' key, got {type(config).__name__}")
