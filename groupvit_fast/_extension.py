@@ -3,8 +3,9 @@
 The extension is optional: without it the package works on the reference and Triton backends.
 ``setup.py`` records the torch it was compiled against in ``groupvit_fast/_build_info.json``; a
 mismatch is detected *before* the shared object is loaded, so a stale build is reported as one
-clear message instead of an ``undefined symbol`` crash. Any failure is logged once, and
-``unavailable_reason()`` tells dispatch and ``python -m groupvit_fast.info`` why.
+clear message instead of an ``undefined symbol`` crash. ``availability()`` tells dispatch and
+``python -m groupvit_fast.info`` whether it is absent (not built, disabled: logged once as info) or
+broken (stale, unloadable: logged once as an error), and why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_extension", "unavailable_reason", "build_info", "DISABLE_ENV_VAR"]
+from ._availability import USABLE, Availability
+
+__all__ = ["load_extension", "availability", "unavailable_reason", "build_info", "DISABLE_ENV_VAR"]
 
 logger = logging.getLogger("groupvit_fast")
 
@@ -42,36 +45,44 @@ def _torch_base_version(version: str) -> str:
 
 @lru_cache(maxsize=None)
 def _load():
+    """``(module or None, Availability)``, decided once per process."""
     if os.environ.get(DISABLE_ENV_VAR, "") not in ("", "0"):
-        return None, f"disabled by {DISABLE_ENV_VAR}"
+        return None, Availability("absent", f"disabled by {DISABLE_ENV_VAR}")
     info = build_info()
     if not info:
-        return None, f"the C++ extension groupvit_fast._C is not built ({_REBUILD})"
+        return None, Availability("absent", f"the C++ extension groupvit_fast._C is not built ({_REBUILD})")
     built_with = info.get("torch_version", "?")
     if _torch_base_version(built_with) != _torch_base_version(torch.__version__):
-        return None, (f"groupvit_fast._C was built against torch {built_with} but torch {torch.__version__} "
-                      f"is running; {_REBUILD}")
+        return None, Availability("broken", f"groupvit_fast._C was built against torch {built_with} but torch "
+                                            f"{torch.__version__} is running; {_REBUILD}")
     try:
         module = importlib.import_module("groupvit_fast._C")
     except (ImportError, OSError) as err:
-        return None, f"groupvit_fast._C failed to load ({err}); {_REBUILD}"
-    return module, None
+        return None, Availability("broken", f"groupvit_fast._C failed to load ({err}); {_REBUILD}")
+    return module, USABLE
 
 
 def load_extension():
     """The loaded ``groupvit_fast._C`` module, or ``None`` (the reason is logged once)."""
-    module, reason = _load()
+    module, status = _load()
     if module is None and not getattr(load_extension, "_logged", False):
         load_extension._logged = True
-        logger.info("groupvit_fast: compiled backends unavailable: %s", reason)
+        log = logger.error if status.status == "broken" else logger.info
+        log("groupvit_fast: compiled backends %s: %s", "BROKEN" if status.status == "broken" else "unavailable",
+            status.reason)
     return module
 
 
-def unavailable_reason(need_cuda: bool = False) -> str | None:
-    """``None`` if the extension (with CUDA kernels when ``need_cuda``) is loaded, else why not."""
+def availability(need_cuda: bool = False) -> Availability:
+    """Whether the extension (with CUDA kernels when ``need_cuda``) is loaded: usable, absent or broken."""
     module = load_extension()
     if module is None:
         return _load()[1]
     if need_cuda and not build_info().get("with_cuda", False):
-        return "groupvit_fast._C was built without CUDA kernels (CPU-only torch at build time)"
-    return None
+        return Availability("absent", "groupvit_fast._C was built without CUDA kernels (CPU-only torch at build time)")
+    return USABLE
+
+
+def unavailable_reason(need_cuda: bool = False) -> str | None:
+    """``None`` if the extension (with CUDA kernels when ``need_cuda``) is loaded, else why not."""
+    return availability(need_cuda).reason

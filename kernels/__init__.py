@@ -3,8 +3,8 @@
 * ``assign_attention``: fused forward, backward and in-kernel Gumbel noise of GroupViT's
   assignment attention (launchers ``assign_attention_forward``, ``assign_attention_backward``,
   ``gumbel_noise``).
-* ``compile_check``: compiles those kernels ahead of time for sm_80 / sm_90 through Triton's NVIDIA
-  back end, on a machine without a GPU (``python -m groupvit_fast.kernels.compile_check``).
+
+Their ahead-of-time compile check (a build tool, not a kernel) lives in ``groupvit_fast.tools``.
 
 Nothing is imported here on purpose: importing this package must never import triton (which may be
 missing) nor fail. From the repository root this folder is also visible as a top-level ``kernels``

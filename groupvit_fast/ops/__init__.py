@@ -1,7 +1,7 @@
 """Public ops. A model reaches a kernel only through here."""
 
 from .assign_attention import assign_attention, backend_usage, gumbel_noise
-from .backend import AssignInputs, AssignParams
+from .backend import USABLE, AssignInputs, AssignParams, Availability
 from .dispatch import BACKENDS, ENV_VAR, PRIORITY, backend_table, select_backend
 
 __all__ = [
@@ -15,4 +15,6 @@ __all__ = [
     "ENV_VAR",
     "AssignInputs",
     "AssignParams",
+    "Availability",
+    "USABLE",
 ]

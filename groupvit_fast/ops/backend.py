@@ -1,7 +1,7 @@
 """What every assignment-attention backend declares and implements (xformers-style).
 
 A backend says which inputs it can take (``not_supported_reasons``), whether it is built and
-usable on this machine at all (``unavailable_reason``), and implements the three entry points of
+usable on this machine at all (``availability``: usable, absent, or broken), and implements the three entry points of
 the op's contract (spec/assign_op.md): the fused forward, the recomputing backward, and the
 Gumbel noise its kernels draw for a ``(seed, offset)`` (exposed so tests can check that the
 forward and the backward saw the same noise).
@@ -14,7 +14,9 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["AssignParams", "AssignInputs", "AssignBackend"]
+from .._availability import USABLE, Availability
+
+__all__ = ["AssignParams", "AssignInputs", "AssignBackend", "Availability", "USABLE"]
 
 
 class AssignParams(NamedTuple):
@@ -52,9 +54,13 @@ class AssignBackend:
     devices: tuple[str, ...] = ()
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 
+    def availability(self) -> Availability:
+        """Usable, absent or broken on this machine, with the reason (shown by ``info``)."""
+        return USABLE
+
     def unavailable_reason(self) -> str | None:
-        """``None`` when built and usable on this machine, else why not (shown by ``info``)."""
-        return None
+        """``None`` when built and usable on this machine, else why not."""
+        return self.availability().reason if not self.availability().usable else None
 
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         """Every reason this backend cannot run ``inputs`` (empty list: it can)."""

@@ -91,9 +91,6 @@ def select_backend(inputs: AssignInputs, requested: str = "auto") -> str:
 
 
 def backend_table() -> list[tuple[str, str, str]]:
-    """``(name, devices, status)`` per backend: 'usable' or the reason it is not."""
-    rows = []
-    for name, backend in BACKENDS.items():
-        reason = backend.unavailable_reason()
-        rows.append((name, ",".join(backend.devices) or "any", "usable" if reason is None else f"unusable: {reason}"))
-    return rows
+    """``(name, devices, status)`` per backend: 'usable', 'not available: <why>' or 'BROKEN: <why>'."""
+    return [(name, ",".join(backend.devices) or "any", backend.availability().describe())
+            for name, backend in BACKENDS.items()]

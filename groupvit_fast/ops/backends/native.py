@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from ... import _extension
-from ..backend import AssignBackend, AssignInputs, AssignParams
+from ..backend import AssignBackend, AssignInputs, AssignParams, Availability
 
 #: Largest group count of the CUDA kernels (csrc/cuda/assign_attention_kernels.h, kMaxGroups).
 CUDA_MAX_GROUPS = 512
@@ -75,11 +75,11 @@ def native_ops():
 class _NativeBackend(AssignBackend):
     need_cuda = False
 
-    def unavailable_reason(self) -> str | None:
-        reason = _extension.unavailable_reason(need_cuda=self.need_cuda)
-        if reason is None and self.need_cuda and not torch.cuda.is_available():
-            return "no CUDA device is visible"
-        return reason
+    def availability(self) -> Availability:
+        status = _extension.availability(need_cuda=self.need_cuda)
+        if status.usable and self.need_cuda and not torch.cuda.is_available():
+            return Availability("absent", "no CUDA device is visible")
+        return status
 
     def forward(self, q, k, v, noise, seed, offset, params: AssignParams):
         return native_ops().assign_attention_forward_native(

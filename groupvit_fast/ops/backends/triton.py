@@ -12,11 +12,14 @@ to the last bits of the device's ``log``.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
 import torch
 
-from ..backend import AssignBackend, AssignInputs, AssignParams
+from ..backend import USABLE, AssignBackend, AssignInputs, AssignParams, Availability
+
+logger = logging.getLogger("groupvit_fast")
 
 _KERNELS = "groupvit_fast.kernels.assign_attention"
 
@@ -27,6 +30,15 @@ def _interpret_env() -> bool:
 
 def _kernels():
     return importlib.import_module(_KERNELS)
+
+
+_broken_logged: set[str] = set()
+
+
+def _log_broken_once(status: Availability) -> None:
+    if status.reason not in _broken_logged:
+        _broken_logged.add(status.reason)
+        logger.error("groupvit_fast: triton backend BROKEN: %s", status.reason)
 
 
 class TritonBackend(AssignBackend):
@@ -43,21 +55,25 @@ class TritonBackend(AssignBackend):
             interpret = _interpret_env()
         return ("cuda", "cpu") if interpret else ("cuda",)
 
-    def unavailable_reason(self) -> str | None:
+    def availability(self) -> Availability:
         try:
             import triton  # noqa: F401
         except ImportError as err:
-            return f"triton is not installed ({err})"
+            return Availability("absent", f"triton is not installed ({err})")
         try:
             kernels = _kernels()
-        except Exception as err:  # noqa: BLE001 (a triton too old or broken: report, never crash dispatch)
-            return f"the Triton kernels failed to import ({type(err).__name__}: {err})"
+        except Exception as err:  # noqa: BLE001 (a triton too old, or our kernels broken: report, never crash)
+            status = Availability("broken", f"the Triton kernels failed to import ({type(err).__name__}: {err})")
+            _log_broken_once(status)
+            return status
         if kernels.INTERPRET != _interpret_env():
-            return (f"TRITON_INTERPRET changed after the Triton kernels were imported (they were decorated "
-                    f"with interpret={kernels.INTERPRET}); set it before importing groupvit_fast")
+            return Availability("absent", f"TRITON_INTERPRET changed after the Triton kernels were imported (they "
+                                          f"were decorated with interpret={kernels.INTERPRET}); set it before "
+                                          "importing groupvit_fast")
         if not kernels.INTERPRET and not torch.cuda.is_available():
-            return "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on CPU in Triton's interpreter)"
-        return None
+            return Availability("absent", "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on CPU in "
+                                          "Triton's interpreter)")
+        return USABLE
 
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         reasons = super().not_supported_reasons(inputs)

@@ -1,7 +1,7 @@
 """Every fused backend of assign_attention equals the float64 oracle, forward and backward.
 
 The oracle is ``assign_attention_reference`` (NVlabs-faithful, autograd) evaluated in float64 on
-the same (rounded) inputs and the same noise. One parametrisation (tests/assign_cases.py) serves
+the same (rounded) inputs and the same noise. One parametrisation (tests/helpers/assign_cases.py) serves
 all backends: reference-through-the-op, cpu, triton (interpreter on CPU, native on GPU), cuda.
 """
 

@@ -1,9 +1,10 @@
 """CI runs exactly what the README tells a user to run."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def _bash_blocks(text: str) -> list[str]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from groupvit_small import random_text, small_config
 
 from groupvit_fast import build_model
+from groupvit_small import random_text, small_config
 
 BATCH = 6  # global batch; 3 per rank with 2 ranks
 MULTI_LABEL = 2

@@ -8,18 +8,17 @@ formulation (``attn_backend="explicit", assign_backend="reference"``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from groupvit_fast import GroupViT
 from groupvit_fast.convert import hf_to_nvlabs, nvlabs_to_hf
 from groupvit_fast.ops import backend_usage
+from paths import TEST_DATA
 
 transformers = pytest.importorskip("transformers")
 
-KEYS_FILE = Path(__file__).parent / "data" / "groupvit_s_state_dict.txt"
+KEYS_FILE = TEST_DATA / "groupvit_s_state_dict.txt"
 
 # fp32 parity with HF: both run the same ~30 matmul-deep network in fp32; activations reach ~5, so
 # round-off differences of a few 1e-6 relative are expected (measured: 2e-6); 2e-5 is the bound.

@@ -2,7 +2,7 @@
 
 Triton's interpreter, which runs the kernel tests on CPU-only machines, never lowers the kernels:
 layouts, ``tl.dot`` operand rules, shared memory and PTX are only checked by compiling them.
-``groupvit_fast.kernels.compile_check`` does that through Triton's NVIDIA back end (ptxas ships with
+``groupvit_fast.tools.compile_check`` does that through Triton's NVIDIA back end (ptxas ships with
 triton) at the launch parameters of the benchmark shapes and every autotuning config the launcher's
 pruner keeps for stage0-224 in bf16 on sm_90. It runs in a subprocess because the kernels in this
 process may be decorated for the interpreter.
@@ -17,28 +17,17 @@ import sys
 
 import pytest
 
-from groupvit_fast.kernels.compile_check import SHARED_LIMIT_BYTES, Variant, failures
+from groupvit_fast.tools.compile_check import SHARED_LIMIT_BYTES, Variant, failures
+from requirements import requires
 
-triton = pytest.importorskip("triton")
-
-
-def _nvidia_backend_available() -> bool:
-    try:
-        from triton.backends import backends
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError:
-        return False
-    return "nvidia" in backends
+pytestmark = requires("triton-aot")
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    if not _nvidia_backend_available():
-        pytest.skip("this triton has no NVIDIA back end to compile with")
     out = tmp_path_factory.mktemp("compile") / "results.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "groupvit_fast.kernels.compile_check", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "groupvit_fast.tools.compile_check", "--json", str(out)],
                           env=env, capture_output=True, text=True, timeout=1800)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(out.read_text())

@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import hf_small_config, random_text
 from torch import nn
 
 from groupvit_fast import GroupViT, apply_groupvit_fast
 from groupvit_fast.ops import backend_usage
 from groupvit_fast.patch import revert_groupvit_fast
+from groupvit_small import hf_small_config, random_text
 
 
 def _calls() -> int:

@@ -1,6 +1,6 @@
 """The Triton backend (kernels/assign_attention.py) against the pure-PyTorch oracles.
 
-Runs on a GPU, or on CPU in Triton's interpreter: ``TRITON_INTERPRET=1 pytest tests/test_triton_backend.py``
+Runs on a GPU, or on CPU in Triton's interpreter: ``TRITON_INTERPRET=1 pytest tests/kernels/test_triton_backend.py``
 (the variable must be set before triton is imported). The interpreter is slow, so shapes are tiny but
 odd (G, N, D not powers of two, several token blocks, several heads).
 
@@ -30,12 +30,12 @@ from groupvit_fast.reference import (
     philox_gumbel_noise,
 )
 from groupvit_fast.reference.philox import U_MAX, U_MIN, philox_uniform
+from requirements import backend_requirement, requires
 
 BACKEND = get_backend("triton")
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 DEVICE = "cpu" if _INTERPRET else "cuda"
-_REASONS = BACKEND.not_supported_reasons(AssignInputs(DEVICE, torch.float32, 1, 4, 4, 16, 1, False))
-pytestmark = pytest.mark.skipif(bool(_REASONS), reason=f"triton backend unusable here: {_REASONS}")
+pytestmark = requires(backend_requirement("triton", DEVICE))
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 

@@ -10,7 +10,6 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import hf_small_config, random_text, small_config
 
 from groupvit_fast import GroupViT, build_model, load_checkpoint
 from groupvit_fast.checkpoint import (
@@ -20,6 +19,7 @@ from groupvit_fast.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
+from groupvit_small import hf_small_config, random_text, small_config
 
 
 def _model(seed=0, **overrides):

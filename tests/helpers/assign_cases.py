@@ -8,13 +8,14 @@ way (spec/assign_op.md, "Numerics").
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from groupvit_fast.ops import BACKENDS
+from groupvit_fast.reference import assign_attention_forward_math
+from requirements import backend_requirement, requires
 
 
 @dataclass(frozen=True)
@@ -74,21 +75,17 @@ FORWARD_TOL = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 1e-2, t
 GRAD_TOL = {dtype: 2 * tol for dtype, tol in FORWARD_TOL.items()}
 
 
-def interpreting_triton() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-
-
 def fused_backend_params(device: str = "cpu") -> list:
-    """pytest params for every backend that goes through the custom op, skipped when unusable."""
+    """pytest params for every backend that goes through the custom op, each marked with what it
+    requires (helpers/requirements.py: skipped when absent, failed under GROUPVIT_FAST_REQUIRE)."""
     params = []
     for name, backend in BACKENDS.items():
-        reason = backend.unavailable_reason()
         supported_devices = backend.devices or ("cpu", "cuda")
-        marks = []
-        if reason is not None:
-            marks.append(pytest.mark.skip(reason=f"{name}: {reason}"))
-        elif device not in supported_devices:
-            marks.append(pytest.mark.skip(reason=f"{name}: does not run on {device}"))
+        requirement = backend_requirement(name, device)
+        if name != "triton" and device not in supported_devices:
+            marks = [pytest.mark.skip(reason=f"{name}: does not run on {device} tensors")]
+        else:
+            marks = [requires(requirement)] if requirement else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
@@ -149,3 +146,15 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     expected = expected.double()
     scale = expected.abs().max().clamp(min=1e-6)
     return ((actual.double() - expected).abs().max() / scale).item()
+
+
+def small_inputs(b: int = 2, g: int = 3, n: int = 5, c: int = 8, dtype: torch.dtype = torch.float32,
+                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plain random ``q [b,g,c]``, ``k, v [b,n,c]`` (no tie separation: for error and edge-case tests)."""
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(b, size, c, generator=gen).to(device, dtype) for size in (g, n, n))
+
+
+def dense64(q, k, v, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, r)`` of the dense formula in float64 (``assign_attention_forward_math``)."""
+    return assign_attention_forward_math(q.double(), k.double(), v.double(), **kwargs)

@@ -5,15 +5,16 @@ case set: it must write the markdown, JSON and PNG, with the fields the spec ask
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+
+from paths import REPO_ROOT
 
 pytest.importorskip("pytest_benchmark")  # the suites' harness; the report itself needs only torch
 
 from groupvit_fast import bench
 
-CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "cases.py"
+CASES_FILE = REPO_ROOT / "benchmarks" / "cases.py"
 # two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
 SELECTION = (r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
              r"|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$")

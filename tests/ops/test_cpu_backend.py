@@ -1,8 +1,9 @@
-"""What is specific to the compiled backends (csrc/): the raw native ops, their errors, the noise,
-determinism, instruction-set copies, non-finite inputs and the CUDA kernels.
+"""What is specific to the ``cpu`` backend (csrc/cpu/): the raw native ops, their errors, the noise,
+determinism, instruction-set copies, non-finite inputs and strided layouts.
 
-Shared numerics (every shape x mode x dtype vs the float64 oracle) run for the ``cpu`` and
-``cuda`` backends in test_assign_attention_parity.py and test_assign_attention_op.py.
+Shared numerics (every shape x mode x dtype vs the float64 oracle) run for every backend in
+test_assign_attention_parity.py and test_assign_attention_op.py; the CUDA kernels' own tests are
+test_cuda_backend.py (GPU) and tests/kernels/test_cuda_emulation.py (host emulation).
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ import sys
 import pytest
 import torch
 
-from assign_cases import FORWARD_TOL, GRAD_TOL, MODES, SHAPES, Shape, make_inputs, relative_error
-from groupvit_fast.ops import BACKENDS, AssignInputs, assign_attention, gumbel_noise, select_backend
+from assign_cases import (
+    FORWARD_TOL,
+    GRAD_TOL,
+    MODES,
+    SHAPES,
+    Shape,
+    dense64,
+    make_inputs,
+    relative_error,
+    small_inputs,
+)
+from groupvit_fast.ops import AssignInputs, assign_attention, gumbel_noise, select_backend
 from groupvit_fast.reference import assign_attention_forward_math, assign_attention_reference, philox_gumbel_noise
+from requirements import requires
 
-CPU_REASON = BACKENDS["cpu"].unavailable_reason()
-CUDA_REASON = BACKENDS["cuda"].unavailable_reason()
-needs_cpu = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend: {CPU_REASON}")
-needs_cuda = pytest.mark.skipif(CUDA_REASON is not None, reason=f"cuda backend: {CUDA_REASON}")
-
-pytestmark = needs_cpu
+pytestmark = requires("cpu")
 
 
 def ops():
@@ -37,11 +44,6 @@ def forward_args(q, k, v, *, noise=None, seed=0, offset=0, num_heads=1, scale=No
                  sum_assign=False, eps=1.0, return_attn=False):
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
     return (q, k, v, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
-
-
-def small_inputs(b=2, g=3, n=5, c=8, dtype=torch.float32, device="cpu"):
-    gen = torch.Generator().manual_seed(0)
-    return tuple(torch.randn(b, size, c, generator=gen).to(device, dtype) for size in (g, n, n))
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,11 +277,6 @@ def test_baseline_and_avx2_copies_agree():
 # --------------------------------------------------------------------------------------------
 
 
-def _dense64(q, k, v, **kwargs):
-    out, r = assign_attention_forward_math(q.double(), k.double(), v.double(), **kwargs)
-    return out, r
-
-
 @pytest.mark.parametrize("hard", [True, False])
 def test_non_finite_v_reaches_every_group_like_the_dense_formula(hard):
     q, k, v = small_inputs(b=2, g=4, n=9, c=8)
@@ -287,7 +284,7 @@ def test_non_finite_v_reaches_every_group_like_the_dense_formula(hard):
     v[0, 3, 2] = float("inf")
     v[0, 5, 6] = float("nan")
     out = assign_attention(q, k, v, hard=hard, backend="cpu")
-    expected, _ = _dense64(q, k, v, hard=hard)
+    expected, _ = dense64(q, k, v, hard=hard)
     assert torch.equal(torch.isnan(out), torch.isnan(expected))
     assert torch.equal(torch.isposinf(out), torch.isposinf(expected))
     finite = torch.isfinite(expected)
@@ -340,211 +337,5 @@ def test_expanded_and_transposed_inputs(dtype):
         expected = assign_attention(q.contiguous(), k.contiguous(), v.contiguous(), num_heads=2, hard=hard,
                                     backend="cpu")
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
-        ref, _ = _dense64(q, k, v, num_heads=2, hard=hard)
+        ref, _ = dense64(q, k, v, num_heads=2, hard=hard)
         assert relative_error(out, ref) <= FORWARD_TOL[dtype]
-
-
-# --------------------------------------------------------------------------------------------
-# CUDA (skipped without a GPU; the parity suite covers its numerics)
-# --------------------------------------------------------------------------------------------
-
-
-@needs_cuda
-@pytest.mark.gpu
-def test_cuda_noise_equals_the_philox_oracle():
-    shape = (2, 3, 64, 197)
-    ours = gumbel_noise(shape, seed=2**40 + 3, offset=2**32 - 1000, backend="cuda", device="cuda")
-    expected = philox_gumbel_noise(shape, 2**40 + 3, 2**32 - 1000)
-    torch.testing.assert_close(ours.cpu(), expected, rtol=0, atol=1e-5)
-
-
-@needs_cuda
-@pytest.mark.gpu
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_cuda_and_cpu_backends_agree(mode, dtype):
-    shape = Shape(3, 64, 197, 384, 2)
-    q, k, v, noise = make_inputs(shape, dtype, mode=mode)
-    results = {}
-    for device in ("cpu", "cuda"):
-        leaves = [t.to(device).requires_grad_(True) for t in (q, k, v)]
-        out, maps = assign_attention(*leaves, num_heads=shape.heads, noise=None if noise is None else noise.to(device),
-                                     return_attn=True, backend=device, **mode.kwargs())
-        out.backward(torch.ones_like(out))
-        results[device] = [out, maps["hard"], maps["soft"]] + [t.grad for t in leaves]
-    for a, b in zip(results["cpu"], results["cuda"]):
-        assert relative_error(b.cpu(), a) <= 2 * GRAD_TOL[dtype]
-
-
-@needs_cuda
-@pytest.mark.gpu
-def test_cuda_in_kernel_noise_matches_its_noise_tensor_and_the_cpu_backend():
-    shape, mode = SHAPES[6], MODES[1]
-    q, k, v, _ = make_inputs(shape, torch.float32, mode=mode, device="cuda")
-    drawn = assign_attention(q, k, v, gumbel=True, seed=77, backend="cuda")
-    noise = gumbel_noise((1, 1, shape.groups, shape.tokens), seed=77, backend="cuda", device="cuda")
-    given = assign_attention(q, k, v, gumbel=True, noise=noise, backend="cuda")
-    torch.testing.assert_close(drawn, given, rtol=1e-6, atol=1e-6)
-    on_cpu = assign_attention(q.cpu(), k.cpu(), v.cpu(), gumbel=True, seed=77, backend="cpu")
-    assert relative_error(drawn.cpu(), on_cpu) <= FORWARD_TOL[torch.float32]
-
-
-def test_cuda_backend_declares_its_group_limit():
-    from groupvit_fast.ops.backends.native import CUDA_MAX_GROUPS
-
-    inputs = AssignInputs("cuda", torch.float32, 1, CUDA_MAX_GROUPS + 1, 10, 8, 1, False)
-    reasons = BACKENDS["cuda"].not_supported_reasons(inputs)
-    assert any(f"G = {CUDA_MAX_GROUPS + 1}" in reason for reason in reasons)
-    inputs = AssignInputs("cuda", torch.float64, 1, 8, 10, 8, 1, False)
-    assert any("dtype" in reason for reason in BACKENDS["cuda"].not_supported_reasons(inputs))
-
-
-# --------------------------------------------------------------------------------------------
-# The CUDA kernels' logic without a GPU: csrc/cuda/assign_attention_kernels.cu compiled for the
-# host with emulated threads (csrc/cuda/emulation/), exposed as torch.ops.groupvit_fast_cuda_emulation
-# --------------------------------------------------------------------------------------------
-
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
-
-
-@pytest.fixture(scope="module")
-def emulation_ops():
-    import hashlib
-    import pathlib
-
-    from torch.utils import cpp_extension
-
-    sources = [os.path.join(CSRC, "cuda", name) for name in
-               ("assign_attention_kernels.cu", "assign_attention_kernels.h", "emulation/cuda_emulation.h",
-                "emulation/emulated_ops.cpp")]
-    sources += [os.path.join(CSRC, name) for name in ("assign_checks.h", "assign_params.h", "op_schemas.h")]
-    if not all(os.path.exists(path) for path in sources):
-        pytest.skip("csrc/ is not next to the tests (installed package)")
-    digest = hashlib.sha256(b"".join(pathlib.Path(path).read_bytes() for path in sources)).hexdigest()[:12]
-    try:  # the name carries the sources' hash: torch caches builds by name, not by included headers
-        cpp_extension.load(name=f"gvf_cuda_emulation_{digest}", sources=[sources[3]], extra_include_paths=[CSRC],
-                           extra_cflags=["-O2"], is_python_module=False, verbose=False)
-    except (RuntimeError, OSError) as err:  # no compiler / ninja on this machine
-        pytest.skip(f"cannot build the CUDA emulation: {err}")
-    return torch.ops.groupvit_fast_cuda_emulation
-
-
-@pytest.fixture(params=["forward", "reverse"])
-def emulated_cuda(emulation_ops, request):
-    """The emulated kernels with the block's threads taking turns in thread order, then reversed:
-    every emulated test runs in both, so a shared-memory read that is missing its __syncthreads
-    (new value in one order, stale in the other) fails one of them."""
-    emulation_ops.set_schedule(request.param)
-    yield emulation_ops
-    emulation_ops.set_schedule("forward")
-
-
-@pytest.mark.parametrize("sync", [True, False])
-def test_the_reversed_schedule_exposes_a_missing_syncthreads(emulation_ops, sync):
-    x = torch.arange(1.0, 65.0)
-    want = torch.roll(x, -1)  # y[t] = x[t + 1]
-    results = {}
-    for order in ("forward", "reverse"):
-        emulation_ops.set_schedule(order)
-        results[order] = emulation_ops.neighbour_shift(x, sync)
-    emulation_ops.set_schedule("forward")
-    if sync:
-        assert torch.equal(results["forward"], want) and torch.equal(results["reverse"], want)
-    else:  # a thread reads its neighbour's slot before it is written: all but the last thread in
-        # thread order, only the last one (which reads slot 0) in reverse order
-        assert (results["forward"][:-1] == 0).all() and torch.equal(results["reverse"][:-1], want[:-1])
-        assert results["reverse"][-1] == 0 and not torch.equal(results["forward"], results["reverse"])
-
-
-def _emulated(ops_, q, k, v, mode, heads, noise=None, seed=0, return_attn=False, grad=None):
-    scale = (q.shape[-1] // heads) ** -0.5
-    out, r, hard, soft = ops_.assign_attention_forward_native(
-        q, k, v, noise, seed, 0, heads, scale, mode.hard, mode.gumbel, mode.tau, mode.sum_assign, mode.eps,
-        return_attn)
-    grads = None
-    if grad is not None:
-        grads = ops_.assign_attention_backward_native(grad, q, k, v, out, r, noise, seed, 0, heads, scale, mode.hard,
-                                                      mode.gumbel, mode.tau, mode.sum_assign, mode.eps)
-    return out, r, hard, soft, grads
-
-
-EMULATED_SHAPES = [Shape(2, 3, 37, 40, 2), Shape(1, 40, 33, 8, 1), Shape(1, 1, 7, 8, 1), Shape(2, 8, 65, 20, 1)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
-@pytest.mark.parametrize("shape", EMULATED_SHAPES, ids=str)
-def test_emulated_cuda_kernels_match_the_float64_reference(emulated_cuda, shape, mode):
-    q, k, v, noise = make_inputs(shape, torch.float32, mode=mode)
-    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(3))
-    out, r, _, _, (dq, dk, dv) = _emulated(emulated_cuda, q, k, v, mode, shape.heads, noise=noise, grad=grad)
-    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    ref, hard, _ = assign_attention_reference(*leaves, num_heads=shape.heads,
-                                              noise=None if noise is None else noise.double(), **mode.kwargs())
-    assert relative_error(out, ref) <= FORWARD_TOL[torch.float32]
-    expected_r = hard.detach().sum(dim=-1)
-    assert relative_error(r, expected_r) <= FORWARD_TOL[torch.float32]
-    ref.backward(grad.double())
-    for name, ours, expected in zip("qkv", (dq, dk, dv), leaves):
-        assert relative_error(ours, expected.grad) <= GRAD_TOL[torch.float32], f"d{name}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("mode", [MODES[1], MODES[2]], ids=lambda m: m.name)
-def test_emulated_cuda_kernels_low_precision(emulated_cuda, dtype, mode):
-    shape = EMULATED_SHAPES[0]
-    q, k, v, noise = make_inputs(shape, dtype, mode=mode)
-    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(3)).to(dtype)
-    out, _, _, _, grads = _emulated(emulated_cuda, q, k, v, mode, shape.heads, noise=noise, grad=grad)
-    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    ref, _, _ = assign_attention_reference(*leaves, num_heads=shape.heads,
-                                           noise=None if noise is None else noise.double(), **mode.kwargs())
-    assert out.dtype == dtype and relative_error(out, ref) <= FORWARD_TOL[dtype]
-    ref.backward(grad.double())
-    for ours, expected in zip(grads, leaves):
-        assert ours.dtype == dtype and relative_error(ours, expected.grad) <= GRAD_TOL[dtype]
-
-
-@pytest.mark.slow
-def test_emulated_cuda_in_kernel_noise_maps_and_layouts(emulated_cuda):
-    # the noise kernel and the in-kernel draw follow the Philox convention (counters crossing 2**32)
-    noise = emulated_cuda.gumbel_noise_native(torch.empty(0), [1, 2, 3, 70], 2**40 + 5, 2**32 - 50)
-    torch.testing.assert_close(noise, philox_gumbel_noise((1, 2, 3, 70), 2**40 + 5, 2**32 - 50), rtol=0, atol=1e-5)
-    shape, mode = EMULATED_SHAPES[3], MODES[1]
-    q, k, v, _ = make_inputs(shape, torch.float32, mode=mode)
-    drawn = _emulated(emulated_cuda, q, k, v, mode, 1, seed=11, return_attn=True)
-    given = _emulated(emulated_cuda, q, k, v, mode, 1, noise=philox_gumbel_noise((2, 1, 8, 65), 11), return_attn=True)
-    torch.testing.assert_close(drawn[0], given[0], rtol=1e-6, atol=1e-6)
-    assert torch.equal(drawn[2], given[2])
-    # maps: the exact one-hot of the noisy logits and the plain softmax, as the cpu backend gives them
-    cpu_out, cpu_maps = assign_attention(q, k, v, gumbel=True, seed=11, return_attn=True, backend="cpu")
-    assert torch.equal(drawn[2], cpu_maps["hard"])
-    torch.testing.assert_close(drawn[3], cpu_maps["soft"], rtol=1e-5, atol=1e-6)
-    assert relative_error(drawn[0], cpu_out) <= FORWARD_TOL[torch.float32]
-    # strided views (channel stride != 1, batch stride 0) read in place
-    k_view = k[:1].transpose(1, 2).contiguous().transpose(1, 2).expand(2, -1, -1)
-    v_view = torch.cat([v, v], dim=-1)[..., ::2]
-    out = _emulated(emulated_cuda, q, k_view, v_view, MODES[2], 1)[0]
-    expected = assign_attention(q, k_view.contiguous(), v_view.contiguous(), hard=False, backend="cpu")
-    assert relative_error(out, expected) <= FORWARD_TOL[torch.float32]
-
-
-@pytest.mark.slow
-def test_emulated_cuda_non_finite_inputs_follow_the_dense_formula(emulated_cuda):
-    q, k, v = small_inputs(b=2, g=4, n=9, c=8)
-    v = v.clone()
-    v[0, 3, 2] = float("inf")
-    v[0, 5, 6] = float("nan")
-    for mode in (MODES[0], MODES[2]):
-        out = _emulated(emulated_cuda, q, k, v, mode, 1)[0]
-        expected, _ = _dense64(q, k, v, hard=mode.hard)
-        assert torch.equal(torch.isnan(out), torch.isnan(expected))
-        assert torch.equal(torch.isposinf(out), torch.isposinf(expected))
-    k = k.clone()
-    k[1, 4, 0] = float("nan")
-    out, r, hard, _, grads = _emulated(emulated_cuda, q, k, v.nan_to_num(), MODES[0], 1, return_attn=True,
-                                       grad=torch.ones(q.shape))
-    assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()
-    assert torch.isnan(r[1]).all() and torch.isnan(hard[1, :, :, 4]).all()
-    assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v)))

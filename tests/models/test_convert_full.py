@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import hf_small_config, random_text, small_config
 
 from groupvit_fast import build_model
 from groupvit_fast.convert import (
@@ -19,6 +18,7 @@ from groupvit_fast.convert import (
     nvlabs_full_to_hf,
     nvlabs_to_hf,
 )
+from groupvit_small import hf_small_config, random_text, small_config
 
 
 def _hf_model():

@@ -1,4 +1,4 @@
-"""One rank of the 2-process gloo check in tests/test_multi_label_contrastive.py (run as a script).
+"""One rank of the 2-process gloo check in tests/models/test_multi_label_contrastive.py (run as a script).
 
 Usage: ``python dist_contrastive_worker.py RANK WORLD INIT_FILE OUT_FILE`` (the test itself runs
 rank 0 through ``run``). Builds the same data as the test (seeded), takes this rank's slice of the

@@ -16,8 +16,8 @@ dtype, target) for which no config fits. It needs triton with its NVIDIA back en
 triton), not a GPU, not a CUDA driver, and must run with ``TRITON_INTERPRET`` unset (the kernels are
 decorated for the interpreter otherwise).
 
-    python -m groupvit_fast.kernels.compile_check            # all targets and shapes
-    python -m groupvit_fast.kernels.compile_check --arch 90 --json out.json
+    python -m groupvit_fast.tools.compile_check            # all targets and shapes
+    python -m groupvit_fast.tools.compile_check --arch 90 --json out.json
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def _print_row(i: int, total: int, v: Variant) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.kernels.compile_check", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.tools.compile_check", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SHARED_LIMIT_BYTES),
                         help="compute capabilities to compile for (default: 80 90)")

@@ -9,21 +9,16 @@ is torch-free (spec: CUDA headers only), so nvcc alone compiles it in seconds.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from groupvit_fast.kernels.compile_check import parse_ptxas
+from groupvit_fast.tools.compile_check import parse_ptxas
+from paths import CSRC as _CSRC
+from requirements import nvcc_path, requires
 
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+CSRC = str(_CSRC)
 KERNELS = os.path.join(CSRC, "cuda", "assign_attention_kernels.cu")
-
-
-def _nvcc() -> str | None:
-    home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-    candidate = os.path.join(home, "bin", "nvcc")
-    return candidate if os.path.exists(candidate) else shutil.which("nvcc")
 
 
 def test_parse_ptxas_reads_spills():
@@ -34,11 +29,10 @@ def test_parse_ptxas_reads_spills():
     assert parse_ptxas(report) == {"_Z3fooPf": {"stack": 16, "spill_stores": 8, "spill_loads": 12, "registers": 255}}
 
 
+@requires("nvcc")
 @pytest.mark.parametrize("arch", [80, 90])
 def test_cuda_kernels_compile_without_register_spills(arch, tmp_path):
-    nvcc = _nvcc()
-    if nvcc is None or not os.path.exists(KERNELS):
-        pytest.skip("no nvcc here (or csrc/ is not next to the tests)")
+    nvcc = nvcc_path()
     proc = subprocess.run([nvcc, "-cubin", f"-arch=sm_{arch}", "-O3", "-std=c++17", "-Xptxas", "-v", f"-I{CSRC}",
                            KERNELS, "-o", str(tmp_path / "kernels.cubin")], capture_output=True, text=True,
                           timeout=600)

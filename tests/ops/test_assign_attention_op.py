@@ -22,6 +22,7 @@ from groupvit_fast.reference import (
     assign_attention_reference,
     philox_gumbel_noise,
 )
+from requirements import requires
 
 DEVICE = default_device()
 BACKENDS = fused_backend_params(DEVICE)
@@ -174,7 +175,7 @@ def test_sum_assign_allows_negative_eps():
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@requires("cuda-device")
 def test_devices_that_differ_raise():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="one device"):

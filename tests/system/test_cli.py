@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from groupvit_small import small_config
 
 from groupvit_fast import build_model
 from groupvit_fast.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
 from groupvit_fast.cli import main
+from groupvit_small import small_config
 
 needs_open_clip = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None,
                                      reason="segmentation prompts need open_clip_torch's tokenizer")

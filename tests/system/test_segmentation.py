@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import small_config
 
 from groupvit_fast import build_model
 from groupvit_fast.reference.segmentation import reference_crop_scores, reference_segment_scores
@@ -34,6 +33,7 @@ from groupvit_fast.segmentation import (
     save_overlay_png,
     sliding_windows,
 )
+from groupvit_small import small_config
 
 # ---- the step-by-step reference (spec/segmentation.md, one crop at a time) -----------------------
 # lives in groupvit_fast.reference.segmentation (the benchmark's baseline too)

@@ -7,17 +7,17 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import random_text, small_config
 
 from groupvit_fast import MultiLabelContrastive, build_model
 from groupvit_fast.models.registry import released_config
+from groupvit_small import random_text, small_config
+from paths import HELPERS, TEST_DATA
 
-DATA = Path(__file__).parent / "data"
+DATA = TEST_DATA
 
 
 def _recorded_keys():
@@ -180,7 +180,7 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     from dist_contrastive_worker import run
 
     world = 2
-    here = Path(__file__).parent
+    here = HELPERS
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
     init = tmp_path / "init"
     # rank 1 in a second process, rank 0 here (one interpreter start instead of two)

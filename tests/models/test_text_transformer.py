@@ -14,11 +14,11 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from groupvit_small import hf_small_config, random_text
 
 from groupvit_fast import TextTransformer
 from groupvit_fast.convert import hf_text_to_nvlabs, nvlabs_text_to_hf
 from groupvit_fast.models.text_transformer import QuickGELU
+from groupvit_small import hf_small_config, random_text
 
 
 def _hf_text_model():

@@ -40,7 +40,7 @@ def test_disabled_extension_falls_back_to_reference_in_a_fresh_process():
     assert result["usage"] == {"reference": 1}
     assert result["finite"]
     assert result["reason"] == "disabled by GROUPVIT_FAST_DISABLE_EXTENSION"
-    assert result["table"]["cpu"] == "unusable: disabled by GROUPVIT_FAST_DISABLE_EXTENSION"
+    assert result["table"]["cpu"] == "not available: disabled by GROUPVIT_FAST_DISABLE_EXTENSION"
     # one clear line says which backend ran instead, and why
     assert "falls back to backend 'reference'" in proc.stderr
     assert "cpu: disabled by GROUPVIT_FAST_DISABLE_EXTENSION" in proc.stderr
