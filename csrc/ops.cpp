@@ -6,7 +6,7 @@
 // The Python package defines its own ops (torch.library.custom_op) in the same namespace, so
 // this file adds a *fragment* of the namespace rather than owning it.
 //
-// Contract and math: spec/assign_op.md; Python adapter and fake (meta) implementations:
+// Contract and math: docs/assign_op.md; Python adapter and fake (meta) implementations:
 // groupvit_fast/ops/backends/native.py.
 
 #include <Python.h>
@@ -17,14 +17,19 @@
 
 #include "cpu/assign_kernels.h"
 #include "op_schemas.h"
+#ifdef WITH_CUDA
+#include "cuda/assign_attention_kernels.h"
+#endif
 
 namespace groupvit_fast {
 
+// "key=value;..." facts the Python side reads instead of copying them (groupvit_fast/ops/backends/native.py):
+// the CPU instruction set chosen at run time, whether CUDA kernels are built and their group limit.
 std::string build_info() {
   std::string info = "cpu_isa=";
   info += cpu::select_kernels().isa;
 #ifdef WITH_CUDA
-  info += ";cuda=1";
+  info += ";cuda=1;cuda_max_groups=" + std::to_string(cuda::kMaxGroups);
 #else
   info += ";cuda=0";
 #endif

@@ -1,7 +1,8 @@
 """``python -m groupvit_fast.info``: versions, device, and which backends are built and usable.
 
-Prints, for each backend of each op, whether it is built and usable on this machine and, if not,
-why (the same reasons ``backend="auto"`` acts on), plus the attention backends of the model.
+Prints, for each backend of each op (``assign_attention`` and ``multi_head_attention``), whether it is
+usable on this machine and, if not, whether it is absent or broken and why: the same backend protocol
+and reasons that ``backend="auto"`` acts on (``groupvit_fast/ops/dispatch.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 
 from . import _extension
 from ._version import __version__
-from .ops import PRIORITY, backend_table
+from .ops.attention import ATTENTION
+from .ops.dispatch import ASSIGN
 
 __all__ = ["collect", "main"]
 
@@ -34,13 +36,6 @@ def _device() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), no CUDA device"
 
 
-def _attention_backends() -> list[tuple[str, str]]:
-    rows = [("sdpa", "usable (torch.nn.functional.scaled_dot_product_attention)"), ("explicit", "usable")]
-    xformers = _version_of("xformers.ops")
-    rows.append(("xformers", "usable" if not xformers.startswith("not available") else f"unusable: {xformers}"))
-    return rows
-
-
 def collect() -> dict:
     """Everything ``main`` prints, as a dict (used by the benchmark report too)."""
     return {
@@ -52,9 +47,8 @@ def collect() -> dict:
         "xformers": _version_of("xformers"),
         "extension build": _extension.build_info() or "not built",
         "device": _device(),
-        "assign_attention backends": backend_table(),
-        "auto priority": {device: list(order) for device, order in PRIORITY.items()},
-        "attention backends (GroupViT attn_backend)": _attention_backends(),
+        "ops": {d.op: {"env": d.env_var, "priority": {dev: list(order) for dev, order in d.priority.items()},
+                       "backends": d.table()} for d in (ASSIGN, ATTENTION)},
     }
 
 
@@ -63,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"groupvit_fast {info['groupvit_fast']}")
     for key in ("python", "torch", "cuda (torch build)", "triton", "xformers", "extension build", "device"):
         print(f"  {key:<20} {info[key]}")
-    print("\nassign_attention backends (auto priority: "
-          + "; ".join(f"{d}: {' > '.join(o)}" for d, o in info["auto priority"].items()) + ")")
-    for name, devices, status in info["assign_attention backends"]:
-        print(f"  {name:<10} [{devices}] {status}")
-    print("\nattention backends (GroupViT attn_backend=...)")
-    for name, status in info["attention backends (GroupViT attn_backend)"]:
-        print(f"  {name:<10} {status}")
+    for op, facts in info["ops"].items():
+        order = "; ".join(f"{d}: {' > '.join(o)}" for d, o in facts["priority"].items())
+        print(f"\n{op} backends (auto priority: {order}; override: {facts['env']})")
+        for name, devices, status in facts["backends"]:
+            print(f"  {name:<10} [{devices}] {status}")
     return 0
 
 

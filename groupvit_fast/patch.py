@@ -1,82 +1,54 @@
-"""Patch an already-built GroupViT in place so it runs on groupvit_fast's kernels.
+"""Make NVlabs-style or Hugging Face GroupViT code run on groupvit_fast's kernels (Liger-Kernel style).
 
-``apply_groupvit_fast(model)`` walks ``model`` and rebinds the ``forward`` of each instance it
-recognises (Liger-Kernel style instance patching; classes are left alone):
+Two ways, both reversible:
 
-* NVlabs-style modules (``models/group_vit.py``: ``AssignAttention``, ``Attention``, recognised by
-  their class name and attributes, with no import of NVlabs code): assignment attention goes
-  through ``groupvit_fast.ops.assign_attention`` (no ``[B, h, G, N]`` tensor unless ``return_attn``),
-  multi-head attention through ``scaled_dot_product_attention``;
-* Hugging Face ``transformers`` GroupViT (``GroupViTAssignAttention``, ``GroupViTAttention``,
-  ``GroupViTStage``): the same, with HF's call signatures and return values. The patched
-  ``GroupViTAttention`` returns no attention weights (as HF's SDPA attentions); the grouping maps
-  (``output_attentions`` of the vision model) are still returned, and computed only when asked for;
+* ``apply_groupvit_fast(model)`` patches an already-built model **instance by instance** (rebinds each
+  recognised module's ``forward``);
+* ``apply_groupvit_fast_to_classes(target)`` patches the **classes** (``target="transformers"`` for
+  Hugging Face's GroupViT, or the Python module that defines NVlabs' ``AssignAttention`` and
+  ``Attention``), so models built afterwards run the fast path too.
+
+What is recognised (by class name and attributes; no NVlabs code is imported):
+
+* NVlabs-style ``AssignAttention`` and ``Attention`` (``models/group_vit.py``): they run groupvit_fast's
+  own ``forward`` functions (``models.grouping.assign_forward``, ``models.attention.attention_forward``),
+  the very code of our modules: assignment through ``groupvit_fast.ops.assign_attention``, multi-head
+  attention through ``groupvit_fast.ops.multi_head_attention``;
+* Hugging Face ``GroupViTAssignAttention``, ``GroupViTAttention``, ``GroupViTStage``: small adapters to
+  HF's call signatures around the same two ops. The patched ``GroupViTAttention`` returns no attention
+  weights (as HF's SDPA attentions); the grouping maps (``output_attentions``) are still returned, and
+  computed only when asked for;
 * groupvit_fast's own modules: their ``attn_backend`` / ``assign_backend`` are set.
 
-Eval-mode outputs are unchanged up to float rounding. In training mode the Gumbel noise comes
-from groupvit_fast's counter-based generator (spec/assign_op.md), so samples differ from
-``torch.distributions.Gumbel`` draws while following the same distribution. Attention dropout on
-the assignment weights (never enabled in GroupViT) keeps the original code path.
-
-``revert_groupvit_fast(model)`` restores the original ``forward`` methods.
+Eval-mode outputs are unchanged up to float rounding. In training mode the Gumbel noise comes from
+groupvit_fast's counter-based generator (docs/assign_op.md), so samples differ from
+``torch.distributions.Gumbel`` draws while following the same distribution.
 """
 
 from __future__ import annotations
 
+import importlib
 import types
 from collections import Counter
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .models.attention import _check_attn_backend, multi_head_attention
+from .models.attention import attention_forward
+from .models.grouping import assign_forward, check_assign_backend
 from .ops import assign_attention
+from .ops.attention import check_attention_backend, multi_head_attention
 
-__all__ = ["apply_groupvit_fast", "revert_groupvit_fast"]
+__all__ = ["apply_groupvit_fast", "revert_groupvit_fast", "apply_groupvit_fast_to_classes",
+           "revert_groupvit_fast_classes"]
 
 _ORIG = "_groupvit_fast_original_forward"
-_ASSIGN_BACKEND = "_groupvit_fast_assign_backend"
-_ATTN_BACKEND = "_groupvit_fast_attn_backend"
+_ASSIGN_BACKEND = "assign_backend"
+_ATTN_BACKEND = "attn_backend"
 _RETURN_ATTN = "_groupvit_fast_return_attn"
+_SET_BY_PATCH = "_groupvit_fast_set_attrs"
 
 
 # ---- NVlabs-style modules --------------------------------------------------------------------
-
-
-def _nvlabs_assign_forward(self, query, key=None, *, value=None, return_attn=False):
-    """NVlabs ``AssignAttention.forward`` on the fused op: ``(out [B, G, C], attn_dict or None)``."""
-    key = query if key is None else key
-    value = key if value is None else value
-    if self.training and self.attn_drop.p > 0.0:
-        return getattr(self, _ORIG)(query, key, value=value, return_attn=return_attn)
-    q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
-    use_gumbel = bool(self.gumbel and self.training)
-    result = assign_attention(q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
-                              tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign,
-                              eps=self.assign_eps, return_attn=return_attn, backend=getattr(self, _ASSIGN_BACKEND))
-    out, attn_dict = result if return_attn else (result, None)
-    return self.proj_drop(self.proj(out)), attn_dict
-
-
-def _nvlabs_attention_forward(self, query, key=None, *, value=None, mask=None):
-    """NVlabs ``Attention.forward`` (fused qkv self-attention or q/k/v cross-attention) on SDPA."""
-    b, n, c = query.shape
-    h = self.num_heads
-    if self.qkv_fuse:
-        if key is not None or value is not None:
-            raise ValueError("Attention(qkv_fuse=True) is self-attention: pass no key/value")
-        q, k, v = self.qkv(query).view(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
-    else:
-        key = query if key is None else key
-        value = key if value is None else value
-        q = self.q_proj(query).view(b, n, h, c // h).transpose(1, 2)
-        k = self.k_proj(key).view(b, key.shape[1], h, c // h).transpose(1, 2)
-        v = self.v_proj(value).view(b, value.shape[1], h, c // h).transpose(1, 2)
-    out = multi_head_attention(q, k, v, scale=self.scale, mask=mask,
-                               dropout_p=self.attn_drop.p if self.training else 0.0,
-                               attn_backend=getattr(self, _ATTN_BACKEND))
-    return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
 def _is_nvlabs_assign(m: nn.Module) -> bool:
@@ -100,7 +72,7 @@ def _hf_assign_forward(self, query, key):
     # HF: gumbel (training) / hard argmax (eval) assignment, tau 1, normalised with assign_eps
     result = assign_attention(q, k, v, num_heads=1, scale=self.scale, hard=True, gumbel=self.training, tau=1.0,
                               sum_assign=False, eps=self.assign_eps, return_attn=need,
-                              backend=getattr(self, _ASSIGN_BACKEND))
+                              backend=getattr(self, _ASSIGN_BACKEND, "auto"))
     if need:
         out, attn_dict = result
         soft = attn_dict["soft"][:, 0]
@@ -117,30 +89,22 @@ def _hf_attention_forward(self, hidden_states, attention_mask=None, encoder_hidd
     q = self.q_proj(hidden_states).view(b, n, h, d).transpose(1, 2)
     k = self.k_proj(kv).view(b, kv.shape[1], h, d).transpose(1, 2)
     v = self.v_proj(kv).view(b, kv.shape[1], h, d).transpose(1, 2)
-    backend = getattr(self, _ATTN_BACKEND)
-    dropout = self.dropout if self.training else 0.0
-    if backend == "sdpa":
-        # HF passes an additive (float) or boolean [B, 1, L, S] mask, or None; SDPA takes both
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=self.scale)
-    else:
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask[:, 0]
-            if mask.dtype == torch.bool:
-                mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
-        out = multi_head_attention(q, k, v, scale=self.scale, mask=mask, dropout_p=dropout, attn_backend=backend)
+    # HF passes an additive (float) or boolean [B, 1, L, S] mask, or None: the op takes both
+    out = multi_head_attention(q, k, v, scale=self.scale, mask=attention_mask,
+                               dropout_p=self.dropout if self.training else 0.0,
+                               backend=getattr(self, _ATTN_BACKEND, "auto"))
     return self.out_proj(out.transpose(1, 2).reshape(b, n, c)), None
 
 
 def _hf_stage_forward(self, hidden_states, prev_group_token=None, output_attentions=False):
     """HF ``GroupViTStage.forward``: tells the assignment whether its maps are wanted."""
     assign = self.downsample.assign if self.downsample is not None else None
-    if assign is not None and hasattr(assign, _ASSIGN_BACKEND):
+    if assign is not None:
         setattr(assign, _RETURN_ATTN, bool(output_attentions))
     try:
-        return getattr(self, _ORIG)(hidden_states, prev_group_token, output_attentions)
+        return _original(self, "GroupViTStage")(hidden_states, prev_group_token, output_attentions)
     finally:
-        if assign is not None and hasattr(assign, _ASSIGN_BACKEND):
+        if assign is not None:
             setattr(assign, _RETURN_ATTN, True)
 
 
@@ -148,57 +112,85 @@ def _is_hf(m: nn.Module, name: str) -> bool:
     return type(m).__name__ == name and type(m).__module__.startswith("transformers.")
 
 
-# ---- public ----------------------------------------------------------------------------------
+# ---- instance patching -----------------------------------------------------------------------
+
+#: (recognise(module), forward function, which backend attribute, patched name) per foreign module kind
+def _kinds():
+    return [
+        (_is_nvlabs_assign, assign_forward, _ASSIGN_BACKEND, "nvlabs.AssignAttention"),
+        (_is_nvlabs_attention, attention_forward, _ATTN_BACKEND, "nvlabs.Attention"),
+        (lambda m: _is_hf(m, "GroupViTAssignAttention"), _hf_assign_forward, _ASSIGN_BACKEND,
+         "transformers.GroupViTAssignAttention"),
+        (lambda m: _is_hf(m, "GroupViTAttention"), _hf_attention_forward, _ATTN_BACKEND,
+         "transformers.GroupViTAttention"),
+        (lambda m: _is_hf(m, "GroupViTStage") and m.downsample is not None, _hf_stage_forward, None,
+         "transformers.GroupViTStage"),
+    ]
+
+
+_CLASS_ORIGINALS: dict[type, object] = {}
+
+
+def _original(module: nn.Module, what: str):
+    """The forward the patch replaced: the instance's saved one, else the class's saved one."""
+    if _ORIG in module.__dict__:
+        return module.__dict__[_ORIG]
+    for cls in type(module).__mro__:
+        if cls in _CLASS_ORIGINALS:
+            return types.MethodType(_CLASS_ORIGINALS[cls], module)
+    raise RuntimeError(f"{what}: no original forward recorded")
+
+
+def _set(module: nn.Module, attr: str, value) -> None:
+    if attr not in module.__dict__:
+        module.__dict__.setdefault(_SET_BY_PATCH, []).append(attr)
+    setattr(module, attr, value)
 
 
 def _bind(module: nn.Module, fn) -> None:
-    if not hasattr(module, _ORIG):
-        setattr(module, _ORIG, module.forward)
+    if _ORIG not in module.__dict__:
+        module.__dict__[_ORIG] = module.forward
     module.forward = types.MethodType(fn, module)
 
 
-def apply_groupvit_fast(model: nn.Module, *, attn_backend: str = "sdpa",
+def _check_backends(attn_backend: str, assign_backend: str) -> None:
+    check_attention_backend(attn_backend)
+    if not isinstance(assign_backend, str):
+        raise TypeError(f"assign_backend must be a string, got {type(assign_backend).__name__}")
+    check_assign_backend(assign_backend)
+
+
+def apply_groupvit_fast(model: nn.Module, *, attn_backend: str = "auto",
                         assign_backend: str = "auto") -> dict[str, int]:
     """Patch ``model`` (NVlabs-style, Hugging Face or groupvit_fast GroupViT) in place; returns what was patched.
 
-    ``attn_backend``: ``"sdpa"`` (default), ``"xformers"`` or ``"explicit"``; ``assign_backend``: as
-    ``groupvit_fast.assign_attention(backend=...)``. Applying again only changes the backends.
-    Raises ``ValueError`` when ``model`` holds no GroupViT module.
+    ``attn_backend``: as ``groupvit_fast.ops.multi_head_attention(backend=...)`` (``"auto"``, ``"sdpa"``,
+    ``"xformers"``, ``"explicit"``); ``assign_backend``: as ``groupvit_fast.assign_attention(backend=...)``.
+    Applying again only changes the backends. Raises ``ValueError`` when ``model`` holds no GroupViT module.
     """
     from .models.attention import Attention as FastAttention
     from .models.grouping import AssignAttention as FastAssign
     from .models.text_transformer import CausalSelfAttention
 
-    _check_attn_backend(attn_backend)
-    if not isinstance(assign_backend, str):
-        raise TypeError(f"assign_backend must be a string, got {type(assign_backend).__name__}")
+    _check_backends(attn_backend, assign_backend)
     patched: Counter = Counter()
+    kinds = _kinds()
     for module in model.modules():
         if isinstance(module, FastAssign):
             module.assign_backend = assign_backend
             patched["groupvit_fast.AssignAttention"] += 1
-        elif isinstance(module, (FastAttention, CausalSelfAttention)):
+            continue
+        if isinstance(module, (FastAttention, CausalSelfAttention)):
             module.attn_backend = attn_backend
             patched[f"groupvit_fast.{type(module).__name__}"] += 1
-        elif _is_nvlabs_assign(module):
-            setattr(module, _ASSIGN_BACKEND, assign_backend)
-            _bind(module, _nvlabs_assign_forward)
-            patched["nvlabs.AssignAttention"] += 1
-        elif _is_nvlabs_attention(module):
-            setattr(module, _ATTN_BACKEND, attn_backend)
-            _bind(module, _nvlabs_attention_forward)
-            patched["nvlabs.Attention"] += 1
-        elif _is_hf(module, "GroupViTAssignAttention"):
-            setattr(module, _ASSIGN_BACKEND, assign_backend)
-            _bind(module, _hf_assign_forward)
-            patched["transformers.GroupViTAssignAttention"] += 1
-        elif _is_hf(module, "GroupViTAttention"):
-            setattr(module, _ATTN_BACKEND, attn_backend)
-            _bind(module, _hf_attention_forward)
-            patched["transformers.GroupViTAttention"] += 1
-        elif _is_hf(module, "GroupViTStage") and module.downsample is not None:
-            _bind(module, _hf_stage_forward)
-            patched["transformers.GroupViTStage"] += 1
+            continue
+        for recognise, forward, backend_attr, label in kinds:
+            if recognise(module):
+                if backend_attr is not None:
+                    _set(module, backend_attr, assign_backend if backend_attr == _ASSIGN_BACKEND else attn_backend)
+                _bind(module, forward)
+                patched[label] += 1
+                break
     if not patched:
         raise ValueError(f"{type(model).__name__} holds no GroupViT attention or assignment module to patch")
     return dict(patched)
@@ -208,10 +200,63 @@ def revert_groupvit_fast(model: nn.Module) -> int:
     """Undo ``apply_groupvit_fast`` on NVlabs-style and HF modules; returns how many were restored."""
     restored = 0
     for module in model.modules():
-        if hasattr(module, _ORIG):
+        if _ORIG in module.__dict__:
             del module.forward  # the instance attribute; the class's forward shows through again
-            for attr in (_ORIG, _ASSIGN_BACKEND, _ATTN_BACKEND, _RETURN_ATTN):
-                if attr in module.__dict__:
-                    delattr(module, attr)
+            del module.__dict__[_ORIG]
+            for attr in module.__dict__.pop(_SET_BY_PATCH, []) + [_RETURN_ATTN]:
+                module.__dict__.pop(attr, None)
             restored += 1
     return restored
+
+
+# ---- class patching ----------------------------------------------------------------------------
+
+_HF_MODULE = "transformers.models.groupvit.modeling_groupvit"
+_CLASS_FORWARDS = {
+    "AssignAttention": (assign_forward, _ASSIGN_BACKEND),
+    "Attention": (attention_forward, _ATTN_BACKEND),
+    "GroupViTAssignAttention": (_hf_assign_forward, _ASSIGN_BACKEND),
+    "GroupViTAttention": (_hf_attention_forward, _ATTN_BACKEND),
+    "GroupViTStage": (_hf_stage_forward, None),
+}
+
+
+def _target_classes(target) -> list[type]:
+    module = importlib.import_module(_HF_MODULE) if target == "transformers" else target
+    if not isinstance(module, types.ModuleType):
+        raise TypeError(f"target must be 'transformers' or a Python module, got {type(target).__name__}")
+    classes = [getattr(module, name) for name in _CLASS_FORWARDS if isinstance(getattr(module, name, None), type)]
+    if not classes:
+        raise ValueError(f"{module.__name__} defines none of {sorted(_CLASS_FORWARDS)}")
+    return classes
+
+
+def apply_groupvit_fast_to_classes(target="transformers", *, attn_backend: str = "auto",
+                                   assign_backend: str = "auto") -> list[str]:
+    """Patch the GroupViT classes of ``target`` (``"transformers"`` or the module defining NVlabs'
+    ``AssignAttention`` / ``Attention``): every instance, built before or after, runs the fast path.
+    Returns the patched class names. ``revert_groupvit_fast_classes(target)`` undoes it."""
+    _check_backends(attn_backend, assign_backend)
+    names = []
+    for cls in _target_classes(target):
+        forward, backend_attr = _CLASS_FORWARDS[cls.__name__]
+        if cls not in _CLASS_ORIGINALS:
+            _CLASS_ORIGINALS[cls] = cls.forward
+        cls.forward = forward
+        if backend_attr is not None:
+            setattr(cls, backend_attr, assign_backend if backend_attr == _ASSIGN_BACKEND else attn_backend)
+        names.append(cls.__name__)
+    return names
+
+
+def revert_groupvit_fast_classes(target="transformers") -> list[str]:
+    """Restore the classes patched by ``apply_groupvit_fast_to_classes(target)``; returns their names."""
+    names = []
+    for cls in _target_classes(target):
+        if cls in _CLASS_ORIGINALS:
+            cls.forward = _CLASS_ORIGINALS.pop(cls)
+            _, backend_attr = _CLASS_FORWARDS[cls.__name__]
+            if backend_attr is not None and backend_attr in cls.__dict__:
+                delattr(cls, backend_attr)
+            names.append(cls.__name__)
+    return names

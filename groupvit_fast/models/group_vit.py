@@ -91,7 +91,7 @@ class GroupingLayer(nn.Module):
 
     def __init__(self, dim, num_input_token, depth, num_heads, num_group_token, mlp_ratio=4.0, qkv_bias=True,
                  qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, norm_layer=nn.LayerNorm, downsample=None,
-                 use_checkpoint=False, group_projector=None, zero_init_group_token=False, attn_backend="sdpa"):
+                 use_checkpoint=False, group_projector=None, zero_init_group_token=False, attn_backend="auto"):
         super().__init__()
         self.dim = dim
         self.input_length = num_input_token
@@ -166,7 +166,7 @@ class GroupViT(nn.Module):
                  depths=(6, 3, 3), num_heads=(6, 6, 6), num_group_tokens=(64, 8, 0), num_output_groups=(64, 8),
                  hard_assignment=True, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
                  attn_drop_rate=0.0, drop_path_rate=0.1, patch_norm=True, use_checkpoint=False,
-                 pos_embed_type="simple", freeze_patch_embed=False, *, attn_backend: str = "sdpa",
+                 pos_embed_type="simple", freeze_patch_embed=False, *, attn_backend: str = "auto",
                  assign_backend: str = "auto"):
         super().__init__()
         embed_factors, depths, num_heads = list(embed_factors), list(depths), list(num_heads)

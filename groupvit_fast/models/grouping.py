@@ -14,7 +14,7 @@ from ..ops import BACKENDS, assign_attention
 from .attention import CrossAttnBlock
 from .layers import Mlp, to_2tuple
 
-__all__ = ["AssignAttention", "GroupingBlock"]
+__all__ = ["AssignAttention", "GroupingBlock", "assign_forward", "check_assign_backend"]
 
 
 def check_assign_backend(assign_backend: str) -> str:
@@ -23,6 +23,49 @@ def check_assign_backend(assign_backend: str) -> str:
     if assign_backend not in choices:
         raise ValueError(f"assign_backend must be one of {choices}, got {assign_backend!r}")
     return assign_backend
+
+
+def _dropout_path(self: nn.Module, q, k, v, use_gumbel: bool):
+    # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never
+    # forms; NVlabs never enables it in GroupViT, so this rare case uses the explicit math.
+    from ..reference.assign_attention import assign_attention_reference
+
+    _, hard_attn, soft_attn = assign_attention_reference(
+        q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
+        tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps)
+    attn = hard_attn
+    if not self.sum_assign:
+        attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
+    attn = self.attn_drop(attn)
+    b, g, c = q.shape
+    vh = v.reshape(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)
+    out = (attn @ vh).transpose(1, 2).reshape(b, g, c)
+    return out, {"hard": hard_attn, "soft": soft_attn}
+
+
+def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | None = None, *,
+                   value: torch.Tensor | None = None, return_attn: bool = False):
+    """``AssignAttention.forward`` as a function of any module with NVlabs' ``AssignAttention``
+    attributes (``q_proj``, ``k_proj``, ``v_proj``, ``proj``, ``hard``, ``gumbel``, ``gumbel_tau``,
+    ``sum_assign``, ``assign_eps``, ``num_heads``, ``scale``, ``attn_drop``, ``proj_drop``) and an
+    ``assign_backend``: ours, and NVlabs instances patched by ``apply_groupvit_fast``, run this code.
+
+    Returns ``(out [B, G, C], {"hard", "soft"} or None)``.
+    """
+    key = query if key is None else key
+    value = key if value is None else value
+    q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+    use_gumbel = bool(self.gumbel and self.training)
+    if self.training and self.attn_drop.p > 0.0:
+        out, attn_dict = _dropout_path(self, q, k, v, use_gumbel)
+    else:
+        result = assign_attention(
+            q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
+            tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps,
+            return_attn=return_attn, backend=getattr(self, "assign_backend", "auto"))
+        out, attn_dict = result if return_attn else (result, None)
+    out = self.proj_drop(self.proj(out))
+    return out, (attn_dict if return_attn else None)
 
 
 class AssignAttention(nn.Module):
@@ -52,38 +95,7 @@ class AssignAttention(nn.Module):
         self.assign_eps = assign_eps
         self.assign_backend = check_assign_backend(assign_backend)
 
-    def _dropout_path(self, q, k, v, use_gumbel):
-        # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never
-        # forms; NVlabs never enables it in GroupViT, so this rare case uses the explicit math.
-        from ..reference.assign_attention import assign_attention_reference
-
-        _, hard_attn, soft_attn = assign_attention_reference(
-            q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
-            tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps)
-        attn = hard_attn
-        if not self.sum_assign:
-            attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
-        attn = self.attn_drop(attn)
-        b, g, c = q.shape
-        vh = v.reshape(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)
-        out = (attn @ vh).transpose(1, 2).reshape(b, g, c)
-        return out, {"hard": hard_attn, "soft": soft_attn}
-
-    def forward(self, query, key=None, *, value=None, return_attn=False):
-        key = query if key is None else key
-        value = key if value is None else value
-        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
-        use_gumbel = bool(self.gumbel and self.training)
-        if self.training and self.attn_drop.p > 0.0:
-            out, attn_dict = self._dropout_path(q, k, v, use_gumbel)
-        else:
-            result = assign_attention(
-                q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
-                tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps,
-                return_attn=return_attn, backend=self.assign_backend)
-            out, attn_dict = result if return_attn else (result, None)
-        out = self.proj_drop(self.proj(out))
-        return out, (attn_dict if return_attn else None)
+    forward = assign_forward
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
@@ -100,7 +112,7 @@ class GroupingBlock(nn.Module):
 
     def __init__(self, *, dim, out_dim, num_heads, num_group_token, num_output_group, norm_layer,
                  mlp_ratio=(0.5, 4.0), hard=True, gumbel=True, sum_assign=False, assign_eps=1.0, gumbel_tau=1.0,
-                 attn_backend: str = "sdpa", assign_backend: str = "auto"):
+                 attn_backend: str = "auto", assign_backend: str = "auto"):
         super().__init__()
         self.dim = dim
         self.hard = hard

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from torch import nn
 
-from .attention import _check_attn_backend, multi_head_attention
+from ..ops.attention import check_attention_backend, multi_head_attention
 from .registry import register_model
 
 __all__ = ["TextTransformer", "Transformer", "ResidualAttentionBlock", "CausalSelfAttention", "QuickGELU"]
@@ -46,14 +46,14 @@ class CausalSelfAttention(nn.Module):
         out = out_proj(a)
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, attn_backend: str = "sdpa"):
+    def __init__(self, embed_dim: int, num_heads: int, *, attn_backend: str = "auto"):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"width {embed_dim} is not divisible by the number of heads {num_heads}")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
-        self.attn_backend = _check_attn_backend(attn_backend)
+        self.attn_backend = check_attention_backend(attn_backend)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
@@ -68,14 +68,7 @@ class CausalSelfAttention(nn.Module):
         # [B, L, 3, h, d] -> three [B, h, L, d] views
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        scale = self.head_dim**-0.5
-        if self.attn_backend == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        else:
-            # the explicit / xformers paths take NVlabs' additive mask
-            mask = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
-            out = multi_head_attention(q, k, v, scale=scale, mask=mask.expand(b, n, n),
-                                       attn_backend=self.attn_backend)
+        out = multi_head_attention(q, k, v, scale=self.head_dim**-0.5, causal=True, backend=self.attn_backend)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
     def extra_repr(self) -> str:
@@ -85,7 +78,7 @@ class CausalSelfAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm block: ``x + attn(ln_1(x))``, then ``+ mlp(ln_2(x))`` with a 4x QuickGELU MLP."""
 
-    def __init__(self, d_model: int, n_head: int, *, attn_backend: str = "sdpa"):
+    def __init__(self, d_model: int, n_head: int, *, attn_backend: str = "auto"):
         super().__init__()
         self.attn = CausalSelfAttention(d_model, n_head, attn_backend=attn_backend)
         self.ln_1 = nn.LayerNorm(d_model)
@@ -105,7 +98,7 @@ class Transformer(nn.Module):
     """``layers`` causal blocks of ``width`` channels and ``heads`` heads, batch-first ``[B, L, W]``."""
 
     def __init__(self, width: int, layers: int, heads: int, use_checkpoint: bool = False, *,
-                 attn_backend: str = "sdpa"):
+                 attn_backend: str = "auto"):
         super().__init__()
         self.width = width
         self.layers = layers
@@ -148,7 +141,7 @@ class TextTransformer(nn.Module):
     """
 
     def __init__(self, context_length: int, width: int, layers: int, vocab_size: int, use_checkpoint: bool = False,
-                 *, attn_backend: str = "sdpa"):
+                 *, attn_backend: str = "auto"):
         super().__init__()
         if width < 64:
             raise ValueError(f"width must be at least 64 (NVlabs uses heads = width // 64), got {width}")

@@ -24,28 +24,19 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..reference.assign_attention import assign_attention_reference
-from .backend import AssignInputs, AssignParams
-from .dispatch import get_backend, select_backend
+from .backend import AssignInputs, AssignParams, backward_outputs_like, forward_outputs_like
+from .dispatch import ASSIGN, get_backend, select_backend
 
 __all__ = ["assign_attention", "gumbel_noise", "backend_usage"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _SEED_BOUND = 2**62
 
-#: How many calls each backend served in this process (``backend_usage()``): which backend ran
-#: is always knowable, also for code that calls the op indirectly (models, pipelines).
-_usage: dict[str, int] = {}
-
 
 def backend_usage() -> dict[str, int]:
-    """Calls served per backend since import, e.g. ``{'cpu': 12}``; a snapshot copy."""
-    return dict(_usage)
-
-
-def _count(name: str) -> None:
-    if not torch.compiler.is_compiling():
-        _usage[name] = _usage.get(name, 0) + 1
+    """Calls served per backend since import, e.g. ``{'cpu': 12}``: which backend ran is always
+    knowable, also for code that calls the op indirectly (models, pipelines). A snapshot copy."""
+    return ASSIGN.usage()
 
 
 def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -> AssignParams:
@@ -64,12 +55,8 @@ def _assign_attention_op(
     hard: bool, gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
-    b, g, c = q.shape
-    n = k.shape[1]
-    if b == 0:  # empty batch: nothing to launch
-        attn_shape = (0, num_heads, g, n) if return_attn else (0,)
-        return (q.new_zeros(q.shape), q.new_zeros((0, num_heads, g), dtype=torch.float32),
-                q.new_zeros(attn_shape), q.new_zeros(attn_shape))
+    if q.shape[0] == 0:  # empty batch: nothing to launch
+        return forward_outputs_like(q, k, num_heads, return_attn, zeros=True)
     seed_value, offset = (int(x) for x in seed.tolist())
     out, r, hard_attn, soft_attn = get_backend(backend).forward(q, k, v, noise, seed_value, offset, params)
     return out, r, hard_attn, soft_attn
@@ -77,11 +64,7 @@ def _assign_attention_op(
 
 @_assign_attention_op.register_fake
 def _(q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn, backend):
-    b, g, c = q.shape
-    n = k.shape[1]
-    attn_shape = (b, num_heads, g, n) if return_attn else (0,)
-    return (q.new_empty(q.shape), q.new_empty((b, num_heads, g), dtype=torch.float32),
-            q.new_empty(attn_shape), q.new_empty(attn_shape))
+    return forward_outputs_like(q, k, num_heads, return_attn)
 
 
 @torch.library.custom_op("groupvit_fast::assign_attention_backward", mutates_args=())
@@ -91,7 +74,7 @@ def _assign_attention_backward_op(
     eps: float, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     if q.shape[0] == 0:
-        return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
+        return backward_outputs_like(q, k, v, zeros=True)
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, False)
     seed_value, offset = (int(x) for x in seed.tolist())
     dq, dk, dv = get_backend(backend).backward(grad_out.contiguous(), q, k, v, out, r, noise, seed_value, offset,
@@ -101,20 +84,7 @@ def _assign_attention_backward_op(
 
 @_assign_attention_backward_op.register_fake
 def _(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-
-
-@torch.library.custom_op("groupvit_fast::philox_gumbel_noise", mutates_args=())
-def _philox_gumbel_noise_op(like: Tensor, shape: list[int], seed: Tensor) -> Tensor:
-    """The documented Philox noise (reference/philox.py) on ``like``'s device. An op, so that
-    torch.compile treats the 10-round integer hash as one opaque call rather than inlining it."""
-    seed_value, offset = (int(x) for x in seed.tolist())
-    return get_backend("reference").gumbel_noise(tuple(shape), seed_value, offset, like.device)
-
-
-@_philox_gumbel_noise_op.register_fake
-def _(like, shape, seed):
-    return like.new_empty(shape, dtype=torch.float32)
+    return backward_outputs_like(q, k, v)
 
 
 def _setup_context(ctx, inputs, output):
@@ -126,14 +96,20 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(r, hard_attn, soft_attn)
 
 
+#: The op's argument count, read from its registered schema: the autograd formula returns one gradient
+#: (or None) per argument, and only q, k, v (the first three) get one.
+_NUM_ARGS = len(torch.ops.groupvit_fast.assign_attention.default._schema.arguments)
+_NO_GRADS = (None,) * (_NUM_ARGS - 3)
+
+
 def _backward(ctx, grad_out, _grad_r, _grad_hard, _grad_soft):
     q, k, v, out, r, noise, seed = ctx.saved_tensors
     num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend = ctx.args
     if grad_out is None:
-        return (None,) * 14
+        return (None, None, None, *_NO_GRADS)
     dq, dk, dv = _assign_attention_backward_op(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard,
                                                gumbel, tau, sum_assign, eps, backend)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None
+    return (dq, dk, dv, *_NO_GRADS)
 
 
 _assign_attention_op.register_autograd(_backward, setup_context=_setup_context)
@@ -250,25 +226,21 @@ def assign_attention(
     scale = (c // num_heads) ** -0.5 if scale is None else float(scale)
     inputs = AssignInputs(q.device.type, q.dtype, q.shape[0], q.shape[1], k.shape[1], c, num_heads, noise is not None)
     name = select_backend(inputs, backend)
-    _count(name)
-
-    if name == "reference":
-        # The NVlabs-faithful pure-PyTorch path under plain autograd (and torch.compile). An explicit
-        # seed selects the documented Philox noise, the same the fused backends draw for that seed.
-        if gumbel and noise is None and seed is not None:
-            noise = _philox_gumbel_noise_op(q.detach(), [q.shape[0], num_heads, q.shape[1], k.shape[1]],
-                                            _seed_tensor(seed, True))
-        out, hard_attn, soft_attn = assign_attention_reference(
-            q, k, v, num_heads=num_heads, scale=scale, hard=hard, gumbel=gumbel, tau=tau, sum_assign=sum_assign,
-            eps=eps, noise=noise)
-        return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
-
-    if noise is not None:
-        noise = noise.to(torch.float32).contiguous()
+    ASSIGN.count(name)
+    params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
+    chosen = get_backend(name)
     seed_tensor = _seed_tensor(seed, gumbel and noise is None)
-    out, _r, hard_attn, soft_attn = _assign_attention_op(
-        q, k, v, noise, seed_tensor, num_heads, scale, hard, gumbel, float(tau), sum_assign, float(eps), return_attn,
-        name)
+
+    if chosen.runs_eagerly:
+        # a backend that is plain PyTorch under autograd (the NVlabs-faithful reference: what
+        # torch.compile(reference) baselines compile) runs as it is, not behind the custom op
+        out, hard_attn, soft_attn = chosen.eager(q, k, v, noise, seed_tensor if seed is not None else None, params)
+    else:
+        if noise is not None:
+            noise = noise.to(torch.float32).contiguous()
+        out, _r, hard_attn, soft_attn = _assign_attention_op(
+            q, k, v, noise, seed_tensor, num_heads, scale, hard, gumbel, float(tau), sum_assign, float(eps),
+            return_attn, name)
     return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
 
 

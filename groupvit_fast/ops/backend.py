@@ -16,7 +16,8 @@ import torch
 
 from .._availability import USABLE, Availability
 
-__all__ = ["AssignParams", "AssignInputs", "AssignBackend", "Availability", "USABLE"]
+__all__ = ["AssignParams", "AssignInputs", "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
+           "backward_outputs_like"]
 
 
 class AssignParams(NamedTuple):
@@ -74,6 +75,15 @@ class AssignBackend:
             reasons.append(f"dtype {inputs.dtype} not in {self.dtypes}")
         return reasons
 
+    #: True for a backend that is plain PyTorch under autograd: the public function then calls
+    #: ``eager`` instead of the custom op (one path for every backend, chosen by this property).
+    runs_eagerly: bool = False
+
+    def eager(self, q, k, v, noise, seed: torch.Tensor | None, params: AssignParams):
+        """``(out, hard, soft)`` computed in plain PyTorch under autograd (``runs_eagerly`` backends);
+        ``seed`` is the ``[seed, offset]`` tensor when the caller gave a seed, else None."""
+        raise NotImplementedError(f"backend {self.name!r} has no eager path")
+
     def forward(self, q, k, v, noise, seed: int, offset: int, params: AssignParams):
         """Returns ``(out [B,G,C] in q's dtype, r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``;
         ``hard``/``soft`` are empty tensors unless ``params.return_attn``."""
@@ -86,3 +96,22 @@ class AssignBackend:
     def gumbel_noise(self, shape: tuple[int, int, int, int], seed: int, offset: int, device) -> torch.Tensor:
         """The float32 ``[B, H, G, N]`` noise this backend's kernels draw for ``(seed, offset)``."""
         raise NotImplementedError(f"backend {self.name!r} draws no in-kernel noise")
+
+
+def forward_outputs_like(q: torch.Tensor, k: torch.Tensor, num_heads: int, return_attn: bool, *,
+                         zeros: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward's outputs ``(out [B,G,C], r [B,h,G] float32, hard, soft)`` as new tensors on q's device,
+    the maps ``[B,h,G,N]`` with ``return_attn`` else empty: the one description of the output shapes,
+    used by every fake (meta) implementation and by the empty-batch path."""
+    make = q.new_zeros if zeros else q.new_empty
+    b, g, _c = q.shape
+    attn_shape = (b, num_heads, g, k.shape[1]) if return_attn else (0,)
+    return make(q.shape), make((b, num_heads, g), dtype=torch.float32), make(attn_shape), make(attn_shape)
+
+
+def backward_outputs_like(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                          zeros: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv)`` shaped like ``(q, k, v)``: the backward's fake and empty-batch outputs."""
+    if zeros:
+        return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

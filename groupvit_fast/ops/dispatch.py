@@ -1,16 +1,27 @@
-"""Backend choice for assignment attention: explicit, inspectable, overridable.
+"""Backend choice for groupvit_fast's ops: explicit, inspectable, overridable (xformers-style).
 
-``backend="auto"`` takes the first backend of the device's priority list that supports the call;
-a named backend that cannot run raises ``ValueError`` with its reasons. The environment variable
-``GROUPVIT_FAST_BACKEND`` (read at each call) overrides ``"auto"`` globally. When ``auto`` passes
-over a preferred backend, the fallback is logged once (logger ``groupvit_fast``), with the reasons.
-``python -m groupvit_fast.info`` prints the same table.
+One :class:`Dispatcher` per op (``assign_attention``, ``multi_head_attention``) holds that op's
+backends, a best-first priority list per device type and an environment variable:
+
+* ``backend="auto"`` takes the first backend of the device's priority list that supports the call;
+  when it passes over a preferred one, the fallback is logged once (logger ``groupvit_fast``) with
+  every skipped backend's reasons;
+* a named backend that cannot run raises ``ValueError`` with its reasons;
+* the environment variable (read at each call) overrides ``"auto"`` globally;
+* ``usage()`` counts which backend served each call, and ``table()`` is what
+  ``python -m groupvit_fast.info`` prints.
+
+Dispatch depends only on static facts of the call (an ``inputs`` dataclass of device type, dtype and
+sizes); under ``torch.compile`` it is evaluated once at trace time
+(``torch.compiler.assume_constant_result``), so neither the choice nor its logging breaks the graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 
 import torch
 
@@ -19,15 +30,92 @@ from .backends.native import CpuBackend, CudaBackend
 from .backends.reference import ReferenceBackend
 from .backends.triton import TritonBackend
 
-__all__ = ["BACKENDS", "PRIORITY", "ENV_VAR", "get_backend", "select_backend", "backend_table"]
+__all__ = ["Dispatcher", "ASSIGN", "BACKENDS", "PRIORITY", "ENV_VAR", "get_backend", "select_backend", "backend_table"]
 
 logger = logging.getLogger("groupvit_fast")
 
-ENV_VAR = "GROUPVIT_FAST_BACKEND"
+#: (op, device type, dtype, chosen, skipped reasons) already logged in this process
+_logged_fallbacks: set[tuple] = set()
 
-BACKENDS: dict[str, AssignBackend] = {
-    b.name: b for b in (TritonBackend(), CudaBackend(), CpuBackend(), ReferenceBackend())
-}
+
+class Dispatcher:
+    """The backends of one op and how a call picks one (see the module docstring)."""
+
+    def __init__(self, op: str, backends: Mapping[str, object], priority: Mapping[str, tuple[str, ...]],
+                 env_var: str, inputs_type: type, fallback: str) -> None:
+        self.op = op
+        self.backends = dict(backends)
+        self.priority = dict(priority)
+        self.env_var = env_var
+        self.inputs_type = inputs_type
+        self.fallback = fallback  # the priority list of a device type not listed
+        self._usage: dict[str, int] = {}
+
+        def select_fields(requested: str, *fields) -> str:  # a plain function: dynamo marks it constant
+            return self._select_fields(requested, *fields)
+
+        self._select_traced = torch.compiler.assume_constant_result(select_fields)
+
+    def get(self, name: str):
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise ValueError(f"backend: unknown {self.op} backend {name!r}; choose one of "
+                             f"{['auto', *self.backends]}") from None
+
+    def _log_fallback_once(self, inputs, chosen: str, skipped: dict[str, list[str]]) -> None:
+        key = (self.op, inputs.device_type, inputs.dtype, chosen, tuple((k, tuple(v)) for k, v in skipped.items()))
+        if key in _logged_fallbacks:
+            return
+        _logged_fallbacks.add(key)
+        why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in skipped.items())
+        logger.warning("%s on %s/%s falls back to backend %r (%s)", self.op, inputs.device_type, inputs.dtype,
+                       chosen, why)
+
+    def _select_fields(self, requested: str, *fields) -> str:
+        inputs = self.inputs_type(*fields)
+        if requested == "auto":
+            requested = os.environ.get(self.env_var, "auto").strip().lower() or "auto"
+        if requested != "auto":
+            reasons = self.get(requested).not_supported_reasons(inputs)
+            if reasons:
+                raise ValueError(f"backend: {requested!r} cannot run this {self.op} call: {'; '.join(reasons)}")
+            return requested
+        skipped: dict[str, list[str]] = {}
+        for name in self.priority.get(inputs.device_type, (self.fallback,)):
+            reasons = self.backends[name].not_supported_reasons(inputs)
+            if not reasons:
+                if skipped:
+                    self._log_fallback_once(inputs, name, skipped)
+                return name
+            skipped[name] = reasons
+        raise ValueError(f"backend: no {self.op} backend can run this call: {skipped}")
+
+    def select(self, inputs, requested: str = "auto") -> str:
+        """The backend name a call with ``inputs`` uses (raises like the op would)."""
+        if not isinstance(requested, str):
+            raise TypeError(f"backend must be a string, got {type(requested).__name__}")
+        fields = dataclasses.astuple(inputs)
+        if torch.compiler.is_compiling():
+            return self._select_traced(requested, *fields)
+        return self._select_fields(requested, *fields)
+
+    def count(self, name: str) -> None:
+        """Record that ``name`` served a call (not while tracing: a compiled call is counted by its graph)."""
+        if not torch.compiler.is_compiling():
+            self._usage[name] = self._usage.get(name, 0) + 1
+
+    def usage(self) -> dict[str, int]:
+        """Calls served per backend since import, e.g. ``{'cpu': 12}``; a snapshot copy."""
+        return dict(self._usage)
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """``(name, devices, status)`` per backend: 'usable', 'not available: <why>' or 'BROKEN: <why>'."""
+        return [(name, ",".join(backend.devices) or "any", backend.availability().describe())
+                for name, backend in self.backends.items()]
+
+
+ENV_VAR = "GROUPVIT_FAST_BACKEND"
 
 #: Best first, per device type. Triton leads on CUDA tensors (autotuned, visible to torch.compile);
 #: the compiled CUDA C++ kernels are next; the reference always works.
@@ -36,61 +124,22 @@ PRIORITY: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu", "reference"),
 }
 
-_logged_fallbacks: set[tuple] = set()
+#: The dispatcher of ``assign_attention``.
+ASSIGN = Dispatcher("assign_attention",
+                    {b.name: b for b in (TritonBackend(), CudaBackend(), CpuBackend(), ReferenceBackend())},
+                    PRIORITY, ENV_VAR, AssignInputs, fallback="reference")
+BACKENDS: dict[str, AssignBackend] = ASSIGN.backends
 
 
 def get_backend(name: str) -> AssignBackend:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"backend: unknown backend {name!r}; choose one of {['auto', *BACKENDS]}") from None
-
-
-def _log_fallback_once(inputs: AssignInputs, chosen: str, skipped: dict[str, list[str]]) -> None:
-    key = (inputs.device_type, inputs.dtype, chosen, tuple((k, tuple(v)) for k, v in skipped.items()))
-    if key in _logged_fallbacks:
-        return
-    _logged_fallbacks.add(key)
-    why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in skipped.items())
-    logger.warning("assign_attention on %s/%s falls back to backend %r (%s)",
-                   inputs.device_type, inputs.dtype, chosen, why)
-
-
-def _select(device_type, dtype, batch, groups, tokens, channels, num_heads, has_noise, requested) -> str:
-    inputs = AssignInputs(device_type, dtype, batch, groups, tokens, channels, num_heads, has_noise)
-    if requested == "auto":
-        requested = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if requested != "auto":
-        reasons = get_backend(requested).not_supported_reasons(inputs)
-        if reasons:
-            raise ValueError(f"backend: {requested!r} cannot run this call: {'; '.join(reasons)}")
-        return requested
-    skipped: dict[str, list[str]] = {}
-    for name in PRIORITY.get(device_type, ("reference",)):
-        reasons = BACKENDS[name].not_supported_reasons(inputs)
-        if not reasons:
-            if skipped:
-                _log_fallback_once(inputs, name, skipped)
-            return name
-        skipped[name] = reasons
-    raise ValueError(f"backend: no backend can run this call: {skipped}")
-
-
-# torch.compile calls this once at trace time and bakes the answer into the graph (it depends only
-# on static facts), so dispatch and its one-time logging never cause a graph break.
-_select_traced = torch.compiler.assume_constant_result(_select)
+    return ASSIGN.get(name)
 
 
 def select_backend(inputs: AssignInputs, requested: str = "auto") -> str:
     """The backend name ``assign_attention`` uses for ``inputs`` (raises like the op would)."""
-    args = (inputs.device_type, inputs.dtype, inputs.batch, inputs.groups, inputs.tokens, inputs.channels,
-            inputs.num_heads, inputs.has_noise, requested)
-    if torch.compiler.is_compiling():
-        return _select_traced(*args)
-    return _select(*args)
+    return ASSIGN.select(inputs, requested)
 
 
 def backend_table() -> list[tuple[str, str, str]]:
-    """``(name, devices, status)`` per backend: 'usable', 'not available: <why>' or 'BROKEN: <why>'."""
-    return [(name, ",".join(backend.devices) or "any", backend.availability().describe())
-            for name, backend in BACKENDS.items()]
+    """``(name, devices, status)`` per ``assign_attention`` backend."""
+    return ASSIGN.table()

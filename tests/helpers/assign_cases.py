@@ -158,3 +158,19 @@ def small_inputs(b: int = 2, g: int = 3, n: int = 5, c: int = 8, dtype: torch.dt
 def dense64(q, k, v, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, r)`` of the dense formula in float64 (``assign_attention_forward_math``)."""
     return assign_attention_forward_math(q.double(), k.double(), v.double(), **kwargs)
+
+
+def through_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str, num_heads: int = 1,
+               scale: float | None = None, hard: bool = True, gumbel: bool = False, tau: float = 1.0,
+               sum_assign: bool = False, eps: float = 1.0, return_attn: bool = False,
+               noise: torch.Tensor | None = None, seed: int = 0):
+    """The custom op ``groupvit_fast::assign_attention`` itself on ``backend`` (its registered autograd
+    formula, fake and backward op), bypassing the public function's eager paths: how the tests reach the
+    reference backend's adapter (forward/backward math behind the op)."""
+    scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
+    seed_tensor = torch.tensor([seed, 0], dtype=torch.int64)
+    noise = None if noise is None else noise.to(torch.float32).contiguous()
+    out, _r, hard_map, soft_map = torch.ops.groupvit_fast.assign_attention(
+        q, k, v, noise, seed_tensor, num_heads, float(scale), hard, gumbel, float(tau), sum_assign, float(eps),
+        return_attn, backend)
+    return (out, {"hard": hard_map, "soft": soft_map}) if return_attn else out

@@ -175,6 +175,22 @@ def test_multi_block_equals_single_block(sum_assign, gumbel):
         _assert_close(actual, exp, TOL[torch.float32], f"multi-block {name}")
 
 
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+def test_multi_block_forward_at_segmentation_sizes(hard):
+    """N > 256 tokens (segmentation at 448 px and above) take the launcher's own multi-block path
+    (atomics into a workspace, then the finalize kernel divides by r + eps): with eps != 1 and two
+    heads, an ignored eps or a wrong head index for r in the finalize kernel shows."""
+    b, g, n, c, h = 1, 8, 300, 32, 2
+    assert n > _kernels()._MAX_BLOCK_N  # the launcher cannot cover N with one token block
+    q, k, v = _inputs(b, g, n, c, seed=12)
+    q = q * torch.linspace(0.5, 2.0, c, device=DEVICE)  # heads of different logit scales: r differs per head
+    kw = dict(num_heads=h, hard=hard, eps=0.3)
+    ours = _run(q, k, v, "triton", **kw)
+    expected, _ = _oracle(q, k, v, None, scale=(c // h) ** -0.5, **kw)
+    for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, expected):
+        _assert_close(actual, exp, TOL[torch.float32], f"{name} vs float64 oracle")
+
+
 def test_non_contiguous_views():
     """q a slice, k and v channel slices of a fused [B, N, 3C] tensor (unit channel stride), and a
     transposed q (channel stride != 1): all read through their strides, same result as contiguous copies."""

@@ -22,6 +22,7 @@ from groupvit_fast.reference import (
     assign_attention_reference,
     philox_gumbel_noise,
 )
+from groupvit_fast.reference.assign_attention import sample_gumbel
 from requirements import requires
 
 DEVICE = default_device()
@@ -268,6 +269,28 @@ def test_gumbel_max_picks_group_g_with_probability_softmax_z(backend, tau):
         qq, kk = q.expand(draws, -1, -1).contiguous().to(DEVICE), k.expand(draws, -1, -1).contiguous().to(DEVICE)
         _, maps = _run(backend, qq, kk, kk, gumbel=True, tau=tau, seed=31337, return_attn=True)
         counts = maps["hard"][:, 0].sum(dim=0).double().cpu()
+    assert counts.sum().item() == draws * 6
+    assert _chi_square_pvalue(counts, probs) > SIGNIFICANCE
+
+
+@pytest.mark.parametrize("seeded", [True, False], ids=["seed", "torch-generator"])
+def test_reference_sample_gumbel_passes_the_same_chi_square(seeded):
+    """``sample_gumbel`` (the noise of reference training and of the benchmark baseline, drawn when the
+    reference gets no seed) obeys Gumbel-max too: through the public op with ``seed=None`` (torch's
+    generator) and handed over explicitly."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 8, generator=gen) * 0.7
+    k = torch.randn(1, 6, 8, generator=gen) * 0.7
+    draws = 4000
+    probs = ((q @ k.transpose(1, 2)) * 8**-0.5).softmax(dim=1)[0].double()
+    if seeded:
+        counts = _pick_frequencies("reference-direct", q, k, draws, noise=sample_gumbel((draws, 1, 4, 6),
+                                                                                         device=q.device, seed=17))
+    else:
+        torch.manual_seed(17)
+        qq, kk = q.expand(draws, -1, -1).contiguous(), k.expand(draws, -1, -1).contiguous()
+        _, maps = _run("reference-direct", qq, kk, kk, gumbel=True, return_attn=True)
+        counts = maps["hard"][:, 0].sum(dim=0).double().round()
     assert counts.sum().item() == draws * 6
     assert _chi_square_pvalue(counts, probs) > SIGNIFICANCE
 

@@ -9,12 +9,15 @@ the first GPU run. The kernels' logic without a GPU: tests/kernels/test_cuda_emu
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from assign_cases import FORWARD_TOL, GRAD_TOL, MODES, SHAPES, Shape, make_inputs, relative_error
 from groupvit_fast.ops import BACKENDS, AssignInputs, assign_attention, gumbel_noise
 from groupvit_fast.reference import philox_gumbel_noise
+from paths import CSRC
 from requirements import requires
 
 # (backend under test, its device): the real GPU case, and the same logic with the device swapped
@@ -81,11 +84,15 @@ def test_in_kernel_noise_matches_its_noise_tensor_and_the_cpu_backend(target):
     assert relative_error(drawn.cpu(), on_cpu) <= FORWARD_TOL[torch.float32]
 
 
-def test_declares_its_group_limit():
-    from groupvit_fast.ops.backends.native import CUDA_MAX_GROUPS
-
-    inputs = AssignInputs("cuda", torch.float32, 1, CUDA_MAX_GROUPS + 1, 10, 8, 1, False)
+@requires("cpu")
+def test_declares_the_group_limit_of_its_kernels():
+    limit = BACKENDS["cuda"].max_groups  # read from the extension's build_info()
+    if limit is None:
+        pytest.skip("groupvit_fast._C was built without CUDA kernels (CPU-only torch at build time)")
+    declared = re.search(r"kMaxGroups = (\d+);", (CSRC / "cuda" / "assign_attention_kernels.h").read_text())
+    assert declared and limit == int(declared.group(1))
+    inputs = AssignInputs("cuda", torch.float32, 1, limit + 1, 10, 8, 1, False)
     reasons = BACKENDS["cuda"].not_supported_reasons(inputs)
-    assert any(f"G = {CUDA_MAX_GROUPS + 1}" in reason for reason in reasons)
+    assert any(f"G = {limit + 1}" in reason for reason in reasons)
     inputs = AssignInputs("cuda", torch.float64, 1, 8, 10, 8, 1, False)
     assert any("dtype" in reason for reason in BACKENDS["cuda"].not_supported_reasons(inputs))

@@ -1,15 +1,10 @@
 """The compiled backends from csrc/: ``cpu`` (fused, multithreaded C++) and ``cuda`` (CUDA C++).
 
-Both are kernels of the same native ops, registered by ``groupvit_fast._C`` per dispatch key
-(``TORCH_LIBRARY_IMPL(groupvit_fast, CPU | CUDA, ...)``)::
-
-    groupvit_fast::assign_attention_forward_native(Tensor q, Tensor k, Tensor v, Tensor? noise,
-        int seed, int offset, int num_heads, float scale, bool hard, bool gumbel, float tau,
-        bool sum_assign, float eps, bool return_attn) -> (Tensor out, Tensor r, Tensor hard, Tensor soft)
-    groupvit_fast::assign_attention_backward_native(Tensor grad_out, Tensor q, Tensor k, Tensor v,
-        Tensor out, Tensor r, Tensor? noise, int seed, int offset, int num_heads, float scale,
-        bool hard, bool gumbel, float tau, bool sum_assign, float eps) -> (Tensor dq, Tensor dk, Tensor dv)
-    groupvit_fast::gumbel_noise_native(Tensor like, int[] shape, int seed, int offset) -> Tensor
+Both are kernels of the same native ops, ``assign_attention_forward_native``,
+``assign_attention_backward_native`` and ``gumbel_noise_native``, whose schemas are written once in
+``csrc/op_schemas.h`` and registered by ``groupvit_fast._C`` per dispatch key
+(``TORCH_LIBRARY_IMPL(groupvit_fast, CPU | CUDA, ...)``). Facts of the build (instruction set, the
+CUDA kernels' group limit) are read from the extension's ``build_info()``, not copied here.
 
 What each guarantees (csrc/cpu/assign_kernels_impl.h, csrc/cuda/assign_attention_kernels.cu):
 
@@ -32,10 +27,14 @@ from __future__ import annotations
 import torch
 
 from ... import _extension
-from ..backend import AssignBackend, AssignInputs, AssignParams, Availability
-
-#: Largest group count of the CUDA kernels (csrc/cuda/assign_attention_kernels.h, kMaxGroups).
-CUDA_MAX_GROUPS = 512
+from ..backend import (
+    AssignBackend,
+    AssignInputs,
+    AssignParams,
+    Availability,
+    backward_outputs_like,
+    forward_outputs_like,
+)
 
 _fakes_registered = False
 
@@ -49,15 +48,11 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("groupvit_fast::assign_attention_forward_native")
     def _(q, k, v, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn):
-        b, g, _c = q.shape
-        n = k.shape[1]
-        attn_shape = (b, num_heads, g, n) if return_attn else (0,)
-        return (q.new_empty(q.shape), q.new_empty((b, num_heads, g), dtype=torch.float32), q.new_empty(attn_shape),
-                q.new_empty(attn_shape))
+        return forward_outputs_like(q, k, num_heads, return_attn)
 
     @torch.library.register_fake("groupvit_fast::assign_attention_backward_native")
     def _(grad_out, q, k, v, out, r, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps):
-        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+        return backward_outputs_like(q, k, v)
 
     @torch.library.register_fake("groupvit_fast::gumbel_noise_native")
     def _(like, shape, seed, offset):
@@ -101,13 +96,28 @@ class CpuBackend(_NativeBackend):
     devices = ("cpu",)
 
 
+def extension_facts() -> dict[str, str]:
+    """The ``key=value`` facts of the loaded extension's ``build_info()`` (empty when not loaded)."""
+    if _extension.load_extension() is None:
+        return {}
+    text = native_ops().build_info()
+    return dict(item.split("=", 1) for item in text.split(";") if "=" in item)
+
+
 class CudaBackend(_NativeBackend):
     name = "cuda"
     devices = ("cuda",)
     need_cuda = True
 
+    @property
+    def max_groups(self) -> int | None:
+        """The CUDA kernels' G limit (``kMaxGroups``: the [G, 32] logits tiles live in shared memory)."""
+        value = extension_facts().get("cuda_max_groups")
+        return int(value) if value is not None else None
+
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         reasons = super().not_supported_reasons(inputs)
-        if inputs.groups > CUDA_MAX_GROUPS:
-            reasons.append(f"G = {inputs.groups} groups > {CUDA_MAX_GROUPS} (the logits tile lives in shared memory)")
+        limit = self.max_groups
+        if limit is not None and inputs.groups > limit:
+            reasons.append(f"G = {inputs.groups} groups > {limit} (the logits tile lives in shared memory)")
         return reasons

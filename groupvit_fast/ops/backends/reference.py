@@ -1,9 +1,10 @@
 """The pure-PyTorch backend, usable everywhere, float64 included.
 
-Called directly (``backend="reference"``), ``assign_attention`` runs the NVlabs-faithful
-``groupvit_fast.reference.assign_attention_reference`` under plain autograd. This adapter is the
-same math behind the custom op's contract (forward, recomputing backward, Philox noise), used
-when the op itself is asked for the reference backend, e.g. by ``torch.library.opcheck``.
+It ``runs_eagerly``: ``assign_attention(..., backend="reference")`` runs the NVlabs-faithful
+``groupvit_fast.reference.assign_attention_reference`` under plain autograd (``eager``), which is
+what ``torch.compile(reference)`` baselines compile. The same math also sits behind the custom op's
+contract (forward, recomputing backward, Philox noise): used when the op itself is asked for the
+reference backend, e.g. by ``torch.library.opcheck`` and the parity tests' ``reference-op`` row.
 """
 
 from __future__ import annotations
@@ -16,9 +17,32 @@ from ...reference.philox import philox_gumbel_noise
 from ..backend import AssignBackend, AssignInputs, AssignParams
 
 
+@torch.library.custom_op("groupvit_fast::philox_gumbel_noise", mutates_args=())
+def philox_gumbel_noise_op(like: torch.Tensor, shape: list[int], seed: torch.Tensor) -> torch.Tensor:
+    """The documented Philox noise (reference/philox.py) on ``like``'s device. An op, so that
+    torch.compile treats the 10-round integer hash as one opaque call rather than inlining it."""
+    seed_value, offset = (int(x) for x in seed.tolist())
+    return philox_gumbel_noise(tuple(shape), seed_value, offset, like.device)
+
+
+@philox_gumbel_noise_op.register_fake
+def _(like, shape, seed):
+    return like.new_empty(shape, dtype=torch.float32)
+
+
 class ReferenceBackend(AssignBackend):
     name = "reference"
     dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    runs_eagerly = True
+
+    def eager(self, q, k, v, noise, seed, params: AssignParams):
+        # An explicit seed selects the documented Philox noise, the same the fused backends draw for
+        # that seed; without one the reference draws torch's own Gumbel noise (sample_gumbel).
+        if params.gumbel and noise is None and seed is not None:
+            noise = philox_gumbel_noise_op(q.detach(), [q.shape[0], params.num_heads, q.shape[1], k.shape[1]], seed)
+        return assign_attention_reference(q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
+                                          gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
+                                          eps=params.eps, noise=noise)
 
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         if inputs.dtype not in self.dtypes:

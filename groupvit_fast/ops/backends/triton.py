@@ -43,8 +43,11 @@ def _log_broken_once(status: Availability) -> None:
 
 class TritonBackend(AssignBackend):
     name = "triton"
-    #: the kernels hold the [G_PAD, BLOCK_N] logits tile of all groups on chip
-    max_groups = 256
+
+    @property
+    def max_groups(self) -> int:
+        """The kernels' G limit (``MAX_GROUPS``: the [G_PAD, BLOCK_N] logits tile of all groups stays on chip)."""
+        return _kernels().MAX_GROUPS
 
     @property
     def devices(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -77,7 +80,7 @@ class TritonBackend(AssignBackend):
 
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         reasons = super().not_supported_reasons(inputs)
-        if inputs.groups > self.max_groups:
+        if not reasons and inputs.groups > self.max_groups:  # the limit is read from the importable kernels
             reasons.append(f"G={inputs.groups} groups > {self.max_groups} (the logits tile of all groups must fit "
                            "on chip)")
         return reasons
