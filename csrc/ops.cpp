@@ -6,7 +6,7 @@
 // The Python package defines its own ops (torch.library.custom_op) in the same namespace, so
 // this file adds a *fragment* of the namespace rather than owning it.
 //
-// Contract and math: spec/assign_op.md; Python adapter and fake (meta) implementations:
+// Contract and math: docs/assign_op.md; Python adapter and fake (meta) implementations:
 // groupvit_fast/ops/backends/native.py.
 
 #include <Python.h>

@@ -14,7 +14,7 @@ recognises (Liger-Kernel style instance patching; classes are left alone):
 * groupvit_fast's own modules: their ``attn_backend`` / ``assign_backend`` are set.
 
 Eval-mode outputs are unchanged up to float rounding. In training mode the Gumbel noise comes
-from groupvit_fast's counter-based generator (spec/assign_op.md), so samples differ from
+from groupvit_fast's counter-based generator (docs/assign_op.md), so samples differ from
 ``torch.distributions.Gumbel`` draws while following the same distribution. Attention dropout on
 the assignment weights (never enabled in GroupViT) keeps the original code path.
 

@@ -1,6 +1,6 @@
 """Triton kernels for GroupViT assignment attention: forward, backward and in-kernel Gumbel noise.
 
-Math (spec/assign_op.md, "Math"), per batch element ``b`` and head ``h``, ``g`` a group, ``n`` a token::
+Math (docs/assign_op.md, "Math"), per batch element ``b`` and head ``h``, ``g`` a group, ``n`` a token::
 
     z[g,n] = scale * <q_g, k_n>                    y = (z + e) / tau      (e = Gumbel noise or 0)
     S[:,n] = softmax_g(y[:,n])                     A = onehot(argmax_g y[:,n]) if hard else S
@@ -551,7 +551,7 @@ def assign_attention_backward(
     """Fused backward from what the forward saved: grad_out, out [B, G, C], r [B, h, G] (float32).
 
     Recomputes z, the noise (same counters as the forward), S and the argmax; nothing [B, h, G, N] is
-    read or written. Returns ``(dq, dk, dv)`` in the input dtype (spec/assign_op.md, "Backward").
+    read or written. Returns ``(dq, dk, dv)`` in the input dtype (docs/assign_op.md, "Backward").
     """
     b, g, n, c, d = _check(q, k, v, num_heads)
     h = num_heads

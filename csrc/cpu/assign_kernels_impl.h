@@ -1,4 +1,4 @@
-// The CPU assignment-attention kernels (spec/assign_op.md), written once and compiled per ISA.
+// The CPU assignment-attention kernels (docs/assign_op.md), written once and compiled per ISA.
 //
 // Included by assign_kernels_baseline.cpp and assign_kernels_avx2.cpp with GVF_ISA set to a
 // namespace name; everything below lives in an anonymous namespace inside it, so the two copies

@@ -1,4 +1,4 @@
-// CUDA kernels of GroupViT's assignment attention (spec/assign_op.md). Torch-free: CUDA headers,
+// CUDA kernels of GroupViT's assignment attention (docs/assign_op.md). Torch-free: CUDA headers,
 // raw pointers and a stream only (the glue is assign_attention_cuda.cpp).
 //
 // One thread block (256 threads) per (batch b, head h, tile of 32 tokens). The block computes the
