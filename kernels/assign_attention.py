@@ -217,7 +217,7 @@ def _assign_fwd_kernel(
         valid = row_mask[:, None] & col_mask[None, :]
         lin = (bh * G + offs_g[:, None]).to(tl.int64) * N + offs_n[None, :]
         tl.store(hard_ptr + lin, a.to(hard_ptr.dtype.element_ty), mask=valid)
-        # soft = softmax_g(z): no noise, no tau (spec "return_attn")
+        # soft = softmax_g(z): no noise, no tau (docs/assign_op.md, "Math")
         zz = tl.where(row_mask[:, None], z, float("-inf"))
         pz = tl.exp(zz - tl.max(zz, axis=0)[None, :])
         sz = pz / tl.sum(pz, axis=0)[None, :]
@@ -280,7 +280,7 @@ def _assign_bwd_kernel(
     HARD: tl.constexpr, GUMBEL: tl.constexpr, HAS_NOISE: tl.constexpr, SUM_ASSIGN: tl.constexpr,
     SINGLE: tl.constexpr, FP32: tl.constexpr,
 ):
-    """One (b, h, token block) of the backward (spec "Backward"), recomputing z, e, S and A:
+    """One (b, h, token block) of the backward (docs/assign_op.md, "Backward"), recomputing z, e, S and A:
 
         dR[g,n] = <dO[g], v_n>        dA = (dR - delta[g]) / (r[g] + eps)   (dA = dR if sum_assign)
         dz      = S * (dA - sum_g S dA) / tau                               (dS = dA: straight-through)

@@ -31,7 +31,8 @@ _CITATION = re.compile(_PAGE + r'`?(?:,\s*|\s+\(?)((?:"[^"\n]{1,80}"(?:\s*(?:,|a
 _PAGE_ONLY = re.compile(_PAGE)
 _QUOTED = re.compile(r'"([^"\n]+)"')
 # Built from two parts so that this file does not match itself.
-_PRIVATE_SPEC = re.compile(r"(?<![\w.-])" + "spec" + r"/[\w./-]*")
+# A path into the folder, or a section cited by name only: spec "Backward".
+_PRIVATE_SPEC = re.compile(r"(?<![\w.-])" + "spec" + r'(?:/[\w./-]*|\s+"[^"\n]+")')
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
@@ -88,6 +89,7 @@ def test_extractor_finds_pages_and_sections(line, pages, sections):
 @pytest.mark.parametrize("line, cites", [
     ("The contract is `spec/assign_op.md`.", True),
     ("written from /work/shared/spec/groupvit.md", True),
+    ('the backward (spec "Backward"), recomputing z', True),
     ("inspect/ the values; the spec's shapes; a specification", False),
 ])
 def test_private_spec_pattern(line, cites):

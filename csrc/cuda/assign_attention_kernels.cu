@@ -10,7 +10,7 @@
 //             soft: S = softmax_g(y); acc[g] += sum_n S[g,n] v_n, cnt[g] += sum_n S[g,n]
 //             (fp32 atomics into a [B, H, G, D] workspace: a segmented sum, no [G, N] matrix)
 //   finalize  out = acc / (cnt + eps) (acc with sum_assign), r = cnt
-//   backward  recompute z, e, S, g*; dR = dO V^T (second tile); then per spec "Backward"
+//   backward  recompute z, e, S, g*; dR = dO V^T (second tile); then per docs/assign_op.md, "Backward"
 //             dv[n] = sum_g R[g,n] dO[g], dA = (dR - delta) / (r + eps), dz = S (dA - sum_g S dA),
 //             dk[n] = scale/tau sum_g dz q_g (token-owned, plain stores),
 //             dq[g] += scale/tau sum_n dz k_n (fp32 atomics).
