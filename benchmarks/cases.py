@@ -1,9 +1,9 @@
-"""The benchmark cases of groupvit_fast, defined once (spec/benchmarks.md).
+"""The benchmark cases of groupvit_fast, defined once (docs/benchmarks.md).
 
 Both harnesses read this file: the pytest-benchmark suites in ``benchmarks/`` (through
 ``conftest.py``) and the report generator ``python -m groupvit_fast.bench``. It holds
 
-* ``SHAPES``: the op shapes of spec/benchmarks.md (GroupViT-S unless said), verbatim;
+* ``SHAPES``: the op shapes of docs/benchmarks.md (GroupViT-S unless said), verbatim;
 * ``MODES``: eval (hard argmax, no noise, forward), train (hard + Gumbel, forward + backward),
   soft (soft assignment, forward);
 * the implementations compared: ``reference`` (NVlabs-faithful pure PyTorch, eager),
@@ -55,7 +55,7 @@ class OpShape:
         return f"B={self.batch} G={self.groups} N={self.tokens} C={self.channels} h={self.heads}"
 
     def min_bytes(self, mode: Mode, dtype: torch.dtype) -> int:
-        """Bytes the op must move at the least (spec/benchmarks.md, "Roofline").
+        """Bytes the op must move at the least (docs/benchmarks.md, "Roofline").
 
         Forward: read q, k, v and write out. Backward: read q, k, v, out, dO and write dq, dk, dv.
         ``r`` ([B, h, G] float32) is negligible and left out, as in the spec's 102 MB / 204 MB for
@@ -75,7 +75,7 @@ class OpShape:
         return 4 * bgnc + (8 * bgnc if mode.backward else 0)
 
     def fused_flops(self, mode: Mode) -> int:
-        """Matmul FLOPs a fused kernel under the memory contract of spec/assign_op.md cannot avoid.
+        """Matmul FLOPs a fused kernel under the memory contract of docs/assign_op.md cannot avoid.
 
         Forward: z = q k^T (2 BGNC); the merge R v is a GEMM only in soft mode (hard mode: a
         segmented sum of v, O(BNC)). Backward: z again (nothing [B,h,G,N] is saved), dR = dO v^T,
@@ -88,7 +88,7 @@ class OpShape:
         return forward + ((8 + 2 * soft) * bgnc if mode.backward else 0)
 
 
-#: spec/benchmarks.md, "Shapes" (keep in this order: the most important first, so a run cut by its
+#: docs/benchmarks.md, "Shapes" (keep in this order: the most important first, so a run cut by its
 #: time budget drops the least important cases).
 SHAPES: tuple[OpShape, ...] = (
     OpShape("stage0-224", 256, 64, 196, 384, 1, "grouping block 0, training at 224 px"),
@@ -169,7 +169,7 @@ def _image_text_configs() -> dict[str, dict[str, Any]]:
 
 IMAGE_TEXT_CONFIGS = _image_text_configs()
 
-#: What spec/benchmarks.md asks for that no case measures yet (every report lists it).
+#: What docs/benchmarks.md asks for that no case measures yet (every report lists it).
 NOT_MEASURED = [] if IMAGE_TEXT_CONFIGS else [
     "The image-text model (MultiLabelContrastive) is not in this checkout: its training-step and zero-shot "
     "segmentation cases are left out."]
@@ -217,7 +217,7 @@ class ModelCase:
 
 @dataclass(frozen=True)
 class SegmentCase:
-    """Zero-shot segmentation throughput (spec/segmentation.md): ``images`` random ``size x size``
+    """Zero-shot segmentation throughput (docs/segmentation.md): ``images`` random ``size x size``
     images through the 448 px slide-inference protocol (``crop``/``stride`` windows after resizing
     the short side to ``crop``), ``classes`` the class names (first ``background``: thresholded)."""
 

@@ -3,7 +3,7 @@
 
 The numbers are attached to each test (``record_property``: junit XML, ``-rA`` output) and also
 checked where the op contract makes a promise: a fused backend's backward recomputes the
-``[B, h, G, N]`` maps (spec/assign_op.md), so besides its inputs it may keep only ``out``,
+``[B, h, G, N]`` maps (docs/assign_op.md), so besides its inputs it may keep only ``out``,
 ``r`` and the seed; the reference keeps at least one such map, which the count must see.
 """
 

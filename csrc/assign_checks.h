@@ -2,7 +2,7 @@
 //
 // They raise c10::ValueError / c10::TypeError (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), which
 // Python sees as ValueError / TypeError, and every message names the offending argument
-// (spec/assign_op.md, "Bad input").
+// (docs/assign_op.md, "Bad input").
 #pragma once
 
 #include <cmath>

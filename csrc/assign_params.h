@@ -15,7 +15,7 @@ struct Strided {
   int64_t sb = 0, sl = 0, sc = 0;
 };
 
-// The scalar arguments of a call (spec/assign_op.md), filled by fill_params (assign_checks.h).
+// The scalar arguments of a call (docs/assign_op.md), filled by fill_params (assign_checks.h).
 struct AssignParams {
   int64_t B = 0, H = 0, G = 0, N = 0, D = 0;  // C = H * D
   float scale = 1.f, tau = 1.f, eps = 1.f;

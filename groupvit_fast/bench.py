@@ -13,7 +13,7 @@ for one device and writes ``<out>/<device>-<date>.{md,json,png}``:
   step): images/s, speed-ups, peak memory, saved bytes, error against the fp32 reference model;
 * a PNG of speed-up against N for the stage-0 shapes.
 
-Timing rules (spec/benchmarks.md): warm-up calls first; on a GPU every call is timed with CUDA
+Timing rules (docs/benchmarks.md): warm-up calls first; on a GPU every call is timed with CUDA
 events around it and the L2 cache is flushed before it (so the memory-bound kernels are not
 flattered); on the CPU ``time.perf_counter`` around each call. The number of calls fills a time
 budget per measurement, and the implementations and dtypes of one problem take turns call by
@@ -444,7 +444,7 @@ def _op_record(cases, case, impl, stats, runner, copy_bw, device, matmul_gflops=
     record["min_bytes"] = s.min_bytes(case.mode, case.torch_dtype)
     record["achieved_gbs"] = record["min_bytes"] / seconds / 1e9
     record["tflops"] = s.flops(case.mode) / seconds / 1e12
-    # The floor. GPU: the roofline of spec/benchmarks.md, min bytes / measured copy bandwidth. CPU:
+    # The floor. GPU: the roofline of docs/benchmarks.md, min bytes / measured copy bandwidth. CPU:
     # these shapes are compute-bound (about 48 FLOP/byte against about 10 for a CPU), so the floor is
     # the matmul work a fused kernel cannot avoid (OpShape.fused_flops) at the fp32 matmul rate
     # measured in the same run: no kernel under the memory contract can be faster than that.

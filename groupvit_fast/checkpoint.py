@@ -1,4 +1,4 @@
-"""Loading and saving GroupViT weights safely (spec/groupvit.md, "Checkpoints").
+"""Loading and saving GroupViT weights safely (docs/groupvit.md, "Checkpoints").
 
 Formats read (told apart by their content, not their file name):
 

@@ -1,4 +1,4 @@
-"""CLIP's byte-level BPE tokeniser, as GroupViT's text encoder expects it (spec/groupvit.md).
+"""CLIP's byte-level BPE tokeniser, as GroupViT's text encoder expects it (docs/groupvit.md).
 
 The BPE itself and its vocabulary (``bpe_simple_vocab_16e6.txt.gz``, the file NVlabs ships) come
 from the maintained ``open_clip_torch`` package (``pip install open-clip-torch``); it is imported on

@@ -1,6 +1,6 @@
 """Triton kernels for GroupViT assignment attention: forward, backward and in-kernel Gumbel noise.
 
-Math (spec/assign_op.md, "Math"), per batch element ``b`` and head ``h``, ``g`` a group, ``n`` a token::
+Math (docs/assign_op.md, "Math"), per batch element ``b`` and head ``h``, ``g`` a group, ``n`` a token::
 
     z[g,n] = scale * <q_g, k_n>                    y = (z + e) / tau      (e = Gumbel noise or 0)
     S[:,n] = softmax_g(y[:,n])                     A = onehot(argmax_g y[:,n]) if hard else S
@@ -217,7 +217,7 @@ def _assign_fwd_kernel(
         valid = row_mask[:, None] & col_mask[None, :]
         lin = (bh * G + offs_g[:, None]).to(tl.int64) * N + offs_n[None, :]
         tl.store(hard_ptr + lin, a.to(hard_ptr.dtype.element_ty), mask=valid)
-        # soft = softmax_g(z): no noise, no tau (spec "return_attn")
+        # soft = softmax_g(z): no noise, no tau (docs/assign_op.md, "Math")
         zz = tl.where(row_mask[:, None], z, float("-inf"))
         pz = tl.exp(zz - tl.max(zz, axis=0)[None, :])
         sz = pz / tl.sum(pz, axis=0)[None, :]
@@ -280,7 +280,7 @@ def _assign_bwd_kernel(
     HARD: tl.constexpr, GUMBEL: tl.constexpr, HAS_NOISE: tl.constexpr, SUM_ASSIGN: tl.constexpr,
     SINGLE: tl.constexpr, FP32: tl.constexpr,
 ):
-    """One (b, h, token block) of the backward (spec "Backward"), recomputing z, e, S and A:
+    """One (b, h, token block) of the backward (docs/assign_op.md, "Backward"), recomputing z, e, S and A:
 
         dR[g,n] = <dO[g], v_n>        dA = (dR - delta[g]) / (r[g] + eps)   (dA = dR if sum_assign)
         dz      = S * (dA - sum_g S dA) / tau                               (dS = dA: straight-through)
@@ -551,7 +551,7 @@ def assign_attention_backward(
     """Fused backward from what the forward saved: grad_out, out [B, G, C], r [B, h, G] (float32).
 
     Recomputes z, the noise (same counters as the forward), S and the argmax; nothing [B, h, G, N] is
-    read or written. Returns ``(dq, dk, dv)`` in the input dtype (spec/assign_op.md, "Backward").
+    read or written. Returns ``(dq, dk, dv)`` in the input dtype (docs/assign_op.md, "Backward").
     """
     b, g, n, c, d = _check(q, k, v, num_heads)
     h = num_heads

@@ -1,4 +1,4 @@
-// The CPU assignment-attention kernels (spec/assign_op.md), written once and compiled per ISA.
+// The CPU assignment-attention kernels (docs/assign_op.md), written once and compiled per ISA.
 //
 // Included by assign_kernels_baseline.cpp and assign_kernels_avx2.cpp with GVF_ISA set to a
 // namespace name; everything below lives in an anonymous namespace inside it, so the two copies
@@ -666,7 +666,7 @@ void forward_finalize(const ForwardArgs& a, int64_t bh) {
 }
 
 // --------------------------------------------------------------------------------------------
-// Backward (spec "Backward"): recompute Z, e, S, g*; then
+// Backward (docs/assign_op.md, "Backward"): recompute Z, e, S, g*; then
 //   dv[n] = sum_g R[g,n] dO[g];  dR = dO V^T;  dA = (dR - delta) / (r + eps)  (dA = dR: sum_assign)
 //   dz = S * (dA - sum_g S dA) / tau;  dq = scale * dz K;  dk = scale * dz^T Q
 // --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// CUDA kernels of GroupViT's assignment attention (spec/assign_op.md). Torch-free: CUDA headers,
+// CUDA kernels of GroupViT's assignment attention (docs/assign_op.md). Torch-free: CUDA headers,
 // raw pointers and a stream only (the glue is assign_attention_cuda.cpp).
 //
 // One thread block (256 threads) per (batch b, head h, tile of 32 tokens). The block computes the
@@ -10,7 +10,7 @@
 //             soft: S = softmax_g(y); acc[g] += sum_n S[g,n] v_n, cnt[g] += sum_n S[g,n]
 //             (fp32 atomics into a [B, H, G, D] workspace: a segmented sum, no [G, N] matrix)
 //   finalize  out = acc / (cnt + eps) (acc with sum_assign), r = cnt
-//   backward  recompute z, e, S, g*; dR = dO V^T (second tile); then per spec "Backward"
+//   backward  recompute z, e, S, g*; dR = dO V^T (second tile); then per docs/assign_op.md, "Backward"
 //             dv[n] = sum_g R[g,n] dO[g], dA = (dR - delta) / (r + eps), dz = S (dA - sum_g S dA),
 //             dk[n] = scale/tau sum_g dz q_g (token-owned, plain stores),
 //             dq[g] += scale/tau sum_n dz k_n (fp32 atomics).

@@ -1,4 +1,4 @@
-"""The drop-in GroupViT vision encoder (spec/groupvit.md).
+"""The drop-in GroupViT vision encoder (docs/groupvit.md).
 
 Same constructor arguments and defaults, same ``state_dict`` keys and the same outputs as NVlabs'
 ``models/group_vit.py``, so its configs and checkpoints carry over; two extra keyword arguments

@@ -1,7 +1,7 @@
 """GroupViT's grouping block: group tokens attend to image tokens, tokens merge into segments.
 
 ``AssignAttention`` keeps NVlabs' parameters (``q_proj``, ``k_proj``, ``v_proj``, ``proj``) and
-hands its core to the fused op ``groupvit_fast.ops.assign_attention`` (spec/assign_op.md): no
+hands its core to the fused op ``groupvit_fast.ops.assign_attention`` (docs/assign_op.md): no
 ``[B, G, N]`` tensor is materialised unless the attention maps are asked for.
 """
 
@@ -107,7 +107,7 @@ class GroupingBlock(nn.Module):
 
     ``g = LN(group tokens)``, ``x = LN(image tokens)``; the group tokens are projected over the token
     axis to ``num_output_group`` queries, refined by cross attention to ``x``, then assignment
-    attention merges ``x`` into them, followed by an MLP over channels (spec/groupvit.md, step 3).
+    attention merges ``x`` into them, followed by an MLP over channels (docs/groupvit.md, "Data flow", step 3).
     """
 
     def __init__(self, *, dim, out_dim, num_heads, num_group_token, num_output_group, norm_layer,

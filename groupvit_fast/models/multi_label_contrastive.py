@@ -1,4 +1,4 @@
-"""GroupViT's image-text model and training loss (spec/groupvit.md, "the full image-text model").
+"""GroupViT's image-text model and training loss (docs/groupvit.md, "The full image-text model").
 
 ``MultiLabelContrastive`` keeps NVlabs' constructor arguments and ``state_dict`` keys
 (``img_encoder.*``, ``text_encoder.*``, ``img_projector.*``, ``text_projector.*``, ``logit_scale``,

@@ -1,4 +1,4 @@
-"""GroupViT's text encoder: a CLIP-style causal transformer (spec/groupvit.md, "Text encoder").
+"""GroupViT's text encoder: a CLIP-style causal transformer (docs/groupvit.md, "Text encoder").
 
 Same constructor arguments, ``state_dict`` keys and outputs as NVlabs' ``models/transformer.py``
 (``TextTransformer``), so its configs and checkpoints carry over:

@@ -1,7 +1,7 @@
 """``assign_attention``: GroupViT's fused assignment attention as an autograd-aware custom op.
 
 Declared once here (schema, fake implementation, autograd formula, dispatch); each backend only
-adds kernels (see ``backend.py``). Contract and math: spec/assign_op.md, mirrored in docs/.
+adds kernels (see ``backend.py``). Contract and math: docs/assign_op.md.
 
 Two custom ops in the ``groupvit_fast`` namespace:
 

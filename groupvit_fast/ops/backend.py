@@ -2,7 +2,7 @@
 
 A backend says which inputs it can take (``not_supported_reasons``), whether it is built and
 usable on this machine at all (``availability``: usable, absent, or broken), and implements the three entry points of
-the op's contract (spec/assign_op.md): the fused forward, the recomputing backward, and the
+the op's contract (docs/assign_op.md): the fused forward, the recomputing backward, and the
 Gumbel noise its kernels draw for a ``(seed, offset)`` (exposed so tests can check that the
 forward and the backward saw the same noise).
 """

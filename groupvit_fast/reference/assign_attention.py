@@ -4,7 +4,7 @@ This is a faithful transcription of NVlabs GroupViT's ``AssignAttention`` core
 (``models/group_vit.py``): logits ``q @ k^T * scale``, (Gumbel-)softmax over the **group**
 axis, a hard one-hot via the straight-through trick ``onehot - soft.detach() + soft``, and
 segment merging ``A / (sum_n A + eps) @ v``. It materialises several ``[B, h, G, N]`` tensors on
-purpose: it is the slow, obviously-correct path (spec/assign_op.md, "Math").
+purpose: it is the slow, obviously-correct path (docs/assign_op.md, "Math").
 
 Nothing here imports the code it checks.
 """

@@ -1,6 +1,6 @@
 """The forward and hand-derived backward of assignment attention, written out in PyTorch.
 
-These two functions are the executable form of spec/assign_op.md ("Math" and "Backward"): the
+These two functions are the executable form of docs/assign_op.md ("Math" and "Backward"): the
 formulas every fused kernel implements. They are checked against autograd of the NVlabs-faithful
 ``assign_attention_reference`` with float64 ``gradcheck`` in the tests, so a kernel that agrees
 with them agrees with NVlabs.
@@ -53,7 +53,7 @@ def assign_attention_forward_math(q, k, v, *, num_heads=1, scale=None, hard=True
 
 def assign_attention_backward_math(grad_out, q, k, v, out, r, *, num_heads=1, scale=None, hard=True, gumbel=False,
                                    tau=1.0, sum_assign=False, eps=1.0, noise=None):
-    """Returns ``(dq, dk, dv)`` from the saved ``q, k, v, out, r`` (spec/assign_op.md, "Backward")."""
+    """Returns ``(dq, dk, dv)`` from the saved ``q, k, v, out, r`` (docs/assign_op.md, "Backward")."""
     d = q.shape[-1] // num_heads
     scale = d**-0.5 if scale is None else scale
     qh, kh, vh = _heads(q, num_heads), _heads(k, num_heads), _heads(v, num_heads)

@@ -1,4 +1,4 @@
-"""Step-by-step zero-shot segmentation, written from spec/segmentation.md (the oracle and the
+"""Step-by-step zero-shot segmentation, written from docs/segmentation.md (the oracle and the
 benchmark baseline of ``groupvit_fast.segmentation``).
 
 One crop at a time, and per crop the image encoder runs twice, as NVlabs' ``GroupViTSegInference``

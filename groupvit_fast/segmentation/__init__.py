@@ -1,4 +1,4 @@
-"""Zero-shot semantic segmentation with GroupViT (spec/segmentation.md)."""
+"""Zero-shot semantic segmentation with GroupViT (docs/segmentation.md)."""
 
 from .classes import PRESETS, TEMPLATES, ClassSet, resolve_classes
 from .inference import (

@@ -1,4 +1,4 @@
-"""Zero-shot semantic segmentation with GroupViT (spec/segmentation.md).
+"""Zero-shot semantic segmentation with GroupViT (docs/segmentation.md).
 
 Reproduces NVlabs' ``GroupViTSegInference`` (``encode_decode``) inside mmseg's sliding-window
 test, with three changes that do not change the result:

@@ -1,4 +1,4 @@
-"""Class text embeddings for zero-shot segmentation (spec/segmentation.md, "Inputs").
+"""Class text embeddings for zero-shot segmentation (docs/segmentation.md, "Inputs").
 
 Each class name is put into every prompt template, tokenised, encoded by the text encoder and the
 text projector; as NVlabs' ``build_text_embedding``, the template embeddings are averaged and the

@@ -5,7 +5,7 @@ semantics with numpy but never lowers them, so what only code generation checks 
 layouts and ``tl.dot`` operand rules, shared memory, the PTX itself. This module compiles every
 kernel through Triton's real NVIDIA back end (TTIR -> TTGIR -> LLVM -> PTX -> cubin with ptxas) for
 sm_80 and sm_90, at the launch parameters the launchers choose for the benchmark shapes of
-spec/benchmarks.md, for every autotuning config the pruner keeps, and compares each kernel's shared
+docs/benchmarks.md, for every autotuning config the pruner keeps, and compares each kernel's shared
 memory with the target's per-block limit. Each kernel's registers and spills (``ptxas -v`` on its
 PTX) are reported too: without a GPU, no timing says which spilling config wins, so they are
 information, not a verdict.
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 #: Opt-in dynamic shared memory per block (CUDA programming guide, "Compute capabilities").
 SHARED_LIMIT_BYTES = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
-#: (name, G, N, D, H) of spec/benchmarks.md's op shapes (the batch does not change the code).
+#: (name, G, N, D, H) of docs/benchmarks.md's op shapes (the batch does not change the code).
 SHAPES = (("stage0-224", 64, 196, 384, 1), ("stage1-224", 8, 64, 384, 1), ("stage0-448", 64, 784, 384, 1),
           ("stage0-896", 64, 3136, 384, 1), ("wide", 64, 1024, 768, 1), ("multihead", 64, 196, 64, 6))
 

@@ -3,7 +3,7 @@
 Every backend's parity test draws its shapes and modes from here (one parametrisation, no copies).
 Inputs are built so that no token has a near-tie between its two best groups: a hard argmax is
 only defined up to ties, and fp32 logits may legitimately flip a tie that float64 breaks the other
-way (spec/assign_op.md, "Numerics").
+way (docs/assign_op.md, "Numerics").
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def _run(q, k, v, backend, **kw):
 
 
 def _oracle(q, k, v, noise, **kw):
-    """float64 forward and backward (spec formulas) on the same inputs and noise."""
+    """float64 forward and backward (the formulas of docs/assign_op.md) on the same inputs and noise."""
     q64, k64, v64 = (t.detach().double().cpu() for t in (q, k, v))
     noise64 = None if noise is None else noise.double().cpu()
     out, r = assign_attention_forward_math(q64, k64, v64, noise=noise64, **kw)

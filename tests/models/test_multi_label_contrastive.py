@@ -46,7 +46,7 @@ def test_without_multi_label_has_no_second_scale():
     assert "multi_label_logit_scale" not in shared.state_dict()
 
 
-# ---- losses, from the formulas in spec/groupvit.md ---------------------------------------------
+# ---- losses, from the formulas in docs/groupvit.md ---------------------------------------------
 
 
 def _infonce_reference(image_x, text_x, scale):

@@ -1,6 +1,6 @@
 """The assign_attention contract: math vs hand-derived oracles, errors, randomness, compile, memory.
 
-Oracles: a naive float64 loop written from spec/assign_op.md (independent of the vectorised
+Oracles: a naive float64 loop written from docs/assign_op.md (independent of the vectorised
 reference), float64 gradcheck of the hand-derived backward, and autograd of the NVlabs-faithful
 reference. Backend-specific numerics live in test_assign_attention_parity.py.
 """
@@ -31,7 +31,7 @@ BACKENDS = fused_backend_params(DEVICE)
 
 def naive_assign_attention(q, k, v, *, num_heads=1, scale=None, hard=True, tau=1.0, sum_assign=False, eps=1.0,
                            noise=None):
-    """spec/assign_op.md "Math", one scalar at a time (float64, tiny shapes only)."""
+    """docs/assign_op.md "Math", one scalar at a time (float64, tiny shapes only)."""
     b_size, g_size, c = q.shape
     n_size = k.shape[1]
     d = c // num_heads

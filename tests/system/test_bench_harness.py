@@ -1,6 +1,6 @@
 """Smoke test of the benchmark report generator (``python -m groupvit_fast.bench``) on a tiny CPU
 case set: it must write the markdown, JSON and PNG, with the fields the spec asks for
-(spec/benchmarks.md, "What a report shows")."""
+(docs/benchmarks.md, "What a report shows")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Zero-shot segmentation: the batched per-crop math against a step-by-step path written from
-spec/segmentation.md, the sliding-window protocol, the single encoder pass, mIoU and the output files."""
+docs/segmentation.md, the sliding-window protocol, the single encoder pass, mIoU and the output files."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from groupvit_fast.segmentation import (
 from groupvit_small import small_config
 from tolerances import assert_close_to_scale
 
-# ---- the step-by-step reference (spec/segmentation.md, one crop at a time) -----------------------
+# ---- the step-by-step reference (docs/segmentation.md, one crop at a time) -----------------------
 # lives in groupvit_fast.reference.segmentation (the benchmark's baseline too)
 
 
