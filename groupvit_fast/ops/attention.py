@@ -148,6 +148,8 @@ def check_attention_backend(backend: str) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"attn_backend must be a string, got {type(backend).__name__}")
     if backend != "auto":
+        if backend not in ATTENTION.backends:
+            raise ValueError(f"attn_backend must be one of {('auto', *ATTENTION.backends)}, got {backend!r}")
         status = ATTENTION.get(backend).availability()
         if not status.usable:
             raise ValueError(f"attn_backend={backend!r} cannot be used here: {status.describe()}")

@@ -185,8 +185,9 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
         out.pow(2).sum().backward()
         grads.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     torch.testing.assert_close(grads[0][0], grads[1][0])
+    largest = max(g.abs().max().item() for g in grads[1][1].values())  # some gradients are pure round-off
     for name in grads[0][1]:
-        assert_close_to_scale(grads[0][1][name], grads[1][1][name], rel=1e-4)
+        assert_close_to_scale(grads[0][1][name], grads[1][1][name], rel=1e-5, msg=name, scale=largest)
 
 
 def test_fourier_position_embedding_is_fixed():

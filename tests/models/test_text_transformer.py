@@ -96,8 +96,11 @@ def test_gradients_match_hf():
     F.mse_loss(hf(input_ids=text).pooler_output, target).backward()
     F.mse_loss(ours(text), target).backward()
     hf_grads = nvlabs_text_to_hf({k: p.grad for k, p in ours.named_parameters()})
+    # relative to the model's largest gradient: some are zero in exact arithmetic (the key bias: softmax
+    # ignores a per-query constant) and hold only round-off of that size
+    largest = max(p.grad.abs().max().item() for p in hf.parameters())
     for name, p in hf.named_parameters():
-        assert_close_to_scale(hf_grads[name], p.grad, rel=1e-4, msg=name)
+        assert_close_to_scale(hf_grads[name], p.grad, rel=1e-5, msg=name, scale=largest)
 
 
 def test_causal_and_length_independent():
