@@ -43,8 +43,11 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     for kernel in ("fwd", "bwd", "fwd_finalize", "bwd_preprocess", "gumbel_noise"):
         assert {(kernel, 80), (kernel, 90)} <= kernels, kernel
     # GroupViT's main launches in the GPU dtypes, both paths (one token block, several)
+    # (the interpreter runs another tl.dot branch for half precision: this is the GPU branch of every dtype)
     for group in ("fwd/stage0-224/bf16/sm_90", "bwd/stage0-224/bf16/sm_90", "fwd/stage0-224/fp32/sm_80",
-                  "bwd/stage1-224/fp32/sm_90", "fwd/stage0-448/bf16/sm_80"):
+                  "bwd/stage1-224/fp32/sm_90", "fwd/stage0-448/bf16/sm_80", "fwd/stage0-224/fp16/sm_90",
+                  "bwd/stage0-224/fp16/sm_90", "fwd/stage0-448/fp16/sm_80", "fwd/stage0-224/fp32/sm_90",
+                  "bwd/stage0-224/fp32/sm_90"):
         members = [r for r in results if r["group"] == group]
         assert members and any(r["status"] == "ok" for r in members), group
     # the other constexpr branches: eval, soft, a given noise tensor, sum_assign, segmentation's maps
