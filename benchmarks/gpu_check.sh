@@ -39,14 +39,14 @@ SELF=benchmarks/gpu_check.sh
 usage() { echo "usage: $SELF [--wheelhouse DIR] [--out DIR] [--archive FILE] [--collect] plan|build|test|sanitize|bench|all"; }
 
 WHEELHOUSE=${GPU_CHECK_WHEELHOUSE:-}
-OUT=${GPU_CHECK_OUT:-}
+DEST=${GPU_CHECK_OUT:-}
 ARCHIVE=${GPU_CHECK_ARCHIVE:-}
 COLLECT=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheelhouse|--out|--archive)
       if [ $# -lt 2 ]; then echo "gpu_check: $1 needs a value" >&2; usage >&2; exit 2; fi
-      case "$1" in --wheelhouse) WHEELHOUSE=$2 ;; --out) OUT=$2 ;; --archive) ARCHIVE=$2 ;; esac
+      case "$1" in --wheelhouse) WHEELHOUSE=$2 ;; --out) DEST=$2 ;; --archive) ARCHIVE=$2 ;; esac
       shift 2 ;;
     --collect) COLLECT=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -69,12 +69,12 @@ REQUIRE=${GPU_CHECK_REQUIRE:-cpu,triton,cuda,cuda-device,nvcc}
 KILL_GRACE=5   # after a stage's cap: SIGINT (pytest still writes its XML), then SIGKILL this much later
 OVERHEAD=25    # outside the stages: env.txt, info.txt, summary, archive (each step time-limited)
 declare -A CAP=(
-  [wheelhouse]=${GPU_CHECK_CAP_WHEELHOUSE:-20}
-  [build]=${GPU_CHECK_CAP_BUILD:-150}
-  [test]=${GPU_CHECK_CAP_TEST:-170}
-  [memcheck]=${GPU_CHECK_CAP_MEMCHECK:-70}
-  [racecheck]=${GPU_CHECK_CAP_RACECHECK:-40}
-  [bench]=${GPU_CHECK_CAP_BENCH:-35}
+  [wheelhouse]=${GPU_CHECK_CAP_WHEELHOUSE:-25}
+  [build]=${GPU_CHECK_CAP_BUILD:-130}
+  [test]=${GPU_CHECK_CAP_TEST:-210}
+  [memcheck]=${GPU_CHECK_CAP_MEMCHECK:-60}
+  [racecheck]=${GPU_CHECK_CAP_RACECHECK:-30}
+  [bench]=${GPU_CHECK_CAP_BENCH:-30}
 )
 for name in "${!CAP[@]}"; do
   case "${CAP[$name]}" in ''|*[!0-9]*) echo "gpu_check: the cap of $name is not a whole number of seconds: '${CAP[$name]}'" >&2; exit 2 ;; esac
@@ -90,11 +90,15 @@ case "$STAGE" in
 esac
 [ -z "$WHEELHOUSE" ] || STAGES=(wheelhouse "${STAGES[@]}")
 
-if [ -z "$OUT" ]; then OUT=benchmarks/results/gpu-check-$(date -u +%Y%m%d-%H%M%S); fi
-[ "$STAGE" = plan ] || { mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd); } || { echo "gpu_check: cannot create $OUT" >&2; exit 1; }
-[ -n "$ARCHIVE" ] || ARCHIVE=$OUT.tar.gz
+if [ -z "$DEST" ]; then DEST=benchmarks/results/gpu-check-$(date -u +%Y%m%d-%H%M%S); fi
+[ "$STAGE" = plan ] || { mkdir -p "$DEST" && DEST=$(cd "$DEST" && pwd); } || { echo "gpu_check: cannot create $DEST" >&2; exit 1; }
+[ -n "$ARCHIVE" ] || ARCHIVE=$DEST.tar.gz
 SITE=${TMPDIR:-/tmp}/groupvit_fast_wheelhouse_site   # where --wheelhouse installs (outside the archive)
 
+# The interpreter's own bin folder first: the build calls `ninja` (a pip package there) by name.
+if PY_BIN=$("$PYTHON" -c 'import os, sys; print(os.path.dirname(sys.executable))' 2>/dev/null); then
+  export PATH="$PY_BIN:$PATH"
+fi
 # Real GPU kernels only: the interpreter would run Triton on the CPU.
 unset TRITON_INTERPRET
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -117,7 +121,7 @@ done
 CMD_wheelhouse=("$PYTHON" benchmarks/wheelhouse.py install "$WHEELHOUSE" "$SITE")
 CMD_build=("$PYTHON" -m pip install --no-index --no-build-isolation --no-deps -v -e .)
 CMD_test=(env "GROUPVIT_FAST_REQUIRE=$REQUIRE" "GROUPVIT_FAST_TEST_TIMEOUT=$TEST_TIMEOUT" "$PYTHON" -m pytest -m gpu tests
-  -q --maxfail=1000 -rfEs --durations=15 -o "faulthandler_timeout=$((TEST_TIMEOUT + 15))" --junitxml "$OUT/tests.xml")
+  -q --maxfail=1000 -rfEs --durations=15 -o "faulthandler_timeout=$((TEST_TIMEOUT + 15))" --junitxml "$DEST/tests.xml")
 # memcheck sees out-of-bounds accesses inside PyTorch's cached blocks only without the cache
 CMD_memcheck=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "${SANITIZER:-compute-sanitizer}" --tool memcheck --error-exitcode 3
   --print-limit 20 "$PYTHON" benchmarks/sanitizer_cases.py)
@@ -126,7 +130,7 @@ CMD_racecheck=("${SANITIZER:-compute-sanitizer}" --tool racecheck --racecheck-re
   --print-limit 20 "$PYTHON" benchmarks/sanitizer_cases.py --case odd-train --case heads-fp16 --case stage0-bf16)
 if [ "$STAGE" = bench ]; then BENCH_DEFAULT=""; else BENCH_DEFAULT="--quick"; fi
 read -r -a BENCH_EXTRA <<< "${BENCH_ARGS-$BENCH_DEFAULT}"
-CMD_bench=("$PYTHON" -m groupvit_fast.bench --device cuda --out "$OUT" --no-progress "${BENCH_EXTRA[@]}")
+CMD_bench=("$PYTHON" -m groupvit_fast.bench --device cuda --out "$DEST" --no-progress "${BENCH_EXTRA[@]}")
 
 declare -A WRITES=(
   [wheelhouse]="wheelhouse.log; packages in $SITE (on PYTHONPATH)"
@@ -159,30 +163,36 @@ plan() {
   if ! command -v "$PYTHON" >/dev/null; then
     note "PYTHON=$PYTHON: not found"
   else
-    for file in setup.py benchmarks/sanitizer_cases.py benchmarks/wheelhouse.py groupvit_fast/bench.py \
-        groupvit_fast/info.py tests/conftest.py tests/helpers/requirements.py; do
-      if [ ! -f "$file" ]; then note "$file: missing (a stage runs it)";
-      elif ! "$PYTHON" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$file" 2>/dev/null; then
-        note "$file: does not parse under $PYTHON"; fi
-    done
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || note "$PYTHON: Python $("$PYTHON" -V 2>&1) is older than 3.10"
-    for name in torch pytest pip setuptools; do
-      "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$name') is None)" || note "$PYTHON: cannot import $name (a stage needs it)"
-    done
-    if [ -f tests/helpers/requirements.py ]; then
-      local unknown
-      unknown=$("$PYTHON" - "$REQUIRE" <<'EOF'
-import ast, sys
-tree = ast.parse(open("tests/helpers/requirements.py").read())
-names = next(ast.literal_eval(n.value) for n in tree.body
-             if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "NAMES" for t in n.targets))
-print(" ".join(sorted(set(filter(None, (x.strip() for x in sys.argv[1].split(",")))) - names.keys())))
+    # one interpreter for all Python-side checks: each line it prints is one problem
+    local line
+    while IFS= read -r line; do [ -z "$line" ] || note "$line"; done < <("$PYTHON" - "$PYTHON" "$REQUIRE" <<'EOF' 2>&1
+import ast, importlib.util, os, sys
+python, require = sys.argv[1], sys.argv[2]
+if sys.version_info < (3, 10):
+    print(f"{python}: Python {sys.version.split()[0]} is older than 3.10")
+for name in ("torch", "pytest", "pip", "setuptools"):
+    if importlib.util.find_spec(name) is None:
+        print(f"{python}: cannot import {name} (a stage needs it)")
+trees = {}
+for path in ("setup.py", "benchmarks/sanitizer_cases.py", "benchmarks/wheelhouse.py", "groupvit_fast/bench.py",
+             "groupvit_fast/info.py", "tests/conftest.py", "tests/helpers/requirements.py"):
+    if not os.path.isfile(path):
+        print(f"{path}: missing (a stage runs it)")
+        continue
+    try:
+        trees[path] = ast.parse(open(path).read(), path)
+    except SyntaxError as err:
+        print(f"{path}: does not parse under {python} (line {err.lineno}: {err.msg})")
+tree = trees.get("tests/helpers/requirements.py")
+if tree is not None:
+    tables = [ast.literal_eval(n.value) for n in tree.body
+              if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "NAMES" for t in n.targets)]
+    unknown = sorted({x.strip() for x in require.split(",") if x.strip()} - (tables[0].keys() if tables else set()))
+    if unknown:
+        print(f"GPU_CHECK_REQUIRE={require}: unknown name(s) {' '.join(unknown)} (tests/helpers/requirements.py NAMES)")
 EOF
-      ) || unknown="(tests/helpers/requirements.py has no NAMES table)"
-      [ -z "$unknown" ] || note "GPU_CHECK_REQUIRE=$REQUIRE: unknown name(s) $unknown (tests/helpers/requirements.py NAMES)"
-    fi
+    )
     if [ -n "$WHEELHOUSE" ] && [ -f benchmarks/wheelhouse.py ]; then
-      local line
       while IFS= read -r line; do [ -z "$line" ] || note "$line"; done < <("$PYTHON" benchmarks/wheelhouse.py check "$WHEELHOUSE" 2>&1 >/dev/null)
     fi
   fi
@@ -198,7 +208,7 @@ EOF
     case "$collected" in *" selected"*|*" collected"*|*"tests collected"*) ;; *) note "test stage: collection failed: $collected" ;; esac
   fi
 
-  echo "gpu_check plan: all in ${BUDGET} s (stages ${total} s with grace and overhead), results in ${OUT}, archive ${ARCHIVE}"
+  echo "gpu_check plan: all in ${BUDGET} s (stages ${total} s with grace and overhead), results in ${DEST}, archive ${ARCHIVE}"
   echo "here: nvcc ${CUDA_HOME:-not found}${CUDA_HOME:+/bin/nvcc}; compute-sanitizer ${SANITIZER:-not found};" \
        "MAX_JOBS=$MAX_JOBS; GPU: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | head -n 1 || echo none) (the stages need them, plan does not)"
   [ -z "${collected:-}" ] || echo "test stage collects: $collected"
@@ -221,7 +231,7 @@ if [ "$STAGE" = plan ]; then plan; exit $?; fi
 # ------------------------------------------------------------------------------------------------
 
 START=$SECONDS
-SUMMARY="$OUT/summary.txt"
+SUMMARY="$DEST/summary.txt"
 RESULTS=()      # "stage: status, seconds" of the finished stages
 RUNNING=""      # the line of the stage in flight
 CHILD=""        # its timeout process
@@ -231,11 +241,12 @@ left() { echo $(( BUDGET - (SECONDS - START) )); }
 
 write_summary() {
   {
-    echo "gpu_check $STAGE: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $((SECONDS - START)) s of ${BUDGET} s; results in $OUT"
+    echo "gpu_check $STAGE: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $((SECONDS - START)) s of ${BUDGET} s; results in $DEST"
+    echo "required backends (GPU_CHECK_REQUIRE): $REQUIRE; per-test limit ${TEST_TIMEOUT} s"
     printf '%s\n' "${RESULTS[@]}"
     [ -z "$RUNNING" ] || echo "$RUNNING"
-    if [ -f "$OUT/tests.xml" ]; then
-      timeout 20 "$PYTHON" - "$OUT/tests.xml" <<'EOF' 2>/dev/null || true
+    if [ -f "$DEST/tests.xml" ]; then
+      timeout 20 "$PYTHON" - "$DEST/tests.xml" <<'EOF' 2>/dev/null || true
 import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 suites = [root] if root.tag == "testsuite" else list(root)
@@ -244,10 +255,12 @@ passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
 print(f"tests: {passed} passed, {n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped (tests.xml)")
 EOF
     fi
-    if [ -f "$OUT/tests.log" ]; then grep -E '^(FAILED|ERROR) ' "$OUT/tests.log" | head -n 40; fi
-  } > "$SUMMARY.tmp" 2>&1 && mv "$SUMMARY.tmp" "$SUMMARY"
+    if [ -f "$DEST/tests.log" ]; then grep -E '^(FAILED|ERROR) ' "$DEST/tests.log" | head -n 40; fi
+    true  # no FAILED line is no error
+  } > "$SUMMARY.tmp" 2>&1
+  mv -f "$SUMMARY.tmp" "$SUMMARY"
   # the archive beside the folder, rewritten whole, then renamed: a kill never leaves half of one
-  mkdir -p "$(dirname "$ARCHIVE")" && timeout 30 tar -czf "$ARCHIVE.tmp" -C "$(dirname "$OUT")" "$(basename "$OUT")" \
+  mkdir -p "$(dirname "$ARCHIVE")" && timeout 30 tar -czf "$ARCHIVE.tmp" -C "$(dirname "$DEST")" "$(basename "$DEST")" \
     && mv "$ARCHIVE.tmp" "$ARCHIVE"
 }
 
@@ -280,11 +293,11 @@ run_stage() {  # run_stage INDEX: the stage STAGES[INDEX], its output in its log
   if [ "$limit" -lt 10 ]; then
     RESULTS+=("$name: SKIPPED (${limit} s left of the ${BUDGET} s budget)"); FAILED=1; write_summary; return
   fi
-  echo "== $name (at most ${limit} s; cap ${CAP[$name]} s) -> $OUT/${LOG[$name]}"
+  echo "== $name (at most ${limit} s; cap ${CAP[$name]} s) -> $DEST/${LOG[$name]}"
   RUNNING="$name: RUNNING since $(date -u +%H:%M:%S), at most ${limit} s"
   write_summary
   # in the background, so that a signal to this script is handled at once (trap), not after the stage
-  timeout --signal=INT --kill-after="$KILL_GRACE" "$limit" "${!var}" > "$OUT/${LOG[$name]}" 2>&1 &
+  timeout --signal=INT --kill-after="$KILL_GRACE" "$limit" "${!var}" > "$DEST/${LOG[$name]}" 2>&1 &
   CHILD=$!
   wait "$CHILD"; rc=$?
   CHILD=""
@@ -297,7 +310,7 @@ run_stage() {  # run_stage INDEX: the stage STAGES[INDEX], its output in its log
   RUNNING=""
   RESULTS+=("$name: $status, $((SECONDS - t0)) s")
   echo "${RESULTS[-1]}"
-  tail -n 3 "$OUT/${LOG[$name]}"
+  tail -n 3 "$DEST/${LOG[$name]}"
   write_summary
 }
 
@@ -322,10 +335,10 @@ print("torch.version.cuda:", torch.version.cuda, "| cuda available:", torch.cuda
 EOF
     command -v nvcc >/dev/null && timeout 20 nvcc --version | tail -n 2
     [ -z "$SANITIZER" ] || timeout 20 "$SANITIZER" --version | head -n 2
-  } > "$OUT/env.txt" 2>&1
+  } > "$DEST/env.txt" 2>&1
 }
 
-echo "gpu_check $STAGE -> $OUT (stages: ${STAGES[*]}; budget ${BUDGET} s)"
+echo "gpu_check $STAGE -> $DEST (stages: ${STAGES[*]}; budget ${BUDGET} s)"
 environment
 for ((i = 0; i < ${#STAGES[@]}; i++)); do
   case "${STAGES[$i]}" in
@@ -334,7 +347,7 @@ for ((i = 0; i < ${#STAGES[@]}; i++)); do
       export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" ;;
     build)
       run_stage "$i"
-      timeout 60 "$PYTHON" -m groupvit_fast.info > "$OUT/info.txt" 2>&1 || RESULTS+=("info: python -m groupvit_fast.info failed (info.txt)") ;;
+      timeout 60 "$PYTHON" -m groupvit_fast.info > "$DEST/info.txt" 2>&1 || RESULTS+=("info: python -m groupvit_fast.info failed (info.txt)") ;;
     memcheck|racecheck)
       if [ -z "$SANITIZER" ]; then RESULTS+=("${STAGES[$i]}: FAILED (compute-sanitizer not found)"); FAILED=1; continue; fi
       run_stage "$i" ;;
