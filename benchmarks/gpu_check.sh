@@ -236,6 +236,7 @@ RESULTS=()      # "stage: status, seconds" of the finished stages
 RUNNING=""      # the line of the stage in flight
 CHILD=""        # its timeout process
 FAILED=0
+FINAL=""        # the last line, once the run is over
 
 left() { echo $(( BUDGET - (SECONDS - START) )); }
 
@@ -256,6 +257,7 @@ print(f"tests: {passed} passed, {n['failures']} failed, {n['errors']} errors, {n
 EOF
     fi
     if [ -f "$DEST/tests.log" ]; then grep -E '^(FAILED|ERROR) ' "$DEST/tests.log" | head -n 40; fi
+    [ -z "$FINAL" ] || echo "$FINAL"
     true  # no FAILED line is no error
   } > "$SUMMARY.tmp" 2>&1
   mv -f "$SUMMARY.tmp" "$SUMMARY"
@@ -276,7 +278,7 @@ on_signal() {  # the stage in flight gets the signal too; its line says so; then
 }
 
 finish() {
-  RESULTS+=("gpu_check: $((SECONDS - START)) s, $([ "$FAILED" = 0 ] && echo 'every stage ok' || echo 'some stage FAILED')")
+  FINAL="gpu_check: $((SECONDS - START)) s, $([ "$FAILED" = 0 ] && echo 'every stage ok' || echo 'some stage FAILED')"
   write_summary
   echo "== summary ($SUMMARY, archive $ARCHIVE)"
   cat "$SUMMARY"
