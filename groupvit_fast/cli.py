@@ -325,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--trust-pickle", action="store_true",
                       help="allow full unpickling of SRC (only for files you trust)")
     conv.set_defaults(func=_cmd_convert)
+
+    from .evaluation.cli import add_eval_parser, add_prepare_parser
+
+    add_eval_parser(sub)
+    add_prepare_parser(sub)
     return parser
 
 

@@ -186,12 +186,15 @@ class GroupViTSegmenter:
     def __init__(self, model: nn.Module, classes, *, bg_thresh: float | None = None,
                  templates: str | Sequence[str] = "simple", crop_size: int = 448, stride: int = 224,
                  short_side: int = 448, max_long_side: int = 2048, crop_batch_size: int = 8,
-                 text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None):
+                 text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None,
+                 topk: int = 5):
         for name in ("img_encoder", "img_projector", "logit_scale", "encode_text"):
             if not hasattr(model, name):
                 raise TypeError(f"model must be a MultiLabelContrastive-like image-text model (no {name!r})")
         if crop_size <= 0 or stride <= 0 or crop_batch_size <= 0:
             raise ValueError("crop_size, stride and crop_batch_size must be positive")
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk <= 0:
+            raise ValueError(f"topk must be a positive int, got {topk!r}")
         self.model = model
         if isinstance(classes, ClassSet):
             self.class_set = classes if bg_thresh is None else ClassSet(classes.names, bg_thresh)
@@ -205,6 +208,8 @@ class GroupViTSegmenter:
         self.crop_batch_size = crop_batch_size
         self.text_cache = text_cache if text_cache is not None else TextEmbeddingCache()
         self.autocast_dtype = autocast_dtype
+        #: the image-level class filter keeps this many classes (NVlabs: 5)
+        self.topk = topk
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -241,7 +246,7 @@ class GroupViTSegmenter:
             image_x = model.img_projector(outs["x"])
             image_feat = model.img_projector(outs["feat"])
         maps = compose_soft_maps(outs["attn_dicts"])
-        affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale)
+        affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale, self.topk)
         h, w = crops.shape[-2:]
         return crop_class_scores(maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg,
                                  bg_thresh=self.class_set.bg_thresh)

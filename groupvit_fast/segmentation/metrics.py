@@ -2,7 +2,11 @@
 
 Pixels whose ground truth is ``ignore_index`` (255) are skipped; a class's IoU is
 ``TP / (TP + FP + FN)``; classes that appear neither in a ground truth nor in a prediction of the
-evaluated set have no IoU (NaN) and are left out of the mean, as mmseg does.
+evaluated set have no IoU (NaN) and are left out of the mean, as mmseg does. A class's accuracy
+is ``TP / (TP + FN)`` (NaN, and out of ``mAcc``, where it has no ground-truth pixel); ``aAcc`` is
+all correct pixels over all labelled pixels. Counts are summed over the whole dataset before any
+division (mmseg's ``total_area_*``), so the result does not depend on how images are split over
+processes.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ class ConfusionMatrix:
 
     def miou(self) -> float:
         values = [v for v in self.iou() if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    def class_accuracy(self) -> list[float]:
+        """Per-class accuracy ``TP / (TP + FN)`` (NaN where the class has no ground-truth pixel)."""
+        tp = self.counts.diag().tolist()
+        label = self.counts.sum(1).tolist()
+        return [float(t) / float(n) if n > 0 else math.nan for t, n in zip(tp, label)]
+
+    def mean_accuracy(self) -> float:
+        values = [v for v in self.class_accuracy() if not math.isnan(v)]
         return sum(values) / len(values) if values else math.nan
 
     def pixel_accuracy(self) -> float:

@@ -85,6 +85,13 @@ class TextEmbeddingCache:
             self._store.setdefault(model, {})[key] = emb
         return emb
 
+    def put(self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str],
+            embedding: torch.Tensor) -> None:
+        """Store an embedding computed elsewhere (e.g. on rank 0 and broadcast) for ``get`` to return."""
+        key = (tuple(class_names), _template_list(templates))
+        with self._lock:
+            self._store.setdefault(model, {})[key] = embedding
+
     def invalidate(self, model: nn.Module | None = None) -> None:
         with self._lock:
             if model is None:

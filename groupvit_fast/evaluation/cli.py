@@ -1,0 +1,209 @@
+"""``groupvit-fast eval cls|seg`` and ``groupvit-fast prepare-data context|coco-object``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the commands join a process group (NCCL with GPUs, gloo
+without), each rank evaluates its slice on ``cuda:LOCAL_RANK`` and rank 0 writes the report. All
+arguments and inputs are checked before the model is loaded; a failure is one line on stderr
+(exit status 1) and writes no report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_eval_parser", "add_prepare_parser"]
+
+
+def _cli_error():
+    from ..cli import CliError
+
+    return CliError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _init_distributed(args) -> tuple[int, int]:
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and (args.device is None or args.device.startswith("cuda"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _check_out(out: str) -> None:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise _cli_error()(f"{out}: exists and is not a folder")
+
+
+def _run(args, evaluate) -> int:
+    """Shared driver: distributed set-up, model, evaluation, report on rank 0."""
+    import torch.distributed as dist
+
+    from ..cli import _build_model
+    from .report import markdown_table, write_report
+
+    CliError = _cli_error()
+    _check_out(args.out)
+    rank, _ = _init_distributed(args)
+    try:
+        if args.checkpoint is None or not os.path.isfile(args.checkpoint):
+            raise CliError(f"{args.checkpoint}: no such checkpoint file")
+        model = _build_model(args)
+        try:
+            result, name, class_names = evaluate(model)
+        except (ValueError, TypeError, ImportError) as err:
+            raise CliError(str(err)) from None
+        if rank == 0:
+            paths = write_report(result, args.out, name, class_names)
+            print(markdown_table(result).splitlines()[0].lstrip("# "))
+            print(f"wrote {', '.join(paths[:2])}" + (f" and {len(paths) - 2} overlay(s)" if len(paths) > 2 else ""))
+    finally:
+        if dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dist.destroy_process_group()
+    return 0
+
+
+def _cmd_eval_seg(args) -> int:
+    from .datasets import check_sizes, find_samples, get_preset
+    from .segmentation import evaluate_segmentation
+
+    CliError = _cli_error()
+    try:
+        preset = get_preset(args.dataset)
+        # the layout before the model: a wrong --data-root fails in a second, not after loading weights
+        samples = find_samples(preset.name, args.data_root, args.split)
+        check_sizes(samples[: args.max_images] if args.max_images else samples)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+    def evaluate(model):
+        result = evaluate_segmentation(
+            model, dataset=preset.name, data_root=args.data_root, bg_thresh=args.bg_thresh, topk=args.topk,
+            batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet, split=args.split,
+            templates=args.templates, crop_batch_size=args.crop_batch_size, autocast=args.autocast,
+            max_images=args.max_images, keep_predictions=args.overlays)
+        return result, preset.name, preset.class_names
+
+    return _run(args, evaluate)
+
+
+def _cmd_eval_cls(args) -> int:
+    from .classification import evaluate_classification, imagenet_classes, resolve_templates
+
+    CliError = _cli_error()
+    try:
+        resolve_templates(args.templates)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    names = None
+    if args.class_names:
+        if not os.path.isfile(args.class_names):
+            raise CliError(f"{args.class_names}: no such class-name file")
+        with open(args.class_names, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    if not os.path.exists(args.data) and not any(c in args.data for c in "*?[{"):
+        raise CliError(f"{args.data}: no such folder or shard")
+
+    def evaluate(model):
+        result = evaluate_classification(
+            model, args.data, class_names=names, templates=args.templates, batch_size=args.batch_size,
+            num_workers=args.workers, resize=args.resize, crop=args.crop, progress=not args.quiet,
+            cache_dir=args.cache_dir, checkpoint=args.checkpoint if args.cache_dir else None,
+            max_images=args.max_images, autocast=args.autocast)
+        return result, "classification", names or imagenet_classes()
+
+    return _run(args, evaluate)
+
+
+def _common(p: argparse.ArgumentParser, batch: int) -> None:
+    p.add_argument("--checkpoint", required=True, help="NVlabs .pth, HF weights or safetensors")
+    p.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
+    p.add_argument("--out", default="eval_out", help="report folder (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=batch, help="images per step (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
+    p.add_argument("--autocast", choices=("bf16", "fp16"), help="mixed precision for the image encoder (GPU)")
+    p.add_argument("--max-images", type=_positive_int, help="evaluate only the first N images")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; cuda:LOCAL_RANK under "
+                                    "torchrun)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of the checkpoint (only for files you trust)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``eval seg`` and ``eval cls`` on the top-level ``groupvit-fast`` subparsers."""
+    from .datasets import DATASETS
+
+    ev = subparsers.add_parser("eval", help="zero-shot evaluation: ImageNet top-1 (cls), benchmark mIoU (seg)")
+    sub = ev.add_subparsers(dest="eval_command", required=True)
+    seg = sub.add_parser("seg", help="zero-shot mIoU on VOC, Context, COCO-Object, ADE20K or Cityscapes")
+    seg.add_argument("--dataset", required=True, choices=tuple(DATASETS), metavar="|".join(DATASETS))
+    seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
+    seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
+    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the dataset's)")
+    seg.add_argument("--topk", type=_positive_int, default=5, help="image-level class filter (default: %(default)s)")
+    seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
+    seg.add_argument("--crop-batch-size", type=_positive_int, default=8,
+                     help="448x448 crops per encoder call (default: %(default)s)")
+    seg.add_argument("--overlays", type=int, default=0, help="write overlay PNGs of the first N images")
+    _common(seg, 4)
+    seg.set_defaults(func=_cmd_eval_seg)
+    cls = sub.add_parser("cls", help="zero-shot top-1/top-5 on ImageNet val (ImageFolder or webdataset shards)")
+    cls.add_argument("--data", required=True, help="val/<wnid>/*.JPEG folder, a folder of .tar shards, or "
+                                                   "'imagenet-val-{000000..000049}.tar'")
+    cls.add_argument("--templates", default="subset", help="subset (NVlabs' 7, default), full (CLIP's 80), simple")
+    cls.add_argument("--class-names", help="file with one class name a line (default: the 1000 ImageNet names)")
+    cls.add_argument("--resize", type=_positive_int, default=256, help="shorter side before the crop (default: "
+                                                                       "%(default)s)")
+    cls.add_argument("--crop", type=_positive_int, default=224, help="centre crop (default: %(default)s)")
+    cls.add_argument("--cache-dir", help="cache the text classifier here per (checkpoint, classes, templates)")
+    _common(cls, 64)
+    cls.set_defaults(func=_cmd_eval_cls)
+    return ev
+
+
+def _cmd_prepare(args) -> int:
+    from .prepare import convert_coco_object, convert_context
+
+    CliError = _cli_error()
+    try:
+        if args.dataset == "context":
+            counts = convert_context(args.devkit, args.json, progress=not args.quiet)
+            print(f"wrote PASCAL Context labels: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
+        else:
+            n = convert_coco_object(args.stuff_dir, args.out_root, args.split, progress=not args.quiet)
+            print(f"wrote {n} COCO-Object label maps under {args.out_root}")
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    return 0
+
+
+def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``prepare-data context`` and ``prepare-data coco-object``."""
+    prep = subparsers.add_parser("prepare-data", help="build PASCAL Context / COCO-Object label maps")
+    sub = prep.add_subparsers(dest="dataset", required=True)
+    ctx = sub.add_parser("context", help="SegmentationClassContext from Detail's trainval_merged.json")
+    ctx.add_argument("--devkit", required=True, help="the VOCdevkit folder (holding VOC2010)")
+    ctx.add_argument("--json", required=True, help="trainval_merged.json")
+    coco = sub.add_parser("coco-object", help="*_instanceTrainIds.png from COCO-Stuff-164k label maps")
+    coco.add_argument("--stuff-dir", required=True, help="stuffthingmaps_trainval2017/val2017")
+    coco.add_argument("--out-root", required=True, help="the COCO-Object root (gets annotations/<split>2017)")
+    coco.add_argument("--split", default="val", help="default: %(default)s")
+    for p in (ctx, coco):
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_prepare)
+    return prep
+
