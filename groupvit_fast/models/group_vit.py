@@ -269,10 +269,7 @@ class GroupViT(nn.Module):
             if loaded.shape != self.pos_embed.shape:
                 state_dict = OrderedDict(state_dict)
                 h_new, w_new = self.patches_resolution[1], self.patches_resolution[0]
-                side = int(loaded.shape[1] ** 0.5)
-                grid = loaded.reshape(1, side, side, loaded.shape[-1]).permute(0, 3, 1, 2)
-                grid = F.interpolate(grid, size=(h_new, w_new), mode="bicubic", align_corners=False)
-                state_dict["pos_embed"] = grid.permute(0, 2, 3, 1).reshape(1, h_new * w_new, -1)
+                state_dict["pos_embed"] = interpolate_pos_encoding(loaded, h_new, w_new)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def build_simple_position_embedding(self) -> nn.Parameter:
