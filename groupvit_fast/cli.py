@@ -22,74 +22,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+from .cli_support import PROG, CliError, build_model_from_args, positive_int
 
-PROG = "groupvit-fast"
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
+__all__ = ["main", "build_parser", "CliError"]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def _load_config_file(path: str) -> dict:
-    import json
-
-    if not os.path.isfile(path):
-        raise CliError(f"{path}: no such config file")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.endswith((".yml", ".yaml")):
-        try:
-            from omegaconf import OmegaConf
-        except ImportError:
-            raise CliError(f"{path}: reading YAML configs needs omegaconf (pip install omegaconf)") from None
-        try:
-            cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        except Exception as err:  # noqa: BLE001
-            raise CliError(f"{path}: not a valid config ({err})") from None
-    else:
-        try:
-            cfg = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CliError(f"{path}: not valid JSON ({err})") from None
-    if isinstance(cfg, dict) and "type" not in cfg and isinstance(cfg.get("model"), dict):
-        cfg = cfg["model"]
-    if not isinstance(cfg, dict) or "type" not in cfg:
-        raise CliError(f"{path}: no model config (a mapping with 'type', or with a 'model' entry)")
-    return cfg
-
-
-def _build_model(args):
-    import torch
-
-    from .checkpoint import load_checkpoint
-    from .models.registry import build_model, released_config
-
-    config = _load_config_file(args.config) if args.config else None
-    try:
-        if args.checkpoint:
-            model = build_model(config) if config is not None else None
-            ckpt = load_checkpoint(args.checkpoint, model, trust_pickle=args.trust_pickle)
-            model = ckpt.model
-            if ckpt.kind != "full":
-                raise CliError(f"{args.checkpoint}: holds only vision-encoder weights; segmentation needs the "
-                               "image-text model")
-        else:
-            model = build_model(config if config is not None else released_config())
-            bar = "!" * 78
-            print(f"{bar}\n{PROG}: WARNING: no --checkpoint given: the model has RANDOM weights and its "
-                  f"segmentations are meaningless.\n{bar}", file=sys.stderr)
-    except ValueError as err:
-        raise CliError(str(err)) from None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = model.to(device).eval()
-    except (RuntimeError, AssertionError) as err:
-        raise CliError(f"cannot use device {device!r} ({err})") from None
-    return model
 
 
 def _inputs(path: str) -> list[str]:
@@ -158,7 +96,7 @@ def _cmd_segment(args) -> int:
         raise CliError(f"{out_dir}: exists and is not a folder")
     os.makedirs(out_dir, exist_ok=True)
 
-    model = _build_model(args)
+    model = build_model_from_args(args)
     try:
         segmenter = GroupViTSegmenter(model, class_set, templates=args.templates, crop_batch_size=args.crop_batch_size)
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
@@ -276,13 +214,6 @@ def _cmd_convert(args) -> int:
 # ---- parser ----------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="GroupViT with fused kernels: segmentation, weights, "
                                      "diagnostics.")
@@ -300,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bg-thresh", type=float, help="background threshold (default: preset's, else 0.95)")
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     seg.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    seg.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default: %(default)s)")
-    seg.add_argument("--crop-batch-size", type=_positive_int, default=8,
+    seg.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: %(default)s)")
+    seg.add_argument("--crop-batch-size", type=positive_int, default=8,
                      help="448x448 crops per encoder call (default: %(default)s)")
     seg.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     seg.add_argument("--trust-pickle", action="store_true",

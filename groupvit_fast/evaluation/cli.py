@@ -11,20 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..cli_support import CliError, positive_int
+
 __all__ = ["add_eval_parser", "add_prepare_parser"]
-
-
-def _cli_error():
-    from ..cli import CliError
-
-    return CliError
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def _init_distributed(args) -> tuple[int, int]:
@@ -45,17 +34,16 @@ def _init_distributed(args) -> tuple[int, int]:
 
 def _check_out(out: str) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
-        raise _cli_error()(f"{out}: exists and is not a folder")
+        raise CliError(f"{out}: exists and is not a folder")
 
 
 def _run(args, evaluate) -> int:
     """Shared driver: distributed set-up, model, evaluation, report on rank 0."""
     import torch.distributed as dist
 
-    from ..cli import _build_model
+    from ..cli_support import build_model_from_args as _build_model
     from .report import markdown_table, write_report
 
-    CliError = _cli_error()
     _check_out(args.out)
     rank, _ = _init_distributed(args)
     try:
@@ -80,7 +68,6 @@ def _cmd_eval_seg(args) -> int:
     from .datasets import check_sizes, find_samples, get_preset
     from .segmentation import evaluate_segmentation
 
-    CliError = _cli_error()
     try:
         preset = get_preset(args.dataset)
         # the layout before the model: a wrong --data-root fails in a second, not after loading weights
@@ -103,7 +90,6 @@ def _cmd_eval_seg(args) -> int:
 def _cmd_eval_cls(args) -> int:
     from .classification import evaluate_classification, imagenet_classes, resolve_templates
 
-    CliError = _cli_error()
     try:
         resolve_templates(args.templates)
     except ValueError as err:
@@ -132,10 +118,10 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--checkpoint", required=True, help="NVlabs .pth, HF weights or safetensors")
     p.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
     p.add_argument("--out", default="eval_out", help="report folder (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=batch, help="images per step (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=batch, help="images per step (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
     p.add_argument("--autocast", choices=("bf16", "fp16"), help="mixed precision for the image encoder (GPU)")
-    p.add_argument("--max-images", type=_positive_int, help="evaluate only the first N images")
+    p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; cuda:LOCAL_RANK under "
                                     "torchrun)")
     p.add_argument("--trust-pickle", action="store_true",
@@ -154,9 +140,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the dataset's)")
-    seg.add_argument("--topk", type=_positive_int, default=5, help="image-level class filter (default: %(default)s)")
+    seg.add_argument("--topk", type=positive_int, default=5, help="image-level class filter (default: %(default)s)")
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
-    seg.add_argument("--crop-batch-size", type=_positive_int, default=8,
+    seg.add_argument("--crop-batch-size", type=positive_int, default=8,
                      help="448x448 crops per encoder call (default: %(default)s)")
     seg.add_argument("--overlays", type=int, default=0, help="write overlay PNGs of the first N images")
     _common(seg, 4)
@@ -166,9 +152,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                                                    "'imagenet-val-{000000..000049}.tar'")
     cls.add_argument("--templates", default="subset", help="subset (NVlabs' 7, default), full (CLIP's 80), simple")
     cls.add_argument("--class-names", help="file with one class name a line (default: the 1000 ImageNet names)")
-    cls.add_argument("--resize", type=_positive_int, default=256, help="shorter side before the crop (default: "
+    cls.add_argument("--resize", type=positive_int, default=256, help="shorter side before the crop (default: "
                                                                        "%(default)s)")
-    cls.add_argument("--crop", type=_positive_int, default=224, help="centre crop (default: %(default)s)")
+    cls.add_argument("--crop", type=positive_int, default=224, help="centre crop (default: %(default)s)")
     cls.add_argument("--cache-dir", help="cache the text classifier here per (checkpoint, classes, templates)")
     _common(cls, 64)
     cls.set_defaults(func=_cmd_eval_cls)
@@ -178,7 +164,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_prepare(args) -> int:
     from .prepare import convert_coco_object, convert_context
 
-    CliError = _cli_error()
     try:
         if args.dataset == "context":
             counts = convert_context(args.devkit, args.json, progress=not args.quiet)

@@ -1,0 +1,86 @@
+"""What every ``groupvit-fast`` subcommand shares: the one-line error type, config files, and the
+model a command runs (from ``--checkpoint`` / ``--config``). The pipelines' own CLI modules
+(``evaluation/cli.py``, ``train/cli.py``) import this, not ``groupvit_fast.cli``, so the command line
+itself (which imports them to register their subcommands) is never imported back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int"]
+
+PROG = "groupvit-fast"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def load_config_file(path: str) -> dict:
+    import json
+
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: no such config file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith((".yml", ".yaml")):
+        try:
+            from omegaconf import OmegaConf
+        except ImportError:
+            raise CliError(f"{path}: reading YAML configs needs omegaconf (pip install omegaconf)") from None
+        try:
+            cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        except Exception as err:  # noqa: BLE001
+            raise CliError(f"{path}: not a valid config ({err})") from None
+    else:
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CliError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(cfg, dict) and "type" not in cfg and isinstance(cfg.get("model"), dict):
+        cfg = cfg["model"]
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise CliError(f"{path}: no model config (a mapping with 'type', or with a 'model' entry)")
+    return cfg
+
+
+def build_model_from_args(args: argparse.Namespace):
+    """The model of ``--checkpoint`` (and ``--config``), else the released config with random weights (warned),
+    on ``--device``, in eval mode."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .models.registry import build_model, released_config
+
+    config = load_config_file(args.config) if args.config else None
+    try:
+        if args.checkpoint:
+            model = build_model(config) if config is not None else None
+            ckpt = load_checkpoint(args.checkpoint, model, trust_pickle=args.trust_pickle)
+            model = ckpt.model
+            if ckpt.kind != "full":
+                raise CliError(f"{args.checkpoint}: holds only vision-encoder weights; segmentation needs the "
+                               "image-text model")
+        else:
+            model = build_model(config if config is not None else released_config())
+            bar = "!" * 78
+            print(f"{bar}\n{PROG}: WARNING: no --checkpoint given: the model has RANDOM weights and its "
+                  f"segmentations are meaningless.\n{bar}", file=sys.stderr)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = model.to(device).eval()
+    except (RuntimeError, AssertionError) as err:
+        raise CliError(f"cannot use device {device!r} ({err})") from None
+    return model
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
