@@ -3,6 +3,7 @@
 from .assign_attention import assign_attention, backend_usage, gumbel_noise
 from .backend import USABLE, AssignInputs, AssignParams, Availability
 from .dispatch import BACKENDS, ENV_VAR, PRIORITY, backend_table, select_backend
+from .shapes import AssignShape
 
 __all__ = [
     "assign_attention",
@@ -17,4 +18,5 @@ __all__ = [
     "AssignParams",
     "Availability",
     "USABLE",
+    "AssignShape",
 ]
