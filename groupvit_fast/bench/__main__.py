@@ -16,6 +16,7 @@ from .run import run_tier
 
 
 def _default_out() -> Path:
+    """``benchmarks/results`` of the source checkout, else ``./benchmark-results`` (an installed wheel)."""
     return REPO_ROOT / "benchmarks" / "results" if (REPO_ROOT / "benchmarks").is_dir() else Path("benchmark-results")
 
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parses ``argv`` (default: ``sys.argv[1:]``), runs or lists the tier, or re-renders a report;
+    returns the exit status (2: the device asked for is not there)."""
     args = build_parser().parse_args(argv)
     if args.render:
         report = json.loads(Path(args.render).read_text())
