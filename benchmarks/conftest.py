@@ -1,11 +1,12 @@
-"""pytest-benchmark harness for groupvit_fast: the cases of ``cases.py``, run per tier.
+"""pytest-benchmark harness for groupvit_fast: the cases of ``groupvit_fast.bench.cases``, run per tier.
 
     pytest benchmarks/                                   # GPU tier on a GPU, else the tiny CPU smoke tier
     pytest benchmarks/ --bench-tier cpu                  # the scaled-down CPU cases (issue #6)
     pytest benchmarks/ --bench-tier gpu-quick -k stage0  # a subset on a GPU
     pytest benchmarks/ --benchmark-disable               # each case once (CI)
 
-Tiers and cases are those of ``python -m groupvit_fast.bench`` (one definition, in ``cases.py``).
+Tiers and cases are those of ``python -m groupvit_fast.bench`` (one definition, installed with the
+package in ``groupvit_fast/bench/cases/``).
 Results are grouped per case, so pytest-benchmark's table compares the implementations of one
 case side by side; the report generator adds speed-ups, bandwidth and the plot.
 """
@@ -15,9 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groupvit_fast.bench import load_cases
-
-cases = load_cases()
+from groupvit_fast.bench import cases
 
 
 def pytest_addoption(parser):

@@ -24,17 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
-from groupvit_fast.ops import BACKENDS, assign_attention
+from groupvit_fast.ops import BACKENDS, AssignShape, assign_attention
 
 
 @dataclass(frozen=True)
 class Case:
+    """One sanitizer call: the op's shape, dtype and mode, and the input layout it exercises."""
+
     name: str
-    batch: int
-    groups: int
-    tokens: int
-    channels: int
-    heads: int = 1
+    shape: AssignShape
     dtype: torch.dtype = torch.float32
     mode: str = "eval"  # eval | train | soft
     strided_q: bool = False
@@ -42,15 +40,15 @@ class Case:
 
 
 CASES = (
-    Case("odd-eval", 2, 5, 37, 24),
-    Case("odd-train", 2, 5, 37, 24, mode="train"),
-    Case("odd-soft-attn", 2, 5, 37, 24, mode="soft", return_attn=True),
-    Case("one-group", 1, 1, 17, 8, mode="train"),
-    Case("one-token", 3, 7, 1, 16, mode="train"),
-    Case("heads-fp16", 2, 8, 64, 48, heads=6, dtype=torch.float16, mode="train"),
-    Case("strided-q", 2, 9, 50, 32, mode="train", strided_q=True),
-    Case("stage0-bf16", 1, 64, 196, 384, dtype=torch.bfloat16, mode="train", return_attn=True),
-    Case("stage1", 2, 8, 64, 384, mode="train"),
+    Case("odd-eval", AssignShape(2, 5, 37, 24)),
+    Case("odd-train", AssignShape(2, 5, 37, 24), mode="train"),
+    Case("odd-soft-attn", AssignShape(2, 5, 37, 24), mode="soft", return_attn=True),
+    Case("one-group", AssignShape(1, 1, 17, 8), mode="train"),
+    Case("one-token", AssignShape(3, 7, 1, 16), mode="train"),
+    Case("heads-fp16", AssignShape(2, 8, 64, 48, heads=6), dtype=torch.float16, mode="train"),
+    Case("strided-q", AssignShape(2, 9, 50, 32), mode="train", strided_q=True),
+    Case("stage0-bf16", AssignShape(1, 64, 196, 384), dtype=torch.bfloat16, mode="train", return_attn=True),
+    Case("stage1", AssignShape(2, 8, 64, 384), mode="train"),
 )
 
 
@@ -72,11 +70,12 @@ def _inputs(case: Case, seed: int = 0):
     def make(*shape):
         return torch.randn(*shape, generator=gen, device="cuda").to(case.dtype)
 
+    s = case.shape
     if case.strided_q:
-        q = make(case.batch, 2 * case.groups, case.channels)[:, ::2]  # every other group: a strided view
+        q = make(s.batch, 2 * s.groups, s.channels)[:, ::2]  # every other group: a strided view
     else:
-        q = make(case.batch, case.groups, case.channels)
-    k, v = make(case.batch, case.tokens, case.channels), make(case.batch, case.tokens, case.channels)
+        q = make(s.batch, s.groups, s.channels)
+    k, v = make(s.batch, s.tokens, s.channels), make(s.batch, s.tokens, s.channels)
     return q, k, v
 
 
@@ -85,7 +84,7 @@ def _call(case: Case, backend: str):
     train = case.mode == "train"
     if train:
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
-    result = assign_attention(q, k, v, num_heads=case.heads, hard=case.mode != "soft", gumbel=train, seed=1234,
+    result = assign_attention(q, k, v, num_heads=case.shape.heads, hard=case.mode != "soft", gumbel=train, seed=1234,
                               return_attn=case.return_attn, backend=backend)
     out, attn = result if case.return_attn else (result, None)
     tensors = [out]
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in status.items():
             print(f"backend {name}: {'usable' if reason is None else reason}")
         for c in cases:
-            print(f"case {c.name}: B={c.batch} G={c.groups} N={c.tokens} C={c.channels} h={c.heads} {c.dtype} {c.mode}"
+            print(f"case {c.name}: {c.shape.dims()} {c.dtype} {c.mode}"
                   + (" strided q" if c.strided_q else "") + (" return_attn" if c.return_attn else ""))
         return 0
     if not backends:

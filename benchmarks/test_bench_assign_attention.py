@@ -1,11 +1,9 @@
 """Op benchmarks: shape x mode (eval, train, soft) x dtype x implementation (reference, compiled
-reference, our backends), as defined in ``cases.py``."""
+reference, our backends), as defined in ``groupvit_fast.bench.cases``."""
 
 from __future__ import annotations
 
-from groupvit_fast.bench import load_cases
-
-cases = load_cases()
+from groupvit_fast.bench import cases
 
 
 def test_assign_attention(op_item, device, require_impl, run_benchmark):
@@ -15,7 +13,7 @@ def test_assign_attention(op_item, device, require_impl, run_benchmark):
     s = case.shape
     result = run_benchmark(runner.fn, case.id, impl=impl, backend=runner.backend, shape=s.dims(),
                            scaled_from=case.scaled_from, mode=case.mode.what,
-                           min_bytes=s.min_bytes(case.mode, case.torch_dtype), flops=s.flops(case.mode))
+                           min_bytes=cases.min_bytes(s, case.mode, case.torch_dtype), flops=cases.flops(s, case.mode))
     # the timed call computed the op: check what it returned (train: the three input gradients)
     if case.mode.backward:
         assert [tuple(g.shape) for g in result] == [(s.batch, s.groups, s.channels), (s.batch, s.tokens, s.channels),

@@ -12,10 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groupvit_fast.bench import load_cases, peak_memory, saved_bytes
+from groupvit_fast.bench import cases, peak_memory, saved_bytes
 from groupvit_fast.ops import BACKENDS
-
-cases = load_cases()
 
 
 def _nbytes(shape, dtype) -> int:

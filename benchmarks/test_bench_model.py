@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 
-from groupvit_fast.bench import load_cases
-
-cases = load_cases()
+from groupvit_fast.bench import cases
 
 
 def test_model(model_item, device, model_banks, require_impl, run_benchmark):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from groupvit_fast.bench import load_cases
-
-cases = load_cases()
+from groupvit_fast.bench import cases
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from .assign_attention import assign_attention, backend_usage, gumbel_noise
 from .attention import ATTN_ENV_VAR, attention_backend_table, attention_backend_usage, multi_head_attention
 from .backend import USABLE, AssignInputs, AssignParams, Availability
 from .dispatch import BACKENDS, ENV_VAR, PRIORITY, backend_table, select_backend
+from .shapes import AssignShape
 
 __all__ = [
     "assign_attention",
@@ -30,4 +31,5 @@ __all__ = [
     "AssignParams",
     "Availability",
     "USABLE",
+    "AssignShape",
 ]

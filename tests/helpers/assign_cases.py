@@ -13,21 +13,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from groupvit_fast.ops import BACKENDS
+from groupvit_fast.ops import BACKENDS, AssignShape
 from groupvit_fast.reference import assign_attention_forward_math
 from requirements import backend_requirement, requires
 
-
-@dataclass(frozen=True)
-class Shape:
-    batch: int
-    groups: int
-    tokens: int
-    channels: int
-    heads: int
-
-    def __str__(self) -> str:
-        return f"B{self.batch}-G{self.groups}-N{self.tokens}-C{self.channels}-h{self.heads}"
+#: The op's one shape type (``str(shape)``, e.g. ``B2-G1-N7-C8-h1``, is the test id); the tests call it ``Shape``.
+Shape = AssignShape
 
 
 # Odd sizes on purpose (G in {1,3,8,64}, N in {1,7,65,197}, C in {8,40,384}, heads in {1,2}),

@@ -5,6 +5,9 @@ case set: it must write the markdown, JSON and PNG, with the fields the spec ask
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,8 +16,9 @@ from paths import REPO_ROOT
 pytest.importorskip("pytest_benchmark")  # the suites' harness; the report itself needs only torch
 
 from groupvit_fast import bench
+from groupvit_fast.bench import cases
+from groupvit_fast.ops import AssignShape
 
-CASES_FILE = REPO_ROOT / "benchmarks" / "cases.py"
 # two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
 SELECTION = (r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
              r"|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$")
@@ -22,7 +26,6 @@ SELECTION = (r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
-    bench.load_cases(CASES_FILE)  # the source tree's cases, also when the package is installed elsewhere
     out = tmp_path_factory.mktemp("bench")
     assert bench.main(["--smoke", "--device", "cpu", "--filter", SELECTION, "--out", str(out), "--no-progress"]) == 0
     return out
@@ -50,7 +53,7 @@ def test_json_fields(report_dir):
     skipped = {(s["case"], s["impl"]) for s in report["skipped"]}
     # every selected item is either measured or listed with its reason
     assert len(ops) + len(report["model"]) + len(skipped) == len(
-        list(bench.load_cases().TIERS["smoke"].items(SELECTION)))
+        list(cases.TIERS["smoke"].items(SELECTION)))
     assert ("stage0-224", "train", "reference") in measured and ("stage0-448", "eval", "reference") in measured
     for r in ops:
         assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["reps"] >= 2
@@ -61,8 +64,8 @@ def test_json_fields(report_dir):
             assert r["speedup_vs_reference"] == pytest.approx(1.0)
         assert "speedup_vs_compiled" in r
         # CPU: the compute floor, the fused formulation's matmul FLOPs at the matmul rate of this run
-        assert r["floor_kind"] == "compute" and r["fused_flops"] == bench.load_cases().SHAPE_BY_NAME[
-            r["shape"]].with_batch(r["B"]).fused_flops(bench.load_cases().MODES[r["mode"]])
+        assert r["floor_kind"] == "compute" and r["fused_flops"] == cases.fused_flops(
+            cases.SHAPES[r["shape"]].with_batch(r["B"]), cases.MODES[r["mode"]])
         assert r["floor_ms"] == pytest.approx(r["fused_flops"] / (meta["matmul_gflops"] * 1e6))
         assert r["roofline_fraction"] == pytest.approx(r["floor_ms"] / r["median_ms"])
     train_ref = next(r for r in ops if r["mode"] == "train" and r["impl"] == "reference")
@@ -109,9 +112,53 @@ def test_measure_interleaved_alternates_and_isolates_failures():
     ("train", 10),  # hard forward (2) + backward: z again, dR = dO v^T, dq, dk (dv is a gather)
 ])
 def test_fused_flops_by_hand(mode, bgnc_total):
-    cases = bench.load_cases()
-    shape = cases.SHAPE_BY_NAME["stage0-224"].with_batch(3)
+    shape = cases.SHAPES["stage0-224"].with_batch(3)
     bgnc = 3 * 64 * 196 * 384
-    assert shape.fused_flops(cases.MODES[mode]) == bgnc_total * bgnc
+    assert cases.fused_flops(shape, cases.MODES[mode]) == bgnc_total * bgnc
     # the dense reference formulation (the GFLOP column): 4 BGNC forward, 8 BGNC backward
-    assert shape.flops(cases.MODES[mode]) == (12 if mode == "train" else 4) * bgnc
+    assert cases.flops(shape, cases.MODES[mode]) == (12 if mode == "train" else 4) * bgnc
+
+
+def test_the_distribution_carries_the_cases(tmp_path):
+    """``groupvit-fast bench`` needs no checkout: the package as setup.py ships it (its pure-Python
+    part, built with ``build_py`` into a folder outside the checkout) holds the cases, and run from
+    an empty folder with only that copy in front of the path it lists the CPU quick tier."""
+    lib = tmp_path / "lib"
+    env = {**os.environ, "GROUPVIT_FAST_SKIP_EXTENSION": "1"}  # no compile: the cases are Python
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=REPO_ROOT, env=env,
+                   check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in (lib / "groupvit_fast" / "bench" / "cases").glob("*.py")) == [
+        "__init__.py", "model.py", "op.py", "runner.py", "segment.py", "tiers.py"]
+    assert not (lib / "benchmarks").exists()
+
+    # what `python -m groupvit_fast.bench` does, after printing where the package came from
+    main = ("import runpy, sys, groupvit_fast.bench.cases as c; print(c.__file__, flush=True); "
+            "runpy.run_module('groupvit_fast.bench', run_name='__main__', alter_sys=True)")
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-c", main, "--quick", "--device", "cpu", "--list"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    where, *listed = proc.stdout.splitlines()
+    assert where == str(lib / "groupvit_fast" / "bench" / "cases" / "__init__.py")
+    assert listed == [f"{case.id}/{impl}" for case, impl in cases.tier_for("cpu", quick=True).items()]
+    assert {item.split("/")[0] for item in listed} == {"op", "model", "segment"}
+
+
+def test_the_cases_use_the_ops_shape_type():
+    """One shape type for the op: the benchmark cases' shapes are ``groupvit_fast.ops.AssignShape``."""
+    assert all(type(shape) is AssignShape for shape in cases.SHAPES.values())
+    assert all(type(case.shape) is AssignShape for tier in cases.TIERS.values() for case in tier.op_cases)
+    assert str(cases.SHAPES["multihead"]) == "B128-G64-N196-C384-h6"
+    assert cases.SHAPES["multihead"].dims() == "B=128 G=64 N=196 C=384 h=6"
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ((2, 3, 7, 8, 3), "channels=8 is not a multiple of heads=3"),
+    ((0, 3, 7, 8, 1), "batch must be a positive int, got 0"),
+    ((2, 3, 7.0, 8, 1), "tokens must be a positive int, got 7.0"),
+])
+def test_assign_shape_rejects_bad_sizes(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        AssignShape(*sizes)

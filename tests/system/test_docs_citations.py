@@ -107,7 +107,7 @@ def test_headings_are_read_from_markdown():
 
 def test_the_scan_sees_the_code_and_the_docs():
     scanned = set(TEXTS)
-    assert {"groupvit_fast/ops/assign_attention.py", "docs/assign_op.md", "benchmarks/cases.py"} <= scanned
+    assert {"groupvit_fast/ops/assign_attention.py", "docs/assign_op.md", "groupvit_fast/bench/cases/op.py"} <= scanned
     assert any(name.startswith("csrc/") for name in scanned)
     assert sum(len(cited_pages(t)) for t in TEXTS.values()) >= 40  # the code cites its docs throughout
 
