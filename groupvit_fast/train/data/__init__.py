@@ -145,5 +145,9 @@ class TrainData:
                worker_offset: int = 0) -> torch.utils.data.DataLoader:
         """The epoch's batches (an endless stream: the caller takes ``steps_per_epoch x accumulation``)."""
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
+        # a generator of its own: DataLoader draws its workers' base seed from it, and drawing from the
+        # global one would shift the model's random stream (Gumbel noise, drop path) on resume
+        generator = torch.Generator().manual_seed(self.seed + 1000 * epoch)
         return torch.utils.data.DataLoader(self.dataset(epoch, start_positions, worker_offset), batch_size=None,
-                                           num_workers=self.num_workers, pin_memory=self.pin_memory, **extra)
+                                           num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                           generator=generator, **extra)
