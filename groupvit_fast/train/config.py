@@ -100,7 +100,7 @@ def validate_keys(cfg: Mapping, schema: Mapping, where: str, prefix: str = "") -
             continue
         if key not in schema:
             close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ValueError(f"unknown config key {dotted!r} in {where}{hint}")
         expected = schema[key]
         if not _accepts(expected, value):
