@@ -66,8 +66,8 @@ def _load_config_file(path: str) -> dict:
 def _build_model(args):
     import torch
 
-    from .models.registry import build_model, released_config
     from .checkpoint import load_checkpoint
+    from .models.registry import build_model, released_config
 
     config = _load_config_file(args.config) if args.config else None
     try:

@@ -42,7 +42,6 @@ def test_linear_scaling_rule():
 @pytest.mark.parametrize("skip_embeddings", [False, True])
 def test_decay_groups(skip_embeddings):
     from groupvit_fast import build_model
-
     from groupvit_fast.models.registry import released_config
 
     cfg = released_config(multi_label=1)
