@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": _commit(), "device": _device_name(device), "torch": torch.__version__,
-        "python": platform.python_version(), "preset": args.preset, "batch": args.batch,
+        "python": platform.python_version(), "load_average_1min": os.getloadavg()[0], "preset": args.preset, "batch": args.batch,
         "dtype": args.dtype if dtype is not None or args.dtype != "auto" else "fp32", "step": rows, "loader": loader,
         "projection": {"samples_per_epoch": RECIPE_SAMPLES, "epochs": RECIPE_EPOCHS, "batch_per_process": args.batch,
                        "steps_one_process": steps, "hours_one_process": steps * step_s / 3600,
@@ -186,7 +186,8 @@ def main(argv=None) -> int:
     base = rows["original"]
     lines = [f"# Training step benchmark ({args.preset}, batch {args.batch}, {report['dtype']})", "",
              f"{report['date']}, commit {report['commit']}, {report['device']}, torch {report['torch']}, "
-             f"Python {report['python']}", "",
+             f"Python {report['python']}, load average {report['load_average_1min']:.1f} when it ended "
+             f"(a shared machine is slower than its cores suggest)", "",
              "| variant | images/s | step (ms) | peak memory (MiB) | speed vs original | memory vs original |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, row in rows.items():

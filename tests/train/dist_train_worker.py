@@ -1,7 +1,8 @@
 """One rank of tests/train/test_distributed.py: ``python dist_train_worker.py RANK WORLD INIT_FILE OUT_FILE``.
 
 Trains the test model for 3 steps through ``groupvit_fast.train`` (DDP + ``train_step`` + AdamW
-groups) on this rank's slice of fixed batches; saves the rank-averaged losses and the parameters.
+groups) on this rank's slice of fixed batches; saves the rank-averaged losses of the 3 steps and
+the first step's gradients.
 With ``WORLD == 1`` it is the single-process reference on the joined batches.
 """
 
@@ -53,13 +54,15 @@ def run(rank: int, world: int, init_file: str) -> dict:
     cfg = OmegaConf.create({"weight_decay": 0.05, "skip_decay_embeddings": False,
                             "optimizer": {"name": "adamw", "eps": 1e-8, "betas": [0.9, 0.999]}})
     optimizer = build_optimizer(wrapped, cfg, lr=1e-3)
-    losses = []
+    losses, grads = [], None
     for batch in batches():
         rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
         out = train_step(wrapped, [{k: v[rows] for k, v in batch.items()}], optimizer, device=info.device,
                          clip_grad=5.0)
         losses.append(all_reduce_mean(torch.stack([out["loss"], out["multi_label_loss"]])))
-    result = {"losses": torch.stack(losses), "params": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if grads is None:  # the first step's (DDP-averaged) gradients, before AdamW acts on them
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    result = {"losses": torch.stack(losses), "grads": grads}
     if world > 1:
         dist.destroy_process_group()
     return result

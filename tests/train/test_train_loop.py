@@ -64,10 +64,11 @@ def test_training_lowers_the_loss_and_learns_retrieval(shards, make_config, text
     assert not os.path.exists(os.path.join(cfg.output, "ckpt_epoch_0.pth"))  # tiny keeps the last 2
 
 
-@pytest.mark.parametrize("num_workers, stop_at", [(0, 5), (2, 11)])
+@pytest.mark.parametrize("num_workers, stop_at", [(0, 5), (2, 6)])
 def test_resume_continues_exactly(shards, make_config, text_transform, tmp_path, num_workers, stop_at):
-    # 2 epochs of 16 steps; stop mid-epoch (5) or in the second epoch (11 with accumulation 2 -> 8 steps/epoch)
-    opts = {"data.num_workers": num_workers}
+    # 2 epochs of 128 samples: 8 steps each, stop in the first (5); with accumulation 2, 4 steps each,
+    # stop in the second (6), the loader's 2 workers half-way through their round-robin
+    opts = {"data.num_workers": num_workers, "data.dataset.meta.synthetic.length": 128}
     if num_workers:
         opts["train.accumulation_steps"] = 2
     full = make_config(shards, output=str(tmp_path / "full"), **opts)
