@@ -128,7 +128,7 @@ setup(
     # kernels/ is installed as groupvit_fast.kernels, never as a top-level `kernels` module
     # (transformers probes for an unrelated Hugging Face package of that name).
     package_dir={"groupvit_fast.kernels": "kernels"},
-    package_data={"groupvit_fast": ["_build_info.json", "data/*"]},
+    package_data={"groupvit_fast": ["_build_info.json", "data/*"], "groupvit_fast.train": ["configs/*.yml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.11", "numpy"],
@@ -136,6 +136,7 @@ setup(
         "triton": ["triton>=3.6"],
         "test": ["pytest", "pytest-benchmark", "scipy", "transformers>=5.17", "safetensors"],
         "xformers": ["xformers"],
+        "train": ["omegaconf", "webdataset", "timm", "nltk", "tqdm", "pillow", "tensorboard"],
     },
     entry_points={"console_scripts": ["groupvit-fast=groupvit_fast.cli:main"]},
 )

@@ -8,7 +8,8 @@ Subcommands:
   image, and ``summary.json`` (with mIoU when ``--gt`` is given);
 * ``info``: what is built and usable (``groupvit_fast.info``);
 * ``bench ...``: the benchmark harness (``groupvit_fast.bench``);
-* ``convert SRC DST [--to nvlabs|hf]``: NVlabs ``.pth`` <-> HF weights <-> safetensors.
+* ``convert SRC DST [--to nvlabs|hf]``: NVlabs ``.pth`` <-> HF weights <-> safetensors;
+* ``train --config CFG [--opts k=v ...]``: training (``groupvit_fast.train``, docs/training.md).
 
 Errors (bad paths, unreadable images or checkpoints, unknown classes) end the command with one
 line on stderr and exit status 1; usage errors exit with 2. Output files are written atomically
@@ -261,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_prepare_parser(sub)
+
+    from .train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

@@ -1,0 +1,16 @@
+"""GroupViT training on image-text pairs with torch.distributed (docs/training.md).
+
+    from groupvit_fast.train import load_config, train
+    cfg = load_config("tiny", ["train.epochs=2"], output="runs/tiny")
+    train(cfg)
+
+The layout: ``config`` (YAML recipes, checks), ``data`` (webdataset shards, manifests, synthetic
+shapes), ``augment`` (timm), ``prompts`` (NLTK noun prompts), ``optim`` (AdamW groups, schedule),
+``step`` (one optimiser step), ``loop`` (the run), ``checkpointing``, ``distributed``, ``run_log``,
+``hooks`` (evaluation), ``benchmark`` (training-step throughput), ``cli``.
+"""
+
+from .config import load_config
+from .loop import Trainer, train
+
+__all__ = ["load_config", "train", "Trainer"]

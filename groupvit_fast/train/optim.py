@@ -1,0 +1,102 @@
+"""AdamW with NVlabs' weight-decay groups, linearly scaled learning rates and a per-step cosine schedule.
+
+* Decay groups: every parameter is decayed except 1-D ones and ``*.bias`` (NVlabs'
+  ``set_weight_decay``), so ``pos_embed``, the group tokens and the 0-D logit scales *are* decayed,
+  as in the original; ``skip_decay_embeddings=True`` exempts those too.
+* Scaling: ``base_lr``, ``warmup_lr`` and ``min_lr`` are multiplied by ``batch * world *
+  accumulation / 4096`` (NVlabs' linear scaling rule).
+* Schedule, per optimiser step ``t`` (timm's ``CosineLRScheduler(t_initial=T, warmup_t=W,
+  t_in_epochs=False)`` as NVlabs uses it): ``warmup_lr + t * (base_lr - warmup_lr) / W`` for
+  ``t < W``, then ``min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * t / T))``, and ``min_lr``
+  from ``T`` on, with ``T = epochs * steps_per_epoch`` and ``W = warmup_epochs * steps_per_epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "build_optimizer", "scaled_lrs", "CosineWarmup", "EMBEDDING_NAMES"]
+
+#: Parameter names (last component) exempted with ``skip_decay_embeddings``.
+EMBEDDING_NAMES = ("pos_embed", "group_token", "logit_scale", "multi_label_logit_scale", "positional_embedding",
+                   "token_embedding.weight")
+
+
+def _is_embedding(name: str) -> bool:
+    return any(name == e or name.endswith("." + e) for e in EMBEDDING_NAMES)
+
+
+def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
+                 skip_decay_embeddings: bool = False) -> list[dict]:
+    """``[{'params': decayed, 'weight_decay': wd}, {'params': not decayed, 'weight_decay': 0}]``."""
+    decay, no_decay = [], []
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim == 1 or name.endswith(".bias") or (skip_decay_embeddings and _is_embedding(name))
+        (no_decay if exempt else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def scaled_lrs(train_cfg, global_batch: int) -> tuple[float, float, float]:
+    """``(base_lr, warmup_lr, min_lr)`` scaled by ``global_batch / 4096`` (global batch includes accumulation)."""
+    factor = global_batch / 4096.0
+    return train_cfg.base_lr * factor, train_cfg.warmup_lr * factor, train_cfg.min_lr * factor
+
+
+def build_optimizer(model: nn.Module, train_cfg, lr: float) -> torch.optim.Optimizer:
+    """AdamW over ``param_groups``; the fused implementation on CUDA parameters."""
+    name = str(train_cfg.optimizer.name).lower()
+    if name != "adamw":
+        raise ValueError(f"train.optimizer.name: only 'adamw' is supported, got {name!r}")
+    groups = param_groups(model.named_parameters(), float(train_cfg.weight_decay),
+                          bool(train_cfg.skip_decay_embeddings))
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, eps=float(train_cfg.optimizer.eps),
+                             betas=tuple(train_cfg.optimizer.betas), fused=on_cuda or None)
+
+
+class CosineWarmup:
+    """The per-step learning rate (module docstring); ``state_dict``/``load_state_dict`` hold the step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_lr: float, min_lr: float,
+                 total_steps: int, warmup_steps: int):
+        if total_steps <= 0:
+            raise ValueError(f"the schedule needs at least one step, got total_steps={total_steps}")
+        self.optimizer = optimizer
+        self.base_lr, self.warmup_lr, self.min_lr = base_lr, warmup_lr, min_lr
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.step_count = 0
+        self._apply()
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_lr + step * (self.base_lr - self.warmup_lr) / self.warmup_steps
+        if step >= self.total_steps:
+            return self.min_lr
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * step / self.total_steps))
+
+    def _apply(self) -> None:
+        lr = self.lr_at(self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        """After an optimiser step: set the learning rate of the next one."""
+        self.step_count += 1
+        self._apply()
+
+    def get_last_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "base_lr": self.base_lr, "warmup_lr": self.warmup_lr,
+                "min_lr": self.min_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
