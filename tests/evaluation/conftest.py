@@ -1,14 +1,9 @@
-"""Fixtures of tests/evaluation: a tiny GroupViT and its checkpoint; this folder's helpers importable."""
-
-import os
-import sys
+"""Fixtures of tests/evaluation: a tiny GroupViT and its checkpoint (data writers: tests/helpers/eval_data.py)."""
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from eval_data import EVAL_CONFIG  # noqa: E402
+from eval_data import EVAL_CONFIG
 
 
 @pytest.fixture(scope="session")

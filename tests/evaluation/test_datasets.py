@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from eval_data import SIZES, make_layout, write_mask
 from PIL import Image
 
+from eval_data import SIZES, make_layout, write_mask
 from groupvit_fast.evaluation.datasets import (
     DATASETS,
     SegmentationSamples,

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from eval_data import CLASSES, SIZES, make_layout, write_imagefolder
 
+from eval_data import CLASSES, SIZES, make_layout, write_imagefolder
 from groupvit_fast.cli import main
 
 pytest.importorskip("open_clip", reason="the prompts need open_clip_torch's tokenizer")

@@ -8,9 +8,9 @@ import tarfile
 import pytest
 import torch
 import torch.nn.functional as F
-from eval_data import CLASSES, write_imagefolder
 from PIL import Image
 
+from eval_data import CLASSES, write_imagefolder
 from groupvit_fast.cli import main
 from groupvit_fast.evaluation import build_classifier, evaluate_classification, imagenet_classes, resolve_templates
 from groupvit_fast.evaluation.imagenet import val_transform

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from eval_data import SIZES, make_layout
 from PIL import Image
 
+from eval_data import SIZES, make_layout
 from groupvit_fast.cli import main
 from groupvit_fast.evaluation import evaluate_segmentation
 from groupvit_fast.evaluation.datasets import get_preset

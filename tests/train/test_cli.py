@@ -82,3 +82,23 @@ def test_evaluation_hook_folder_fallback(monkeypatch, shards, make_config, text_
     trainer.run()
     result = trainer.metrics
     assert 0 <= result["seg/folder/mIoU"] <= 100 and 0 <= result["seg/folder/aAcc"] <= 100
+
+
+def test_evaluation_hook_runs_the_real_evaluation(shards, make_config, tmp_path):
+    """The hook with groupvit_fast.evaluation itself (no fake) on a tiny VOC layout: its metrics are
+    exactly those of calling evaluate_segmentation directly, and the model comes back in train mode."""
+    from eval_data import EVAL_CONFIG, make_layout
+    from groupvit_fast import build_model
+    from groupvit_fast.evaluation import evaluate_segmentation
+    from groupvit_fast.train.hooks import EvaluationHook
+
+    make_layout(str(tmp_path / "voc"), "voc")
+    cfg = make_config(shards, **{"evaluate.task": "[seg]", "evaluate.seg.dataset": "voc",
+                                 "evaluate.seg.data_root": str(tmp_path / "voc")})
+    hook = EvaluationHook(cfg, is_main=True, log=lambda line: None)
+    model = build_model(EVAL_CONFIG).train()
+    results = hook(model)
+    assert model.training
+    direct = evaluate_segmentation(model.eval(), dataset="voc", data_root=str(tmp_path / "voc"), progress=False,
+                                   num_workers=0)
+    assert results == {f"seg/voc/{key}": float(direct[key]) for key in ("mIoU", "aAcc", "mAcc")}
