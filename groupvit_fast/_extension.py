@@ -16,6 +16,7 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -62,7 +63,7 @@ def _load():
     return module, USABLE
 
 
-def load_extension():
+def load_extension() -> ModuleType | None:
     """The loaded ``groupvit_fast._C`` module, or ``None`` (the reason is logged once)."""
     module, status = _load()
     if module is None and not getattr(load_extension, "_logged", False):

@@ -4,6 +4,7 @@ in both directions (HF -> NVlabs and back)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import torch
 
@@ -16,13 +17,14 @@ def _compile(template: str, placeholders: dict[str, str]) -> re.Pattern:
                               for i, part in enumerate(parts)))
 
 
-def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str]):
+def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str],
+                  ) -> tuple[list[tuple[re.Pattern[str], str]], list[tuple[re.Pattern[str], str]]]:
     """``(hf_to_nvlabs, nvlabs_to_hf)`` lists of ``(regex, target template)`` from ``(hf, nvlabs)`` pairs."""
     return ([(_compile(hf, placeholders), nv) for hf, nv in rules],
             [(_compile(nv, placeholders), hf) for hf, nv in rules])
 
 
-def rename(key: str, rules) -> str | None:
+def rename(key: str, rules: Iterable[tuple[re.Pattern[str], str]]) -> str | None:
     """The target key of the first rule whose pattern matches ``key`` whole, else ``None``."""
     for regex, target in rules:
         match = regex.fullmatch(key)

@@ -15,6 +15,7 @@ import contextlib
 import math
 import sys
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,8 @@ def _autocast_dtype(autocast, device: torch.device) -> torch.dtype | None:
 
 def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_thresh: float | None = None,
                           topk: int = 5, batch_size: int = 4, num_workers: int = 2,
-                          device: str | torch.device | None = None, progress: bool = True, **options) -> dict:
+                          device: str | torch.device | None = None, progress: bool = True,
+                          **options: Any) -> dict:
     """Zero-shot mIoU of ``model`` (a ``MultiLabelContrastive``) on ``dataset``'s validation split.
 
     ``dataset``: ``voc``, ``context``, ``coco-object``, ``ade20k`` or ``cityscapes`` (layouts in

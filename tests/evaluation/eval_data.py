@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from groupvit_small import small_config
 from PIL import Image
+
+from groupvit_small import small_config
 
 # real CLIP token ids (vocabulary 49408) so that the prompts go through the shipped tokenizer
 EVAL_CONFIG = small_config(text_encoder={"vocab_size": 49408, "context_length": 77, "layers": 1})
