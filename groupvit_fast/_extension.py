@@ -14,7 +14,7 @@ import importlib
 import json
 import logging
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -44,7 +44,7 @@ def _torch_base_version(version: str) -> str:
     return version.split("+")[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load():
     """``(module or None, Availability)``, decided once per process."""
     if os.environ.get(DISABLE_ENV_VAR, "") not in ("", "0"):

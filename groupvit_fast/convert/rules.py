@@ -42,7 +42,7 @@ def split_fused_qkv(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     """A fused ``[3C, ...]`` projection (rows ordered q, k, v) -> ``{"q", "k", "v"}`` copies."""
     if tensor.shape[0] % 3:
         raise ValueError(f"state_dict: {key} has {tensor.shape[0]} rows, not a fused q/k/v (multiple of 3)")
-    return {which: part.clone() for which, part in zip("qkv", tensor.chunk(3, dim=0))}
+    return {which: part.clone() for which, part in zip("qkv", tensor.chunk(3, dim=0), strict=True)}
 
 
 def join_qkv(parts: dict[str, torch.Tensor], where: str) -> torch.Tensor:

@@ -44,7 +44,7 @@ def segmentation_metrics(confusion: ConfusionMatrix, class_names: tuple[str, ...
         return None if math.isnan(v) else 100.0 * v
 
     per_class = {name: {"IoU": pct(iou), "Acc": pct(acc)}
-                 for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy())}
+                 for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy(), strict=True)}
     return {"mIoU": pct(confusion.miou()), "mAcc": pct(confusion.mean_accuracy()),
             "aAcc": pct(confusion.pixel_accuracy()), "per_class": per_class}
 
@@ -136,7 +136,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
                 if error is not None:
                     break
                 scores = segmenter.predict_scores([item["image"] for item in batch], preprocessed=True)
-                for item, score in zip(batch, scores):
+                for item, score in zip(batch, scores, strict=True):
                     mask = item["mask"]
                     # mmseg resizes the averaged scores to the original size before the argmax
                     score = F.interpolate(score[None], size=tuple(mask.shape), mode="bilinear",

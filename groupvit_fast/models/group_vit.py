@@ -199,7 +199,8 @@ class GroupViT(nn.Module):
             raise ValueError("num_output_groups must have one entry fewer than depths")
         if pos_embed_type not in ("simple", "fourier"):
             raise ValueError(f"pos_embed_type must be 'simple' or 'fourier', got {pos_embed_type!r}")
-        for i, (factor, heads) in enumerate(zip(embed_factors, num_heads)):
+        # strict=False: an all-zero num_heads may be shorter than the stages (checked above), and 0 checks nothing
+        for i, (factor, heads) in enumerate(zip(embed_factors, num_heads, strict=False)):
             width = int(embed_dim * factor)
             if heads and width % heads:
                 raise ValueError(f"num_heads[{i}]={heads} must divide stage {i}'s width "

@@ -52,7 +52,7 @@ def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -
 
 @torch.library.custom_op("groupvit_fast::assign_attention", mutates_args=())
 def _assign_attention_op(
-    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,
+    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,  # noqa: UP045 (custom_op schema)
     hard: bool, gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
@@ -70,7 +70,7 @@ def _(q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps
 
 @torch.library.custom_op("groupvit_fast::assign_attention_backward", mutates_args=())
 def _assign_attention_backward_op(
-    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],  # noqa: UP045 (custom_op schema)
     seed: Tensor, num_heads: int, scale: float, hard: bool, gumbel: bool, tau: float, sum_assign: bool,
     eps: float, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:

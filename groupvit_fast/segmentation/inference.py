@@ -293,11 +293,11 @@ class GroupViTSegmenter:
                 chunk = shape_jobs[start:start + self.crop_batch_size]
                 crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
                 scores = self.crop_scores(crops).to(sums[0].dtype)
-                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores):
+                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
                     sums[i][:, y1:y2, x1:x2] += s
                     counts[i][:, y1:y2, x1:x2] += 1
         out = []
-        for s, c, size in zip(sums, counts, sizes):
+        for s, c, size in zip(sums, counts, sizes, strict=True):
             avg = s / c
             if tuple(avg.shape[-2:]) != size:
                 avg = F.interpolate(avg[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -128,7 +128,8 @@ def class_fractions(labels: torch.Tensor, class_names: Sequence[str]) -> dict[st
     """Fraction of pixels per class name (every class listed, in label order)."""
     counts = torch.bincount(labels.to("cpu", torch.int64).flatten(), minlength=len(class_names))
     total = max(int(labels.numel()), 1)
-    return {name: int(c) / total for name, c in zip(class_names, counts.tolist())}
+    # strict=False: bincount is longer than class_names if labels hold ids past them; those are not listed
+    return {name: int(c) / total for name, c in zip(class_names, counts.tolist(), strict=False)}
 
 
 def save_json(path: str, data: Any) -> None:
