@@ -14,8 +14,9 @@ import importlib
 import json
 import logging
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -43,7 +44,7 @@ def _torch_base_version(version: str) -> str:
     return version.split("+")[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load():
     """``(module or None, Availability)``, decided once per process."""
     if os.environ.get(DISABLE_ENV_VAR, "") not in ("", "0"):
@@ -62,7 +63,7 @@ def _load():
     return module, USABLE
 
 
-def load_extension():
+def load_extension() -> ModuleType | None:
     """The loaded ``groupvit_fast._C`` module, or ``None`` (the reason is logged once)."""
     module, status = _load()
     if module is None and not getattr(load_extension, "_logged", False):

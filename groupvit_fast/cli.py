@@ -117,7 +117,7 @@ def _cmd_segment(args) -> int:
         except ValueError as err:
             raise CliError(str(err)) from None
         labels = segmenter.predict(batch)
-        for path, image, label, mask in zip(paths, batch, labels, masks):
+        for path, image, label, mask in zip(paths, batch, labels, masks, strict=True):
             stem = os.path.splitext(os.path.basename(path))[0]
             label = label.cpu()
             fractions = class_fractions(label, names)
@@ -140,7 +140,7 @@ def _cmd_segment(args) -> int:
         ious = confusion.iou()
         summary["miou"] = confusion.miou()
         summary["pixel_accuracy"] = confusion.pixel_accuracy()
-        summary["iou"] = {n: (None if math.isnan(v) else v) for n, v in zip(names, ious)}
+        summary["iou"] = {n: (None if math.isnan(v) else v) for n, v in zip(names, ious, strict=True)}
         if summary["miou"] != summary["miou"]:  # NaN: no labelled pixel
             summary["miou"] = None
         print(f"mIoU {100 * summary['miou']:.2f}" if summary["miou"] is not None else "mIoU n/a (no labelled pixel)")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int"]
 
@@ -47,7 +51,7 @@ def load_config_file(path: str) -> dict:
     return cfg
 
 
-def build_model_from_args(args: argparse.Namespace):
+def build_model_from_args(args: argparse.Namespace) -> nn.Module:
     """The model of ``--checkpoint`` (and ``--config``), else the released config with random weights (warned),
     on ``--device``, in eval mode."""
     import torch

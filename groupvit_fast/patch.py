@@ -231,7 +231,7 @@ def _target_classes(target) -> list[type]:
     return classes
 
 
-def apply_groupvit_fast_to_classes(target="transformers", *, attn_backend: str = "auto",
+def apply_groupvit_fast_to_classes(target: str | types.ModuleType = "transformers", *, attn_backend: str = "auto",
                                    assign_backend: str = "auto") -> list[str]:
     """Patch the GroupViT classes of ``target`` (``"transformers"`` or the module defining NVlabs'
     ``AssignAttention`` / ``Attention``): every instance, built before or after, runs the fast path.
@@ -249,7 +249,7 @@ def apply_groupvit_fast_to_classes(target="transformers", *, attn_backend: str =
     return names
 
 
-def revert_groupvit_fast_classes(target="transformers") -> list[str]:
+def revert_groupvit_fast_classes(target: str | types.ModuleType = "transformers") -> list[str]:
     """Restore the classes patched by ``apply_groupvit_fast_to_classes(target)``; returns their names."""
     names = []
     for cls in _target_classes(target):

@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -60,8 +61,10 @@ def _load_open_clip_tokenizer_module():
     return module
 
 
-def get_tokenizer():
-    """The shared ``open_clip`` ``SimpleTokenizer`` (built once; its BPE cache is reused)."""
+def get_tokenizer() -> Any:
+    """The shared ``open_clip`` ``SimpleTokenizer`` (built once; its BPE cache is reused).
+
+    Typed ``Any``: the class comes from open_clip's tokenizer module, loaded by path at the first call."""
     global _tokenizer
     with _lock:
         if _tokenizer is None:

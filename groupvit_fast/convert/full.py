@@ -22,6 +22,7 @@ Every function raises ``ValueError`` naming the keys it cannot map: never a part
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import torch
 
@@ -116,13 +117,13 @@ def nvlabs_text_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
 # ---- the full model --------------------------------------------------------------------------
 
 
-def is_hf_full(state_dict) -> bool:
+def is_hf_full(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict looks like a whole HF ``GroupViTModel`` (text tower or projections present)."""
     return any(k.startswith((HF_TEXT_PREFIX, "visual_projection.", "text_projection.")) or k == "logit_scale"
                for k in state_dict) and not any(k.startswith(("img_encoder.", "text_encoder.")) for k in state_dict)
 
 
-def is_nvlabs_full(state_dict) -> bool:
+def is_nvlabs_full(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict looks like a whole NVlabs ``MultiLabelContrastive``."""
     return any(k.startswith(("img_encoder.", "text_encoder.", "img_projector.", "text_projector.")) for k in state_dict)
 

@@ -4,6 +4,7 @@ in both directions (HF -> NVlabs and back)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import torch
 
@@ -16,13 +17,14 @@ def _compile(template: str, placeholders: dict[str, str]) -> re.Pattern:
                               for i, part in enumerate(parts)))
 
 
-def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str]):
+def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str],
+                  ) -> tuple[list[tuple[re.Pattern[str], str]], list[tuple[re.Pattern[str], str]]]:
     """``(hf_to_nvlabs, nvlabs_to_hf)`` lists of ``(regex, target template)`` from ``(hf, nvlabs)`` pairs."""
     return ([(_compile(hf, placeholders), nv) for hf, nv in rules],
             [(_compile(nv, placeholders), hf) for hf, nv in rules])
 
 
-def rename(key: str, rules) -> str | None:
+def rename(key: str, rules: Iterable[tuple[re.Pattern[str], str]]) -> str | None:
     """The target key of the first rule whose pattern matches ``key`` whole, else ``None``."""
     for regex, target in rules:
         match = regex.fullmatch(key)
@@ -40,7 +42,7 @@ def split_fused_qkv(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     """A fused ``[3C, ...]`` projection (rows ordered q, k, v) -> ``{"q", "k", "v"}`` copies."""
     if tensor.shape[0] % 3:
         raise ValueError(f"state_dict: {key} has {tensor.shape[0]} rows, not a fused q/k/v (multiple of 3)")
-    return {which: part.clone() for which, part in zip("qkv", tensor.chunk(3, dim=0))}
+    return {which: part.clone() for which, part in zip("qkv", tensor.chunk(3, dim=0), strict=True)}
 
 
 def join_qkv(parts: dict[str, torch.Tensor], where: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def build_classifier(model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "subset",
-                     **kwargs) -> torch.Tensor:
+                     **kwargs: Any) -> torch.Tensor:
     """``W [K, C]``: row ``k`` is ``normalize(mean_t text_projector(text_encoder(tok(t.format(name_k)))))``.
 
     Equivalent PyTorch: ``F.normalize(torch.stack([model.encode_text(tokenize([t.format(n) for t in
@@ -103,7 +104,7 @@ def _worker_init(_worker_id: int) -> None:
 def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequence[str] | None = None,
                             templates: str | Sequence[str] = "subset", batch_size: int = 64, num_workers: int = 2,
                             resize: int = 256, crop: int = 224, device: str | torch.device | None = None,
-                            progress: bool = True, **options) -> dict:
+                            progress: bool = True, **options: Any) -> dict:
     """Zero-shot top-1/top-5 of ``model`` (a ``MultiLabelContrastive``) on ImageNet-style data.
 
     ``data``: an ImageFolder tree (``val/<wnid>/*.JPEG``) or webdataset shards (a folder of

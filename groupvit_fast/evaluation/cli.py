@@ -129,7 +129,7 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``eval seg`` and ``eval cls`` on the top-level ``groupvit-fast`` subparsers."""
     from .datasets import DATASETS
 
@@ -176,7 +176,8 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
-def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
+def add_prepare_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+                       ) -> argparse.ArgumentParser:
     """Register ``prepare-data context`` and ``prepare-data coco-object``."""
     prep = subparsers.add_parser("prepare-data", help="build PASCAL Context / COCO-Object label maps")
     sub = prep.add_subparsers(dest="dataset", required=True)

@@ -20,9 +20,13 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["ImageRecord", "find_imagefolder", "find_shards", "index_shards", "ImageNetSamples", "val_transform",
            "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -133,7 +137,7 @@ def index_shards(shards: list[str]) -> list[ImageRecord]:
     return records
 
 
-def val_transform(image, resize: int = 256, crop: int = 224) -> torch.Tensor:
+def val_transform(image: PILImage, resize: int = 256, crop: int = 224) -> torch.Tensor:
     """PIL RGB image -> normalised ``float32 [3, crop, crop]`` (resize shorter side, centre crop)."""
     from PIL import Image
 

@@ -7,6 +7,7 @@ leaves no file behind and an existing report is either the old one or the comple
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from ..segmentation.io import atomic_write, save_json, save_overlay_png
 
@@ -34,7 +35,7 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines + ["", f"Settings: {settings}.", ""])
 
 
-def write_report(result: dict, out_dir: str, name: str, class_names=None) -> list[str]:
+def write_report(result: dict, out_dir: str, name: str, class_names: Sequence[str] | None = None) -> list[str]:
     """Write ``<name>.json`` and ``<name>.md`` (and ``<name>_overlays/*.png`` for the result's
     ``predictions``) under ``out_dir``; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)

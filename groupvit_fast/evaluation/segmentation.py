@@ -15,6 +15,7 @@ import contextlib
 import math
 import sys
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ def segmentation_metrics(confusion: ConfusionMatrix, class_names: tuple[str, ...
         return None if math.isnan(v) else 100.0 * v
 
     per_class = {name: {"IoU": pct(iou), "Acc": pct(acc)}
-                 for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy())}
+                 for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy(), strict=True)}
     return {"mIoU": pct(confusion.miou()), "mAcc": pct(confusion.mean_accuracy()),
             "aAcc": pct(confusion.pixel_accuracy()), "per_class": per_class}
 
@@ -70,7 +71,8 @@ def _autocast_dtype(autocast, device: torch.device) -> torch.dtype | None:
 
 def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_thresh: float | None = None,
                           topk: int = 5, batch_size: int = 4, num_workers: int = 2,
-                          device: str | torch.device | None = None, progress: bool = True, **options) -> dict:
+                          device: str | torch.device | None = None, progress: bool = True,
+                          **options: Any) -> dict:
     """Zero-shot mIoU of ``model`` (a ``MultiLabelContrastive``) on ``dataset``'s validation split.
 
     ``dataset``: ``voc``, ``context``, ``coco-object``, ``ade20k`` or ``cityscapes`` (layouts in
@@ -134,7 +136,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
                 if error is not None:
                     break
                 scores = segmenter.predict_scores([item["image"] for item in batch], preprocessed=True)
-                for item, score in zip(batch, scores):
+                for item, score in zip(batch, scores, strict=True):
                     mask = item["mask"]
                     # mmseg resizes the averaged scores to the original size before the argmax
                     score = F.interpolate(score[None], size=tuple(mask.shape), mode="bilinear",

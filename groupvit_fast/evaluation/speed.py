@@ -129,7 +129,7 @@ def _report(result: dict) -> str:
         pass
     lines = [
         f"# eval throughput ({result['device']}, {result['model']}, random weights)", "",
-        f"Date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, torch "
+        f"Date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu}.", "",
         f"`python -m groupvit_fast.evaluation.speed --model {result['model']} --images {result['num_images']}`", "",
         "| what | images/s |", "| --- | ---: |",

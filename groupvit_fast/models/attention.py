@@ -8,6 +8,8 @@ original materialised ``softmax(QK^T)``, the reference model); see ``groupvit_fa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -55,8 +57,9 @@ def attention_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | 
 class Attention(nn.Module):
     """Multi-head (self- or cross-) attention with NVlabs' parameter layout."""
 
-    def __init__(self, dim, num_heads, out_dim=None, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0,
-                 qkv_fuse=False, attn_backend: str = "auto"):
+    def __init__(self, dim: int, num_heads: int, out_dim: int | None = None, qkv_bias: bool = False,
+                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 qkv_fuse: bool = False, attn_backend: str = "auto"):
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
         self.num_heads = num_heads
@@ -83,9 +86,10 @@ class Attention(nn.Module):
 class CrossAttnBlock(nn.Module):
     """Cross attention of ``query`` to ``key`` with an MLP; ``post_norm`` puts the LN at the end."""
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, post_norm=False,
-                 attn_backend: str = "auto"):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 act_layer: Callable[[], nn.Module] = nn.GELU, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+                 post_norm: bool = False, attn_backend: str = "auto"):
         super().__init__()
         if post_norm:
             self.norm_post = norm_layer(dim)
@@ -101,7 +105,8 @@ class CrossAttnBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    def forward(self, query, key, *, mask=None):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``query [B, L, C]`` attends to ``key [B, S, C]`` (optional additive ``mask [B, L, S]``) -> ``[B, L, C]``."""
         x = query + self.drop_path(self.attn(self.norm_q(query), self.norm_k(key), mask=mask))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return self.norm_post(x)
@@ -110,8 +115,10 @@ class CrossAttnBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Pre-norm transformer block with fused-qkv self-attention."""
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, qk_scale=None, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, act_layer=nn.GELU, norm_layer=nn.LayerNorm, attn_backend: str = "auto"):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 act_layer: Callable[[], nn.Module] = nn.GELU, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+                 attn_backend: str = "auto"):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
@@ -120,6 +127,7 @@ class AttnBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    def forward(self, x, mask=None):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, N, C]`` (optional additive ``mask [B, N, N]``) -> ``[B, N, C]``."""
         x = x + self.drop_path(self.attn(self.norm1(x), mask=mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))

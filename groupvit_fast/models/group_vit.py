@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +20,12 @@ import torch.utils.checkpoint as checkpoint
 from torch import nn
 
 from .attention import AttnBlock
-from .grouping import GroupingBlock, check_assign_backend
+from .grouping import AttnMaps, GroupingBlock, check_assign_backend
 from .layers import MixerMlp, to_2tuple, trunc_normal_
 from .registry import register_model
+
+if TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
 
 __all__ = ["GroupViT", "GroupingLayer", "PatchEmbed", "interpolate_pos_encoding"]
 
@@ -40,7 +45,9 @@ def interpolate_pos_encoding(pos_embed: torch.Tensor, h: int, w: int) -> torch.T
 class PatchEmbed(nn.Module):
     """Image to patch tokens: a strided conv, flattened, optionally LayerNorm'ed."""
 
-    def __init__(self, img_size=224, kernel_size=7, stride=4, padding=2, in_chans=3, embed_dim=96, norm_layer=None):
+    def __init__(self, img_size: int | Sequence[int] = 224, kernel_size: int | Sequence[int] = 7,
+                 stride: int | Sequence[int] = 4, padding: int | Sequence[int] = 2, in_chans: int = 3,
+                 embed_dim: int = 96, norm_layer: Callable[[int], nn.Module] | None = None):
         super().__init__()
         img_size, kernel_size = to_2tuple(img_size), to_2tuple(kernel_size)
         stride, padding = to_2tuple(stride), to_2tuple(padding)
@@ -58,7 +65,8 @@ class PatchEmbed(nn.Module):
     def num_patches(self) -> int:
         return self.patches_resolution[1] * self.patches_resolution[0]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """``[B, C, H, W]`` -> (``[B, h * w, embed_dim]`` tokens, the ``(h, w)`` token grid)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor image batch, got {type(x).__name__}")
         if x.dim() != 4:
@@ -89,9 +97,12 @@ class PatchEmbed(nn.Module):
 class GroupingLayer(nn.Module):
     """One stage: optional group tokens, ``depth`` transformer blocks, then an optional grouping block."""
 
-    def __init__(self, dim, num_input_token, depth, num_heads, num_group_token, mlp_ratio=4.0, qkv_bias=True,
-                 qk_scale=None, drop=0.0, attn_drop=0.0, drop_path=0.0, norm_layer=nn.LayerNorm, downsample=None,
-                 use_checkpoint=False, group_projector=None, zero_init_group_token=False, attn_backend="auto"):
+    def __init__(self, dim: int, num_input_token: int, depth: int, num_heads: int, num_group_token: int,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: float | Sequence[float] = 0.0,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, downsample: nn.Module | None = None,
+                 use_checkpoint: bool = False, group_projector: nn.Module | None = None,
+                 zero_init_group_token: bool = False, attn_backend: str = "auto"):
         super().__init__()
         self.dim = dim
         self.input_length = num_input_token
@@ -120,15 +131,19 @@ class GroupingLayer(nn.Module):
     def with_group_token(self) -> bool:
         return self.group_token is not None
 
-    def split_x(self, x):
+    def split_x(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, L + S, C]`` -> (image tokens ``[B, L, C]``, group tokens ``[B, S, C]`` or None)."""
         if self.with_group_token:
             return x[:, :-self.num_group_token], x[:, -self.num_group_token:]
         return x, None
 
-    def concat_x(self, x, group_token=None):
+    def concat_x(self, x: torch.Tensor, group_token: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, L, C]`` and ``[B, S, C]`` -> ``[B, L + S, C]`` (``x`` alone without group tokens)."""
         return x if group_token is None else torch.cat([x, group_token], dim=1)
 
-    def forward(self, x, prev_group_token=None, return_attn=False):
+    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None = None, return_attn: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, AttnMaps | None]:
+        """``x [B, L, C]`` -> (tokens after the stage, its group tokens or None, its attention maps or None)."""
         if self.with_group_token:
             group_token = self.group_token.expand(x.size(0), -1, -1)
             if self.group_projector is not None:
@@ -162,11 +177,14 @@ class GroupViT(nn.Module):
     with ``return_attn``; a tuple (or the bare tensor) unless ``as_dict``.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=0, embed_dim=384, embed_factors=(1, 1, 1),
-                 depths=(6, 3, 3), num_heads=(6, 6, 6), num_group_tokens=(64, 8, 0), num_output_groups=(64, 8),
-                 hard_assignment=True, mlp_ratio=4.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
-                 attn_drop_rate=0.0, drop_path_rate=0.1, patch_norm=True, use_checkpoint=False,
-                 pos_embed_type="simple", freeze_patch_embed=False, *, attn_backend: str = "auto",
+    def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
+                 num_classes: int = 0, embed_dim: int = 384, embed_factors: Sequence[int] = (1, 1, 1),
+                 depths: Sequence[int] = (6, 3, 3), num_heads: Sequence[int] = (6, 6, 6),
+                 num_group_tokens: Sequence[int] = (64, 8, 0), num_output_groups: Sequence[int] = (64, 8),
+                 hard_assignment: bool = True, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, patch_norm: bool = True, use_checkpoint: bool = False,
+                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False, *, attn_backend: str = "auto",
                  assign_backend: str = "auto"):
         super().__init__()
         embed_factors, depths, num_heads = list(embed_factors), list(depths), list(num_heads)
@@ -181,7 +199,8 @@ class GroupViT(nn.Module):
             raise ValueError("num_output_groups must have one entry fewer than depths")
         if pos_embed_type not in ("simple", "fourier"):
             raise ValueError(f"pos_embed_type must be 'simple' or 'fourier', got {pos_embed_type!r}")
-        for i, (factor, heads) in enumerate(zip(embed_factors, num_heads)):
+        # strict=False: an all-zero num_heads may be shorter than the stages (checked above), and 0 checks nothing
+        for i, (factor, heads) in enumerate(zip(embed_factors, num_heads, strict=False)):
             width = int(embed_dim * factor)
             if heads and width % heads:
                 raise ValueError(f"num_heads[{i}]={heads} must divide stage {i}'s width "
@@ -262,7 +281,8 @@ class GroupViT(nn.Module):
 
     # ---- weights ---------------------------------------------------------------------------
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> _IncompatibleKeys:
         """As NVlabs: a learned ``pos_embed`` of another grid size is resized bicubically on load."""
         if self.pos_embed_type == "simple" and "pos_embed" in state_dict:
             loaded = state_dict["pos_embed"]
@@ -311,7 +331,10 @@ class GroupViT(nn.Module):
             return self.pos_embed
         return interpolate_pos_encoding(self.pos_embed, h, w)
 
-    def forward_features(self, x, *, return_attn=False):
+    def forward_features(self, x: torch.Tensor, *, return_attn: bool = False,
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, list[AttnMaps | None]]:
+        """``[B, in_chans, H, W]`` -> (normed tokens ``[B, G_last, num_features]``, last group tokens or None,
+        one attention-map dict (or None) per stage)."""
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x + self.get_pos_embed(x.shape[0], *hw_shape))
         group_token = None
@@ -325,7 +348,8 @@ class GroupViT(nn.Module):
         """``[B, L, C] -> [B, num_classes or C]``: average over tokens, then the head."""
         return self.head(torch.flatten(self.avgpool(x.transpose(1, 2)), 1))
 
-    def forward(self, x, *, return_feat=False, return_attn=False, as_dict=False):
+    def forward(self, x: torch.Tensor, *, return_feat: bool = False, return_attn: bool = False, as_dict: bool = False,
+                ) -> torch.Tensor | tuple[torch.Tensor | list[AttnMaps | None], ...] | dict[str, Any]:
         feat, _group_token, attn_dicts = self.forward_features(x, return_attn=return_attn)
         outs = {"x": self.forward_image_head(feat)}
         if return_feat:

@@ -7,6 +7,8 @@ hands its core to the fused op ``groupvit_fast.ops.assign_attention`` (docs/assi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -15,6 +17,9 @@ from .attention import CrossAttnBlock
 from .layers import Mlp, to_2tuple
 
 __all__ = ["AssignAttention", "GroupingBlock", "assign_forward", "check_assign_backend"]
+
+#: The attention maps of one grouping block: ``{"hard", "soft"}``, each ``[B, 1, G, N]``.
+AttnMaps = dict[str, torch.Tensor]
 
 
 def check_assign_backend(assign_backend: str) -> str:
@@ -25,7 +30,8 @@ def check_assign_backend(assign_backend: str) -> str:
     return assign_backend
 
 
-def _dropout_path(self: nn.Module, q, k, v, use_gumbel: bool):
+def _dropout_path(self: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  use_gumbel: bool) -> tuple[torch.Tensor, AttnMaps]:
     # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never
     # forms; NVlabs never enables it in GroupViT, so this rare case uses the explicit math.
     from ..reference.assign_attention import assign_attention_reference
@@ -44,7 +50,8 @@ def _dropout_path(self: nn.Module, q, k, v, use_gumbel: bool):
 
 
 def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | None = None, *,
-                   value: torch.Tensor | None = None, return_attn: bool = False):
+                   value: torch.Tensor | None = None, return_attn: bool = False,
+                   ) -> tuple[torch.Tensor, AttnMaps | None]:
     """``AssignAttention.forward`` as a function of any module with NVlabs' ``AssignAttention``
     attributes (``q_proj``, ``k_proj``, ``v_proj``, ``proj``, ``hard``, ``gumbel``, ``gumbel_tau``,
     ``sum_assign``, ``assign_eps``, ``num_heads``, ``scale``, ``attn_drop``, ``proj_drop``) and an
@@ -76,8 +83,10 @@ class AssignAttention(nn.Module):
     (``"auto"`` picks the fastest usable backend for the device).
     """
 
-    def __init__(self, dim, num_heads=1, qkv_bias=False, qk_scale=None, attn_drop=0.0, proj_drop=0.0, hard=True,
-                 gumbel=False, gumbel_tau=1.0, sum_assign=False, assign_eps=1.0, assign_backend: str = "auto"):
+    def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = False, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, hard: bool = True, gumbel: bool = False,
+                 gumbel_tau: float = 1.0, sum_assign: bool = False, assign_eps: float = 1.0,
+                 assign_backend: str = "auto"):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -110,8 +119,10 @@ class GroupingBlock(nn.Module):
     attention merges ``x`` into them, followed by an MLP over channels (docs/groupvit.md, "Data flow", step 3).
     """
 
-    def __init__(self, *, dim, out_dim, num_heads, num_group_token, num_output_group, norm_layer,
-                 mlp_ratio=(0.5, 4.0), hard=True, gumbel=True, sum_assign=False, assign_eps=1.0, gumbel_tau=1.0,
+    def __init__(self, *, dim: int, out_dim: int | None, num_heads: int, num_group_token: int,
+                 num_output_group: int, norm_layer: Callable[[int], nn.Module],
+                 mlp_ratio: float | Sequence[float] = (0.5, 4.0), hard: bool = True, gumbel: bool = True,
+                 sum_assign: bool = False, assign_eps: float = 1.0, gumbel_tau: float = 1.0,
                  attn_backend: str = "auto", assign_backend: str = "auto"):
         super().__init__()
         self.dim = dim
@@ -141,7 +152,9 @@ class GroupingBlock(nn.Module):
         projected = self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2)
         return self.norm_post_tokens(projected)
 
-    def forward(self, x, group_tokens, return_attn=False):
+    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor,
+                return_attn: bool = False) -> tuple[torch.Tensor, AttnMaps | None]:
+        """``x [B, L, C]``, ``group_tokens [B, S, C]`` -> ``([B, num_output_group, out_dim], maps or None)``."""
         group_tokens = self.norm_tokens(group_tokens)
         x = self.norm_x(x)
         projected = self.project_group_token(group_tokens)

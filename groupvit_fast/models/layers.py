@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 __all__ = ["Mlp", "MixerMlp", "DropPath", "trunc_normal_", "to_2tuple"]
 
+T = TypeVar("T")
 
-def to_2tuple(x):
+
+def to_2tuple(x: T | Sequence[T]) -> tuple[T, ...]:
+    """``7 -> (7, 7)``; a tuple or list is returned as a tuple unchanged."""
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
 
@@ -20,7 +26,8 @@ def trunc_normal_(tensor: torch.Tensor, std: float = 1.0) -> torch.Tensor:
 class Mlp(nn.Module):
     """``fc2(drop(act(fc1(x))))``, then dropout; NVlabs parameter names ``fc1`` / ``fc2``."""
 
-    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+    def __init__(self, in_features: int, hidden_features: int | None = None, out_features: int | None = None,
+                 act_layer: Callable[[], nn.Module] = nn.GELU, drop: float = 0.0):
         super().__init__()
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features

@@ -148,7 +148,8 @@ class MultiLabelContrastive(nn.Module):
     there).
     """
 
-    def __init__(self, img_encoder, text_encoder, output_dim: int = 256, contrast_temperature: float = 0.07,
+    def __init__(self, img_encoder: nn.Module | Mapping[str, Any], text_encoder: nn.Module | Mapping[str, Any],
+                 output_dim: int = 256, contrast_temperature: float = 0.07,
                  proj_num_layers: int = 2, multi_label: int = 0, share_temperature: bool = False,
                  multi_label_loss_weight: float = 1.0, *, proj_inner_dim: int = 4096, sync_bn: bool = True):
         super().__init__()
@@ -233,7 +234,8 @@ class MultiLabelContrastive(nn.Module):
 
     # ---- encoders --------------------------------------------------------------------------
 
-    def encode_image(self, image: torch.Tensor, *, return_feat: bool = False, as_dict: bool = False):
+    def encode_image(self, image: torch.Tensor, *, return_feat: bool = False, as_dict: bool = False,
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """``image [B, 3, H, W]`` -> ``image_x [B, output_dim]`` (+ ``image_feat [B, G, output_dim]``).
 
         Projected, not normalised. A tuple ``(image_x, image_feat)`` with ``return_feat``, a dict
@@ -247,7 +249,8 @@ class MultiLabelContrastive(nn.Module):
             return result
         return (result["image_x"], result["image_feat"]) if return_feat else result["image_x"]
 
-    def encode_text(self, text: torch.Tensor, *, as_dict: bool = False):
+    def encode_text(self, text: torch.Tensor, *, as_dict: bool = False,
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """``text [N, L]`` -> ``text_x [N, output_dim]``; ``text [B, 1+M, L]`` -> ``text_x [B, output_dim]``
         (the first text of each row) and ``text_multi_label_x [B, M, output_dim]``.
 
@@ -289,7 +292,8 @@ class MultiLabelContrastive(nn.Module):
     def forward_test(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.zero_shot_pred(image, text)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor):
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+        """Training mode: ``forward_train``'s loss dict; eval mode: ``zero_shot_pred`` logits ``[B, K]``."""
         return self.forward_train(image, text) if self.training else self.forward_test(image, text)
 
     # ---- zero-shot helpers -----------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -31,11 +31,13 @@ __all__ = ["build_model", "register_model", "MODELS", "released_config"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
+ModelT = TypeVar("ModelT", bound=Callable[..., nn.Module])
 
-def register_model(name: str | None = None):
+
+def register_model(name: str | None = None) -> Callable[[ModelT], ModelT]:
     """Class decorator (or plain call) registering a model constructor under ``name``."""
 
-    def wrap(cls):
+    def wrap(cls: ModelT) -> ModelT:
         MODELS[name or cls.__name__] = cls
         return cls
 

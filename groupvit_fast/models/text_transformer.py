@@ -160,7 +160,9 @@ class TextTransformer(nn.Module):
         """NVlabs' additive causal mask ``[context, context]`` (``-inf`` above the diagonal), for reference."""
         return torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
 
-    def forward(self, text: torch.Tensor, *, as_dict: bool = False):
+    def forward(self, text: torch.Tensor, *, as_dict: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+        """``text [B, L]`` token ids -> ``[B, width]`` (the end-of-text token's feature);
+        ``{'x': ...}`` with ``as_dict``."""
         if not isinstance(text, torch.Tensor) or text.dim() != 2:
             raise ValueError(f"text must be a [B, L] tensor of token ids, got "
                              f"{tuple(text.shape) if isinstance(text, torch.Tensor) else type(text).__name__}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -51,7 +52,7 @@ def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -
 
 @torch.library.custom_op("groupvit_fast::assign_attention", mutates_args=())
 def _assign_attention_op(
-    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,
+    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,  # noqa: UP045 (custom_op schema)
     hard: bool, gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
@@ -69,7 +70,7 @@ def _(q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps
 
 @torch.library.custom_op("groupvit_fast::assign_attention_backward", mutates_args=())
 def _assign_attention_backward_op(
-    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],  # noqa: UP045 (custom_op schema)
     seed: Tensor, num_heads: int, scale: float, hard: bool, gumbel: bool, tau: float, sum_assign: bool,
     eps: float, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -192,7 +193,7 @@ def assign_attention(
     q: Tensor, k: Tensor, v: Tensor, *, num_heads: int = 1, scale: float | None = None, hard: bool = True,
     gumbel: bool = False, tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0, return_attn: bool = False,
     seed: int | None = None, noise: Tensor | None = None, backend: str = "auto",
-):
+) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """GroupViT assignment attention: softmax over groups, (hard) assignment, segment merging.
 
     Args:
@@ -244,7 +245,8 @@ def assign_attention(
     return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
 
 
-def gumbel_noise(shape, *, seed: int, offset: int = 0, backend: str = "reference", device=None) -> Tensor:
+def gumbel_noise(shape: Sequence[int], *, seed: int, offset: int = 0, backend: str = "reference",
+                 device: str | torch.device | None = None) -> Tensor:
     """The float32 ``[B, h, G, N]`` Gumbel noise backend ``backend`` draws in-kernel for ``seed``.
 
     ``assign_attention(..., gumbel=True, seed=s, backend=b)`` equals

@@ -79,21 +79,26 @@ class AssignBackend:
     #: ``eager`` instead of the custom op (one path for every backend, chosen by this property).
     runs_eagerly: bool = False
 
-    def eager(self, q, k, v, noise, seed: torch.Tensor | None, params: AssignParams):
+    def eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, noise: torch.Tensor | None,
+              seed: torch.Tensor | None, params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(out, hard, soft)`` computed in plain PyTorch under autograd (``runs_eagerly`` backends);
         ``seed`` is the ``[seed, offset]`` tensor when the caller gave a seed, else None."""
         raise NotImplementedError(f"backend {self.name!r} has no eager path")
 
-    def forward(self, q, k, v, noise, seed: int, offset: int, params: AssignParams):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, noise: torch.Tensor | None, seed: int,
+                offset: int, params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(out [B,G,C] in q's dtype, r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``;
         ``hard``/``soft`` are empty tensors unless ``params.return_attn``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
-    def backward(self, grad_out, q, k, v, out, r, noise, seed: int, offset: int, params: AssignParams):
+    def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                 r: torch.Tensor, noise: torch.Tensor | None, seed: int, offset: int,
+                 params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(dq, dk, dv)`` in the input dtype, recomputing logits, noise and assignment."""
         raise NotImplementedError(f"backend {self.name!r} has no backward")
 
-    def gumbel_noise(self, shape: tuple[int, int, int, int], seed: int, offset: int, device) -> torch.Tensor:
+    def gumbel_noise(self, shape: tuple[int, int, int, int], seed: int, offset: int,
+                     device: torch.device) -> torch.Tensor:
         """The float32 ``[B, H, G, N]`` noise this backend's kernels draw for ``(seed, offset)``."""
         raise NotImplementedError(f"backend {self.name!r} draws no in-kernel noise")
 

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -56,7 +57,7 @@ class Dispatcher:
 
         self._select_traced = torch.compiler.assume_constant_result(select_fields)
 
-    def get(self, name: str):
+    def get(self, name: str) -> Any:
         try:
             return self.backends[name]
         except KeyError:
@@ -91,7 +92,7 @@ class Dispatcher:
             skipped[name] = reasons
         raise ValueError(f"backend: no {self.op} backend can run this call: {skipped}")
 
-    def select(self, inputs, requested: str = "auto") -> str:
+    def select(self, inputs: Any, requested: str = "auto") -> str:
         """The backend name a call with ``inputs`` uses (raises like the op would)."""
         if not isinstance(requested, str):
             raise TypeError(f"backend must be a string, got {type(requested).__name__}")

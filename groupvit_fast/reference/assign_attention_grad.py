@@ -39,8 +39,10 @@ def _assignment(qh, kh, scale, hard, gumbel, tau, noise):
     return z, s, a
 
 
-def assign_attention_forward_math(q, k, v, *, num_heads=1, scale=None, hard=True, gumbel=False, tau=1.0,
-                                  sum_assign=False, eps=1.0, noise=None):
+def assign_attention_forward_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int = 1,
+                                  scale: float | None = None, hard: bool = True, gumbel: bool = False,
+                                  tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0,
+                                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(out [B,G,C], r [B,h,G])`` with ``r[g] = sum_n A[g, n]``."""
     d = q.shape[-1] // num_heads
     scale = d**-0.5 if scale is None else scale
@@ -51,8 +53,12 @@ def assign_attention_forward_math(q, k, v, *, num_heads=1, scale=None, hard=True
     return _merge_heads(weights @ vh), r
 
 
-def assign_attention_backward_math(grad_out, q, k, v, out, r, *, num_heads=1, scale=None, hard=True, gumbel=False,
-                                   tau=1.0, sum_assign=False, eps=1.0, noise=None):
+def assign_attention_backward_math(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                   out: torch.Tensor, r: torch.Tensor, *, num_heads: int = 1,
+                                   scale: float | None = None, hard: bool = True, gumbel: bool = False,
+                                   tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0,
+                                   noise: torch.Tensor | None = None,
+                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(dq, dk, dv)`` from the saved ``q, k, v, out, r`` (docs/assign_op.md, "Backward")."""
     d = q.shape[-1] // num_heads
     scale = d**-0.5 if scale is None else scale

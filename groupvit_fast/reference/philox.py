@@ -42,7 +42,9 @@ def _mul_hi_lo(a: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
-def philox4x32_10(c0, c1, c2, c3, k0, k1, rounds: int = 10):
+def philox4x32_10(c0: torch.Tensor | int, c1: torch.Tensor | int, c2: torch.Tensor | int, c3: torch.Tensor | int,
+                  k0: torch.Tensor | int, k1: torch.Tensor | int, rounds: int = 10,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox4x32 on int64 tensors (or ints) holding 32-bit values; returns the four output words."""
     c0, c1, c2, c3, k0, k1 = (torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3, k0, k1))
     for _ in range(rounds):

@@ -13,10 +13,11 @@ normalised class text embeddings are inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["reference_crop_scores", "reference_preprocess", "reference_windows", "reference_segment_scores"]
 
@@ -26,8 +27,8 @@ _STD = (58.395, 57.12, 57.375)
 
 
 def reference_crop_scores(softs: Sequence[torch.Tensor], feat: torch.Tensor, x: torch.Tensor, text: torch.Tensor,
-                          logit_scale, crop_hw: tuple[int, int], grid_hw: tuple[int, int], with_bg: bool,
-                          bg_thresh: float) -> torch.Tensor:
+                          logit_scale: torch.Tensor | float, crop_hw: tuple[int, int], grid_hw: tuple[int, int],
+                          with_bg: bool, bg_thresh: float) -> torch.Tensor:
     """Per-crop steps 2-6 of the spec, literally, for ONE crop: ``softs`` the grouping blocks'
     soft maps ``[G_i, N_i]`` in stage order, ``feat [G, C]`` and ``x [C]`` projected segment and
     image features, ``text [K, C]`` normalised. Returns ``[(1 +) K, h, w]`` class scores."""
@@ -71,7 +72,7 @@ def reference_preprocess(image: torch.Tensor, short_side: int = 448, max_long_si
     return (t - mean) / std
 
 
-def reference_windows(h: int, w: int, crop: int = 448, stride: int = 224):
+def reference_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> Iterator[tuple[int, int, int, int]]:
     """mmseg's ``slide_inference`` windows ``(y1, y2, x1, x2)``: a grid of stride ``stride``, the
     last window of each row and column moved back inside the image."""
     for hi in range(max(h - crop + stride - 1, 0) // stride + 1):
@@ -82,8 +83,8 @@ def reference_windows(h: int, w: int, crop: int = 448, stride: int = 224):
 
 
 @torch.no_grad()
-def reference_segment_scores(model, image: torch.Tensor, text: torch.Tensor, *, with_bg: bool, bg_thresh: float,
-                             crop: int = 448, stride: int = 224, short_side: int = 448,
+def reference_segment_scores(model: nn.Module, image: torch.Tensor, text: torch.Tensor, *, with_bg: bool,
+                             bg_thresh: float, crop: int = 448, stride: int = 224, short_side: int = 448,
                              max_long_side: int = 2048, patch_size: int = 16) -> torch.Tensor:
     """The whole-image protocol step by step: ``[(1 +) K, H, W]`` averaged class scores of one
     ``[3, H, W]`` image (0..255) at its original size; its argmax is the label map.

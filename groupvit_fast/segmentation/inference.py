@@ -32,10 +32,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL.Image import Image as PILImage
 
 from .classes import ClassSet, resolve_classes
 from .text import TextEmbeddingCache
@@ -135,7 +140,8 @@ def sliding_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> list[
     return windows
 
 
-def preprocess_image(image, short_side: int = 448, max_long_side: int = 2048) -> torch.Tensor:
+def preprocess_image(image: PILImage | np.ndarray | torch.Tensor, short_side: int = 448,
+                     max_long_side: int = 2048) -> torch.Tensor:
     """RGB image (PIL image, ``uint8 [H, W, 3]`` array, or ``uint8``/float ``[3, H, W]`` tensor in 0..255)
     -> normalised float ``[3, h, w]`` at the test scale.
 
@@ -183,7 +189,7 @@ class GroupViTSegmenter:
     ``predict_scores(images)`` -> the ``[num_classes, H, W]`` averaged window scores before argmax.
     """
 
-    def __init__(self, model: nn.Module, classes, *, bg_thresh: float | None = None,
+    def __init__(self, model: nn.Module, classes: ClassSet | str | Sequence[str], *, bg_thresh: float | None = None,
                  templates: str | Sequence[str] = "simple", crop_size: int = 448, stride: int = 224,
                  short_side: int = 448, max_long_side: int = 2048, crop_batch_size: int = 8,
                  text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None,
@@ -287,11 +293,11 @@ class GroupViTSegmenter:
                 chunk = shape_jobs[start:start + self.crop_batch_size]
                 crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
                 scores = self.crop_scores(crops).to(sums[0].dtype)
-                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores):
+                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
                     sums[i][:, y1:y2, x1:x2] += s
                     counts[i][:, y1:y2, x1:x2] += 1
         out = []
-        for s, c, size in zip(sums, counts, sizes):
+        for s, c, size in zip(sums, counts, sizes, strict=True):
             avg = s / c
             if tuple(avg.shape[-2:]) != size:
                 avg = F.interpolate(avg[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write: Callable[[str], object]) -> None:
     """``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
@@ -127,11 +128,14 @@ def class_fractions(labels: torch.Tensor, class_names: Sequence[str]) -> dict[st
     """Fraction of pixels per class name (every class listed, in label order)."""
     counts = torch.bincount(labels.to("cpu", torch.int64).flatten(), minlength=len(class_names))
     total = max(int(labels.numel()), 1)
-    return {name: int(c) / total for name, c in zip(class_names, counts.tolist())}
+    # strict=False: bincount is longer than class_names if labels hold ids past them; those are not listed
+    return {name: int(c) / total for name, c in zip(class_names, counts.tolist(), strict=False)}
 
 
-def save_json(path: str, data) -> None:
-    def write(tmp):
+def save_json(path: str, data: Any) -> None:
+    """``data`` as indented JSON at ``path``, written atomically (``atomic_write``)."""
+
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")

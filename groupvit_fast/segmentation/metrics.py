@@ -47,7 +47,7 @@ class ConfusionMatrix:
         """Per-class IoU (NaN where the class never occurs in ground truth or prediction)."""
         tp = self.counts.diag()
         union = self.counts.sum(0) + self.counts.sum(1) - tp
-        return [float(t) / float(u) if u > 0 else math.nan for t, u in zip(tp.tolist(), union.tolist())]
+        return [float(t) / float(u) if u > 0 else math.nan for t, u in zip(tp.tolist(), union.tolist(), strict=True)]
 
     def miou(self) -> float:
         values = [v for v in self.iou() if not math.isnan(v)]
@@ -57,7 +57,7 @@ class ConfusionMatrix:
         """Per-class accuracy ``TP / (TP + FN)`` (NaN where the class has no ground-truth pixel)."""
         tp = self.counts.diag().tolist()
         label = self.counts.sum(1).tolist()
-        return [float(t) / float(n) if n > 0 else math.nan for t, n in zip(tp, label)]
+        return [float(t) / float(n) if n > 0 else math.nan for t, n in zip(tp, label, strict=True)]
 
     def mean_accuracy(self) -> float:
         values = [v for v in self.class_accuracy() if not math.isnan(v)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ class TextEmbeddingCache:
         self._store: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
     def get(self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "simple",
-            **kwargs) -> torch.Tensor:
+            **kwargs: Any) -> torch.Tensor:
         key = (tuple(class_names), _template_list(templates))
         with self._lock:
             per_model = self._store.setdefault(model, {})

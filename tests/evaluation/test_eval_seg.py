@@ -63,7 +63,7 @@ def test_api_matches_the_reference_pipeline(tmp_path, eval_model, dataset, sizes
     counts = oracle_counts(eval_model, dataset, pairs)
     iou = iou_from(counts)
     names = get_preset(dataset).class_names
-    for name, value in zip(names, iou):
+    for name, value in zip(names, iou, strict=True):
         got = result["per_class"][name]["IoU"]
         # same math in float32 on both paths: only an argmax tie could move a pixel, none occurs here
         assert (got is None and np.isnan(value)) or got == pytest.approx(100 * value, abs=1e-6), name

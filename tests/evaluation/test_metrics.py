@@ -44,8 +44,8 @@ def _same(a, b):
 
 
 def test_per_class_iou_and_accuracy(confusion):
-    assert all(_same(a, b) for a, b in zip(confusion.iou(), EXPECTED_IOU))
-    assert all(_same(a, b) for a, b in zip(confusion.class_accuracy(), EXPECTED_ACC))
+    assert all(_same(a, b) for a, b in zip(confusion.iou(), EXPECTED_IOU, strict=True))
+    assert all(_same(a, b) for a, b in zip(confusion.class_accuracy(), EXPECTED_ACC, strict=True))
 
 
 def test_summary_leaves_absent_class_out_of_the_means(confusion):

@@ -46,7 +46,7 @@ def make_layout(root: str, dataset: str, sizes=SIZES, num_classes: int | None = 
     k = num_classes or len(DATASETS[dataset].class_names)
     pairs = []
     stems = [f"2007_{i:06d}" for i in range(len(sizes))]
-    for i, ((h, w), stem) in enumerate(zip(sizes, stems)):
+    for i, ((h, w), stem) in enumerate(zip(sizes, stems, strict=True)):
         mask = random_mask(h, w, k, i)
         if dataset in ("voc", "context"):
             base = os.path.join(root, "VOCdevkit", "VOC2012" if dataset == "voc" else "VOC2010")

@@ -87,7 +87,7 @@ def test_emulated_cuda_kernels_match_the_float64_reference(emulated_cuda, shape,
     expected_r = hard.detach().sum(dim=-1)
     assert relative_error(r, expected_r) <= FORWARD_TOL[torch.float32]
     ref.backward(grad.double())
-    for name, ours, expected in zip("qkv", (dq, dk, dv), leaves):
+    for name, ours, expected in zip("qkv", (dq, dk, dv), leaves, strict=True):
         assert relative_error(ours, expected.grad) <= GRAD_TOL[torch.float32], f"d{name}"
 
 
@@ -104,7 +104,7 @@ def test_emulated_cuda_kernels_low_precision(emulated_cuda, dtype, mode):
                                            noise=None if noise is None else noise.double(), **mode.kwargs())
     assert out.dtype == dtype and relative_error(out, ref) <= FORWARD_TOL[dtype]
     ref.backward(grad.double())
-    for ours, expected in zip(grads, leaves):
+    for ours, expected in zip(grads, leaves, strict=True):
         assert ours.dtype == dtype and relative_error(ours, expected.grad) <= GRAD_TOL[dtype]
 
 
@@ -152,4 +152,4 @@ def test_emulated_cuda_non_finite_inputs_follow_the_dense_formula(emulated_cuda)
                                        grad=torch.ones(q.shape))
     assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()
     assert torch.isnan(r[1]).all() and torch.isnan(hard[1, :, :, 4]).all()
-    assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v)))
+    assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v), strict=True))

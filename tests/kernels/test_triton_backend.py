@@ -137,18 +137,18 @@ def test_matches_reference(b, g, n, c, h, dtype, opts):
         # the noise the kernels draw in-kernel for `seed`, handed to the reference backend
         noise = gumbel_noise((b, h, g, n), seed=seed, backend="triton", device=DEVICE)
     ours = _run(q, k, v, "triton", seed=seed, **opts)
-    for t, like in zip(ours, (q, q, k, v)):
+    for t, like in zip(ours, (q, q, k, v), strict=True):
         assert t.dtype == like.dtype and t.shape == like.shape
 
     math_kw = {key: val for key, val in opts.items() if key != "scale"}
     math_kw["scale"] = opts.get("scale", (c // h) ** -0.5)
     expected, _ = _oracle(q, k, v, noise, **math_kw)
-    for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, expected):
+    for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, expected, strict=True):
         _assert_close(actual, exp, TOL[dtype], f"{name} vs float64 oracle")
 
     if dtype == torch.float32:
         reference = _run(q, k, v, "reference", noise=noise, **opts)
-        for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, reference):
+        for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, reference, strict=True):
             _assert_close(actual, exp, TOL[dtype], f"{name} vs reference backend")
 
 
@@ -160,18 +160,18 @@ def test_multi_block_equals_single_block(sum_assign, gumbel):
     kw = dict(num_heads=2, scale=0.3, hard=True, gumbel=gumbel, tau=0.7, sum_assign=sum_assign, eps=1.0, seed=21)
     single = kernels.assign_attention_forward(q, k, v, return_attn=True, **kw)
     multi = kernels.assign_attention_forward(q, k, v, return_attn=True, block_n=16, **kw)
-    for a, b in zip(single, multi):
+    for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     grad = _grad_out(single[0])
     g_single = kernels.assign_attention_backward(grad, q, k, v, single[0], single[1], **kw)
     g_multi = kernels.assign_attention_backward(grad, q, k, v, single[0], single[1], block_n=16, **kw)
-    for a, b in zip(g_single, g_multi):
+    for a, b in zip(g_single, g_multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     noise = gumbel_noise((2, 2, 5, 37), seed=21, backend="triton", device=DEVICE) if gumbel else None
     expected, r = _oracle(q, k, v, noise, **{key: val for key, val in kw.items() if key != "seed"})
     _assert_close(multi[0], expected[0], TOL[torch.float32], "multi-block out")
     _assert_close(multi[1], r, TOL[torch.float32], "multi-block r")
-    for name, actual, exp in zip(("dq", "dk", "dv"), g_multi, expected[1:]):
+    for name, actual, exp in zip(("dq", "dk", "dv"), g_multi, expected[1:], strict=True):
         _assert_close(actual, exp, TOL[torch.float32], f"multi-block {name}")
 
 
@@ -187,7 +187,7 @@ def test_multi_block_forward_at_segmentation_sizes(hard):
     kw = dict(num_heads=h, hard=hard, eps=0.3)
     ours = _run(q, k, v, "triton", **kw)
     expected, _ = _oracle(q, k, v, None, scale=(c // h) ** -0.5, **kw)
-    for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, expected):
+    for name, actual, exp in zip(("out", "dq", "dk", "dv"), ours, expected, strict=True):
         _assert_close(actual, exp, TOL[torch.float32], f"{name} vs float64 oracle")
 
 
@@ -205,7 +205,7 @@ def test_non_contiguous_views():
         kw = dict(num_heads=2, gumbel=True, seed=3)
         views = _run(q, k, v, "triton", **kw)
         copies = _run(q.contiguous(), k.contiguous(), v.contiguous(), "triton", **kw)
-        for a, b_ in zip(views, copies):
+        for a, b_ in zip(views, copies, strict=True):
             torch.testing.assert_close(a, b_, rtol=1e-6, atol=1e-6)
 
 
@@ -237,7 +237,7 @@ def test_non_finite_inputs_and_empty_groups_like_reference():
     for eps in (1.0, 0.0):  # eps=0: a group without tokens divides 0 by 0, as in the reference
         ours = _run(q, k, v, "triton", eps=eps)
         ref = _run(q, k, v, "reference", eps=eps)
-        for a, b in zip(ours, ref):
+        for a, b in zip(ours, ref, strict=True):
             assert torch.equal(a.isnan(), b.isnan())
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)
 

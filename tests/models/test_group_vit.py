@@ -112,7 +112,7 @@ def test_attention_maps_have_nvlabs_shapes_and_are_assignments(hf_and_ours):
     with torch.no_grad():
         _, _, attn_dicts = ours(x, return_feat=True, return_attn=True)
     assert attn_dicts[2] is None
-    for attn, (g, n) in zip(attn_dicts[:2], [(64, 196), (8, 64)]):
+    for attn, (g, n) in zip(attn_dicts[:2], [(64, 196), (8, 64)], strict=True):
         assert attn["hard"].shape == attn["soft"].shape == (1, 1, g, n)
         torch.testing.assert_close(attn["hard"].sum(dim=2), torch.ones(1, 1, n))  # one group per token
         torch.testing.assert_close(attn["soft"].sum(dim=2), torch.ones(1, 1, n))  # softmax over groups

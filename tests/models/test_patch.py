@@ -55,7 +55,7 @@ def test_hf_groupvit_outputs_unchanged_and_fast_path_runs():
     for key in ("img", "txt"):
         assert_close_to_scale(out[key], ref[key])
     assert [g.shape for g in out["groupings"]] == [(2, 8, 16), (2, 4, 8)]
-    for a, b in zip(out["groupings"], ref["groupings"]):
+    for a, b in zip(out["groupings"], ref["groupings"], strict=True):
         assert_close_to_scale(a, b)
     # features only (no grouping maps asked for) also take the fast path
     before = _calls()
@@ -72,7 +72,7 @@ def test_hf_gradients_unchanged_in_eval_and_training_runs():
     for m in (ref_model, model):
         m(input_ids=text, pixel_values=images, return_loss=True).loss.backward()
     num = den = 0.0
-    for (name, p), q in zip(ref_model.named_parameters(), model.parameters()):
+    for p, q in zip(ref_model.parameters(), model.parameters(), strict=True):
         if p.grad is None:
             continue
         num += (p.grad - q.grad).square().sum().item()

@@ -143,7 +143,7 @@ def test_checkpointing_gives_same_gradients():
     text = random_text(2)
     plain(text).square().sum().backward()
     ckpt(text).square().sum().backward()
-    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
@@ -182,7 +182,7 @@ def test_tokenize_matches_hf_clip_tokenizer():
     ours = tokenize(texts)
     assert ours.shape == (len(texts), 77) and ours.dtype == torch.long
     ref = _hf_clip_tokenizer()(texts)["input_ids"]
-    for row, ids in zip(ours, ref):
+    for row, ids in zip(ours, ref, strict=True):
         n = len(ids)
         assert row[:n].tolist() == ids  # HF pads with end-of-text, NVlabs (and we) with 0
         assert torch.count_nonzero(row[n:]) == 0

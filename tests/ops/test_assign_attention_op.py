@@ -113,7 +113,7 @@ def test_hand_derived_backward_equals_autograd_of_nvlabs_reference(shape, mode):
     out, r = assign_attention_forward_math(q, k, v, noise=noise, **kwargs)
     grads = assign_attention_backward_math(grad_out, q, k, v, out, r, noise=noise, **kwargs)
     torch.testing.assert_close(out, out_ref.detach(), rtol=1e-10, atol=1e-12)
-    for ours, leaf in zip(grads, leaves):
+    for ours, leaf in zip(grads, leaves, strict=True):
         torch.testing.assert_close(ours, leaf.grad, rtol=1e-9, atol=1e-11)
 
 
@@ -229,7 +229,7 @@ def test_forward_and_backward_see_the_same_noise(backend, hard):
                                **kwargs)
         out.backward(torch.ones_like(out))
         results.append([out.detach()] + [t.grad for t in leaves])
-    for seeded, given in zip(*results):
+    for seeded, given in zip(*results, strict=True):
         torch.testing.assert_close(seeded, given, rtol=1e-6, atol=1e-6)
 
 

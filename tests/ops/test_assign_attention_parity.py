@@ -90,7 +90,7 @@ def test_forward_and_gradients_match_float64_reference_fp32(backend, mode, shape
     grad_out = torch.randn_like(out)
     out.backward(grad_out)
     ref_out.backward(grad_out.double())
-    for name, ours, ref in zip("qkv", leaves, ref_leaves):
+    for name, ours, ref in zip("qkv", leaves, ref_leaves, strict=True):
         err = relative_error(ours.grad, ref.grad)
         assert err <= GRAD_TOL[torch.float32], f"d{name}: relative error {err:.2e}"
 
@@ -119,7 +119,7 @@ def test_low_precision_computes_in_fp32_and_stores_in_input_dtype(backend, dtype
     out.backward(grad_out)
     ref_out.backward(grad_out.double())
     lowp_out.backward(grad_out)
-    for name, ours, ref, lowp in zip("qkv", leaves, ref_leaves, lowp_leaves):
+    for name, ours, ref, lowp in zip("qkv", leaves, ref_leaves, lowp_leaves, strict=True):
         assert ours.grad.dtype == dtype
         err, lowp_err = relative_error(ours.grad, ref.grad), relative_error(lowp.grad, ref.grad)
         assert err <= GRAD_TOL[dtype], f"d{name}: relative error {err:.2e}"

@@ -212,7 +212,7 @@ def test_results_do_not_depend_on_the_thread_count(shape, mode):
         two = _forward_backward(shape, mode)
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert torch.equal(a, b)
 
 
@@ -229,7 +229,7 @@ def test_chunked_tokens_match_the_float64_reference(shape, mode):
     grad = torch.randn_like(out)
     out.backward(grad)
     ref.backward(grad.double())
-    for ours, expected in zip(leaves, ref_leaves):
+    for ours, expected in zip(leaves, ref_leaves, strict=True):
         assert relative_error(ours.grad, expected.grad) <= GRAD_TOL[torch.float32]
 
 
@@ -267,7 +267,7 @@ def test_baseline_and_avx2_copies_agree():
         pytest.skip(f"this CPU runs the baseline copy only ({isa})")
     for key, tensors in base.items():
         tol = 1e-5 if "float32" in key else 2e-2  # bf16: the stores round; fp32 compute differs in order only
-        for a, b in zip(tensors, best[key]):
+        for a, b in zip(tensors, best[key], strict=True):
             a, b = torch.tensor(a), torch.tensor(b)
             assert relative_error(a, b) <= tol, key
 

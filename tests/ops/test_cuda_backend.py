@@ -67,7 +67,7 @@ def test_agrees_with_the_cpu_backend(target, mode, dtype):
     on_cpu = _forward_backward("cpu", "cpu", q, k, v, noise, shape, mode)
     ours = _forward_backward(backend, device, q, k, v, noise, shape, mode)
     names = ("out", "hard", "soft", "dq", "dk", "dv")
-    for name, a, b in zip(names, on_cpu, ours):
+    for name, a, b in zip(names, on_cpu, ours, strict=True):
         assert relative_error(b, a) <= 2 * GRAD_TOL[dtype], name
 
 

@@ -156,13 +156,13 @@ def test_pipeline_equals_step_by_step_and_batches_images(with_bg):
     batched = seg.predict_scores(images)  # different sizes in one call
     assert len(torch.cat([s.argmax(0).flatten() for s in batched]).unique()) >= 2  # not a constant labelling
     with torch.no_grad():
-        for image, scores in zip(images, batched):
+        for image, scores in zip(images, batched, strict=True):
             ref = _reference_image(model, image, names, 0.5)
             assert scores.shape == (len(names), *image.shape[-2:])
             torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
             assert (scores.argmax(0) == ref.argmax(0)).float().mean() > 0.999
     labels = seg.predict(images)
-    for lab, s in zip(labels, batched):
+    for lab, s in zip(labels, batched, strict=True):
         assert torch.equal(lab, s.argmax(0))
 
 
@@ -218,7 +218,7 @@ def test_confusion_matrix_is_exact_with_ignore_index():
         gt[torch.rand(37, 23, generator=gen) < 0.2] = 255
         pred = torch.randint(0, k, (37, 23), generator=gen)
         cm.update(pred, gt)
-        for g_, p_ in zip(gt.flatten().tolist(), pred.flatten().tolist()):
+        for g_, p_ in zip(gt.flatten().tolist(), pred.flatten().tolist(), strict=True):
             if g_ != 255:
                 brute[g_, p_] += 1
     assert np.array_equal(cm.counts.numpy(), brute)
