@@ -107,7 +107,7 @@ def run_case(case: Case, backend: str) -> str | None:
         return "non-finite values"
     if case.dtype == torch.float32:
         want = _call(case, "reference")
-        for i, (a, b) in enumerate(zip(got, want)):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
             err = (a - b).abs().max().item()
             if err > 1e-3 * (1 + b.abs().max().item()):
                 return f"output {i} differs from the reference by {err:.3g}"

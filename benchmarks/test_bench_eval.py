@@ -35,7 +35,7 @@ def test_eval_seg_voc(benchmark, setup, impl):
     assert [tuple(lab.shape) for lab in labels] == [tuple(im.shape[-2:]) for im in images]
     if impl == "reference":
         # same weights and math: the fast path's labels equal the reference's almost everywhere
-        agree = sum(int((a.cpu() == b.cpu()).sum()) for a, b in zip(ours(), labels))
+        agree = sum(int((a.cpu() == b.cpu()).sum()) for a, b in zip(ours(), labels, strict=True))
         assert agree >= 0.99 * sum(lab.numel() for lab in labels)
 
 

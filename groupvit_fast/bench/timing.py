@@ -231,7 +231,7 @@ def matmul_throughput(device: str, n: int = 1024) -> float | None:
 def rel_error(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     """max over the tensors of ||got - want|| / ||want|| in float64."""
     worst = 0.0
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         a, b = a.detach().double(), b.detach().double()
         denom = b.norm().item() or 1.0
         worst = max(worst, (a - b).norm().item() / denom)

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                                       autocast_dtype=dtype, iters=args.iters)))
         return 0
     rows = {}
-    for name, (variant, compiled) in cases.items():
+    for name, (_variant, compiled) in cases.items():
         if compiled and not args.compile:
             continue
         # one process per variant, so that each peak memory is its own
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     step_s = rows["ours"]["step_ms"] / 1000
     steps = RECIPE_SAMPLES // args.batch * RECIPE_EPOCHS
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": _commit(), "device": _device_name(device), "torch": torch.__version__,
         "python": platform.python_version(), "load_average_1min": os.getloadavg()[0], "preset": args.preset,
         "batch": args.batch,

@@ -288,7 +288,7 @@ class Trainer:
         skipped = all_reduce_mean(skipped) * self.info.world
         elapsed = max(time.perf_counter() - tick, 1e-9)
         record = {"step": self.step, "epoch": self.epoch, "lr": lr, "grad_norm": float(out["grad_norm"]),
-                  **{k: float(v) for k, v in zip(keys, values)},
+                  **{k: float(v) for k, v in zip(keys, values, strict=True)},
                   "images_per_s": (self.step - tick_step) * self.data.global_batch / elapsed,
                   "peak_memory_mb": _peak_memory_mb(self.info.device), "skipped": int(skipped)}
         self.metrics["last_loss"] = record["total_loss"]

@@ -17,7 +17,7 @@ from groupvit_fast.train.data.sources import expand_shards  # noqa: E402
 
 def _keys(source, epoch, rank, world, worker, workers, n, start=0):
     out = []
-    for position, record in source.records(epoch, rank, world, worker, workers, start):
+    for _position, record in source.records(epoch, rank, world, worker, workers, start):
         out.append(record["__key__"])
         if len(out) == n:
             return out

@@ -94,7 +94,7 @@ class SegmentBank:
     def label_disagreement(self, labels: list[torch.Tensor]) -> float:
         if self.reference_labels is None:
             self.reference_call(self.models.model("reference").eval())
-        same = sum(int((a == b).sum()) for a, b in zip(labels, self.reference_labels))
+        same = sum(int((a == b).sum()) for a, b in zip(labels, self.reference_labels, strict=True))
         return 1.0 - same / sum(a.numel() for a in labels)
 
 
