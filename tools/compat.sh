@@ -8,6 +8,8 @@
 # Environment:
 #   GROUPVIT_FAST_BUILD_CUDA=0  build only the CPU kernels of groupvit_fast._C (saves the CUDA compile,
 #                               several minutes on 2 cores; the CUDA compile tests then skip).
+#   COMPAT_REUSE=1              reuse the venv and install of an earlier run of this pair (set-up skipped;
+#                               the summary says so): for re-running some tests after a code change.
 #   PYTHON                      the interpreter to make the venv with (default python3).
 #   MAX_JOBS, CUDA_HOME, TORCH_CUDA_ARCH_LIST  as in .ci/run.
 #
@@ -52,6 +54,20 @@ run() {
   # The README's set-up (torch and triton replaced by the pair), its info command, then its tests;
   # the first failing step ends the run.
   set -euo pipefail
+  if [ "${COMPAT_REUSE:-0}" = 1 ] && [ -x "${venv}/bin/python" ]; then
+    echo "== ${pair}: reusing ${venv} (COMPAT_REUSE=1, set-up skipped)"
+    # shellcheck disable=SC1091
+    source "${venv}/bin/activate"
+  else
+    setup
+  fi
+  echo "== python -m groupvit_fast.info"
+  python -m groupvit_fast.info
+  echo "== pytest -q $*"
+  pytest -q --junitxml="$junit" -rfE "$@"
+}
+
+setup() {
   echo "== ${pair}: fresh venv ${venv}"
   rm -rf "$venv"
   "${PYTHON:-python3}" -m venv "$venv"
@@ -66,10 +82,6 @@ run() {
   PIP_CONSTRAINT=/dev/null python -m pip install --no-build-isolation -e .
   echo "== installed"
   python -m pip list 2>/dev/null | grep -Ei '^(torch|triton|numpy|transformers|open.clip.torch) '
-  echo "== python -m groupvit_fast.info"
-  python -m groupvit_fast.info
-  echo "== pytest -q $*"
-  pytest -q --junitxml="$junit" -rfE "$@"
 }
 
 set +e
@@ -103,6 +115,7 @@ lines = [f"# Compatibility run: {pair}", "",
          f"- torch {version('torch')}, triton {version('triton')}, {python}",
          f"- command: `tools/compat.sh {pair.split('-')[1]} {pair.split('-')[3]}{' ' + args if args else ''}`",
          f"- GROUPVIT_FAST_BUILD_CUDA={os.environ.get('GROUPVIT_FAST_BUILD_CUDA', '1 (default)')}, "
+         f"COMPAT_REUSE={os.environ.get('COMPAT_REUSE', '0')}, "
          f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', 'unset')}",
          f"- wall time: {int(wall) // 60} min {int(wall) % 60} s (set-up included)",
          f"- exit status: {status}", ""]
@@ -127,7 +140,7 @@ if os.path.getsize(junit) if os.path.exists(junit) else 0:
     if reasons:
         lines += ["## Skips", ""] + [f"- {n} x {why}" for why, n in sorted(reasons.items())] + [""]
 else:
-    lines += ["**The tests did not run** (the set-up failed): see the log.", ""]
+    lines += ["**No test report**: the set-up failed or the run was stopped (see the exit status and the log).", ""]
 lines.append(f"Raw log: `{os.path.basename(summary)[:-3]}.log`.")
 with open(summary, "w") as f:
     f.write("\n".join(lines) + "\n")
