@@ -1,4 +1,4 @@
-"""Captions -> token ids, with GroupViT's multi-label noun prompts (docs/training.md, "Text").
+"""Captions -> token ids, with GroupViT's multi-label noun prompts (docs/training.md, "Data").
 
 With ``multi_label = k > 0`` a caption becomes ``k + 1`` texts: the caption itself, then up to
 ``k`` distinct words of it tagged NN, NNS, NNP or VB* by NLTK (``word_tokenize`` + ``pos_tag``, as
