@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import cases
 from .environment import environment
 from .timing import L2Flush, copy_bandwidth, matmul_throughput, measure_interleaved, peak_memory, rel_error, saved_bytes
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from .cases.tiers import Tier
 
 __all__ = ["SCHEMA_VERSION", "run_tier"]
 
@@ -139,7 +142,7 @@ def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_
         r["speedup_vs_fp32"] = fp32["median_ms"] / r["median_ms"] if fp32 else None
 
 
-def run_tier(tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
+def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
              max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Measure every (case, implementation) of ``tier``; returns the report's JSON object."""
     device = tier.device

@@ -114,7 +114,7 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], device: str, *, budge
     return results
 
 
-def measure_time(fn: Callable[[], Any], device: str, **kwargs) -> dict[str, Any]:
+def measure_time(fn: Callable[[], Any], device: str, **kwargs: Any) -> dict[str, Any]:
     """``measure_interleaved`` of one function: its stats (raises what ``fn`` raised)."""
     result = measure_interleaved({"fn": fn}, device, **kwargs)["fn"]
     if isinstance(result, Exception):

@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -136,7 +137,7 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m groupvit_fast.train.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for report.md and report.json")
     parser.add_argument("--preset", default="small", choices=("small", "groupvit-s"))

@@ -50,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_parser(subparsers) -> argparse.ArgumentParser:
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train`` on a ``groupvit-fast`` subparsers object."""
     parser = subparsers.add_parser("train", help="train GroupViT on image-text pairs (docs/training.md)")
     add_train_arguments(parser)

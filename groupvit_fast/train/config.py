@@ -14,7 +14,10 @@ import difflib
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from omegaconf import DictConfig
 
 __all__ = ["CONFIG_DIR", "RECIPES", "load_config", "resolve_config_path", "run_name", "validate_keys"]
 
@@ -128,14 +131,14 @@ def check_dataset_meta(meta: Mapping, where: str) -> None:
                 raise ValueError(f"config key '{key}.{field}' in {where} must be a {kind.__name__}, got {value!r}")
 
 
-def run_name(cfg, config_path: str, world_size: int) -> str:
+def run_name(cfg: DictConfig, config_path: str, world_size: int) -> str:
     """NVlabs' run name: ``model_name`` (default: the config file's stem) + ``_bs{batch}x{world}``."""
     stem = cfg.model_name or os.path.splitext(os.path.basename(config_path))[0]
     return f"{stem}_bs{cfg.data.batch_size}x{world_size}"
 
 
 def load_config(path: str, opts: Sequence[str] = (), *, output: str | None = None, tag: str | None = None,
-                world_size: int = 1):
+                world_size: int = 1) -> DictConfig:
     """The resolved, checked training config (an OmegaConf ``DictConfig``).
 
     ``path``: a YAML file or a shipped recipe name; ``opts``: ``key=value`` overrides (OmegaConf

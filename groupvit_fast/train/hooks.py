@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from omegaconf import DictConfig
 
 __all__ = ["EvaluationHook"]
 
@@ -29,7 +33,7 @@ def _evaluation_api():
 class EvaluationHook:
     """``hook(model, epoch) -> {'cls/top1': ..., 'seg/mIoU': ...}`` (percent), after training epochs."""
 
-    def __init__(self, cfg, *, is_main: bool, log: Callable[[str], None] = print):
+    def __init__(self, cfg: DictConfig, *, is_main: bool, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.freq = int(cfg.evaluate.eval_freq)
         self.is_main = is_main

@@ -13,6 +13,7 @@ import os
 import random
 import resource
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,12 +35,17 @@ from .optim import CosineWarmup, build_optimizer, scaled_lrs
 from .run_log import RunLog
 from .step import train_step
 
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from collections.abc import Callable
+
+    from omegaconf import DictConfig
+
 __all__ = ["train", "Trainer", "autocast_dtype_for"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
-def autocast_dtype_for(train_cfg, device: torch.device) -> torch.dtype | None:
+def autocast_dtype_for(train_cfg: DictConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: ``None`` (fp32) with ``amp_opt_level: O0``; ``auto`` is bf16 on CUDA, fp32 elsewhere."""
     choice = str(train_cfg.amp_dtype)
     if choice not in (*_DTYPES, "auto"):
@@ -71,8 +77,8 @@ def _gather(obj) -> list:
 class Trainer:
     """A configured run (see ``train``); ``run()`` trains and returns the last logged metrics."""
 
-    def __init__(self, cfg, *, resume: str | None = None, init: str | None = None, device: str | None = None,
-                 quiet: bool = False, text_transform=None):
+    def __init__(self, cfg: DictConfig, *, resume: str | None = None, init: str | None = None,
+                 device: str | None = None, quiet: bool = False, text_transform: Callable | None = None) -> None:
         from omegaconf import OmegaConf
 
         self.cfg = cfg
@@ -298,8 +304,8 @@ class Trainer:
         return record
 
 
-def train(cfg, *, resume: str | None = None, init: str | None = None, device: str | None = None,
-          quiet: bool = False, text_transform=None) -> dict:
+def train(cfg: DictConfig, *, resume: str | None = None, init: str | None = None, device: str | None = None,
+          quiet: bool = False, text_transform: Callable | None = None) -> dict:
     """Train the model of ``cfg`` (``config.load_config``); returns the last logged metrics.
 
     ``resume``: a checkpoint path or ``'auto'`` (the run folder's latest; also the default when

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from omegaconf import DictConfig
 
 __all__ = ["param_groups", "build_optimizer", "scaled_lrs", "CosineWarmup", "EMBEDDING_NAMES"]
 
@@ -42,13 +46,13 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def scaled_lrs(train_cfg, global_batch: int) -> tuple[float, float, float]:
+def scaled_lrs(train_cfg: DictConfig, global_batch: int) -> tuple[float, float, float]:
     """``(base_lr, warmup_lr, min_lr)`` scaled by ``global_batch / 4096`` (global batch includes accumulation)."""
     factor = global_batch / 4096.0
     return train_cfg.base_lr * factor, train_cfg.warmup_lr * factor, train_cfg.min_lr * factor
 
 
-def build_optimizer(model: nn.Module, train_cfg, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, train_cfg: DictConfig, lr: float) -> torch.optim.Optimizer:
     """AdamW over ``param_groups``; the fused implementation on CUDA parameters."""
     name = str(train_cfg.optimizer.name).lower()
     if name != "adamw":

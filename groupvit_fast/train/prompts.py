@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ PROMPT_TAGS = frozenset({"NN", "NNS", "NNP", "VB", "VBD", "VBG", "VBN", "VBP", "
 TAGGER_DOWNLOAD = "python -c \"import nltk; nltk.download('averaged_perceptron_tagger_eng')\""
 
 
-def load_default_tagger():
+def load_default_tagger() -> Any:
     """NLTK's pretrained averaged-perceptron tagger; ``RuntimeError`` naming the download when absent."""
     try:
         from nltk.tag import PerceptronTagger
@@ -66,7 +67,7 @@ class TextTransform:
     ``rng`` draws the nouns and templates; the loader passes one seeded per sample.
     """
 
-    def __init__(self, context_length: int = 77, multi_label: int = 0, tagger=None,
+    def __init__(self, context_length: int = 77, multi_label: int = 0, tagger: Any | None = None,
                  tokenizer: Callable[[Sequence[str], int], torch.Tensor] | None = None):
         if multi_label < 0:
             raise ValueError(f"data.text_aug.multi_label must be >= 0, got {multi_label}")

@@ -68,7 +68,7 @@ class RunLog:
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key if "/" in key else f"train/{key}", value, record["step"])
 
-    def advance(self, steps: int, **fields) -> None:
+    def advance(self, steps: int, **fields: float) -> None:
         if self._bar is not None:
             self._bar.update(steps)
             if fields:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,11 @@ from .manifest import read_manifest
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
 from .synthetic import write_synthetic_shards
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from collections.abc import Callable
+
+    from omegaconf import DictConfig
 
 __all__ = ["TrainData", "ImageTextBatches", "ShardSource", "ManifestSource", "read_manifest",
            "write_synthetic_shards", "expand_shards"]
@@ -50,8 +56,8 @@ def _pattern_of(prefix: str, name: str) -> str:
 class TrainData:
     """The training datasets of a config, checked, for one rank of ``world``."""
 
-    def __init__(self, cfg, rank: int, world: int, *, accumulation: int = 1, text_transform=None,
-                 image_transform=None):
+    def __init__(self, cfg: DictConfig, rank: int, world: int, *, accumulation: int = 1,
+                 text_transform: Callable | None = None, image_transform: Callable | None = None) -> None:
         from ..augment import build_train_transform
         from ..prompts import TextTransform
 

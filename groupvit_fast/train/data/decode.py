@@ -8,6 +8,10 @@ Shard records carry the image under ``jpg``, ``png`` or ``jpeg`` and the caption
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from PIL import Image
 
 __all__ = ["decode_record", "IMAGE_KEYS", "TEXT_KEYS"]
 
@@ -22,7 +26,7 @@ def _first(record: dict, keys: tuple[str, ...]):
     return None
 
 
-def decode_record(record: dict):
+def decode_record(record: dict) -> tuple[Image.Image, str] | None:
     """``(PIL.Image (RGB), caption)`` or ``None``."""
     from PIL import Image
 

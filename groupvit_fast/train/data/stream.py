@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,11 +23,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .decode import decode_record
 
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from .sources import ShardSource
+
 __all__ = ["ImageTextBatches", "seeded"]
 
 
 @contextlib.contextmanager
-def seeded(seed: int):
+def seeded(seed: int) -> Iterator[None]:
     """Seed Python's, NumPy's and torch's CPU generators (timm draws from all three) and restore them after."""
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
@@ -43,7 +47,7 @@ def seeded(seed: int):
 class ImageTextBatches(IterableDataset):
     """Batches of one epoch of ``source`` for one rank (see the module docstring)."""
 
-    def __init__(self, source, image_transform: Callable, text_transform: Callable, batch_size: int, *,
+    def __init__(self, source: ShardSource, image_transform: Callable, text_transform: Callable, batch_size: int, *,
                  epoch: int, rank: int, world: int, seed: int, num_workers: int,
                  start_positions: Sequence[int] | None = None, worker_offset: int = 0):
         super().__init__()

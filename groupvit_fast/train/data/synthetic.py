@@ -12,6 +12,10 @@ import io
 import json
 import os
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from PIL import Image
 
 __all__ = ["COLOURS", "SHAPES", "class_names", "write_synthetic_shards", "draw_shape"]
 
@@ -24,7 +28,7 @@ def class_names() -> list[str]:
     return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
 
 
-def draw_shape(colour: str, shape: str, size: int, rng: random.Random):
+def draw_shape(colour: str, shape: str, size: int, rng: random.Random) -> Image.Image:
     """A ``size x size`` RGB ``PIL.Image`` of one shape."""
     from PIL import Image, ImageDraw
 
