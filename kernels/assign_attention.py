@@ -85,7 +85,9 @@ _MAX_BLOCK_N = 256
 
 # Triton's interpreter multiplies the raw uint16 bits of bfloat16 dot operands (triton 3.8): there the
 # operands are widened to fp32 first, which is exact and gives what the GPU's bf16 dot with fp32
-# accumulation gives, up to the summation order.
+# accumulation gives, up to the summation order. So the interpreter tests never run the GPU's
+# half-precision `tl.dot` branch: only the ahead-of-time compile (groupvit_fast/tools/compile_check.py,
+# every dtype) and a GPU run see it (docs/assign_op.md, "Interpreter vs GPU").
 _WIDEN_DOT = tl.constexpr(INTERPRET)
 
 
