@@ -174,7 +174,7 @@ for name in ("torch", "pytest", "pip", "setuptools"):
     if importlib.util.find_spec(name) is None:
         print(f"{python}: cannot import {name} (a stage needs it)")
 trees = {}
-for path in ("setup.py", "benchmarks/sanitizer_cases.py", "benchmarks/wheelhouse.py", "groupvit_fast/bench.py",
+for path in ("setup.py", "benchmarks/sanitizer_cases.py", "benchmarks/wheelhouse.py", "groupvit_fast/bench/__main__.py",
              "groupvit_fast/info.py", "tests/conftest.py", "tests/helpers/requirements.py"):
     if not os.path.isfile(path):
         print(f"{path}: missing (a stage runs it)")

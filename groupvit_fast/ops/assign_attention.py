@@ -230,13 +230,15 @@ def assign_attention(
     ASSIGN.count(name)
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
     chosen = get_backend(name)
-    seed_tensor = _seed_tensor(seed, gumbel and noise is None)
 
     if chosen.runs_eagerly:
         # a backend that is plain PyTorch under autograd (the NVlabs-faithful reference: what
-        # torch.compile(reference) baselines compile) runs as it is, not behind the custom op
-        out, hard_attn, soft_attn = chosen.eager(q, k, v, noise, seed_tensor if seed is not None else None, params)
+        # torch.compile(reference) baselines compile) runs as it is, not behind the custom op. Without
+        # a seed it draws its noise from torch's generator itself (NVlabs' stream): no seed is drawn here.
+        seed_tensor = _seed_tensor(seed, True) if seed is not None else None
+        out, hard_attn, soft_attn = chosen.eager(q, k, v, noise, seed_tensor, params)
     else:
+        seed_tensor = _seed_tensor(seed, gumbel and noise is None)
         if noise is not None:
             noise = noise.to(torch.float32).contiguous()
         out, _r, hard_attn, soft_attn = _assign_attention_op(

@@ -61,7 +61,7 @@ class Dispatcher:
         try:
             return self.backends[name]
         except KeyError:
-            raise ValueError(f"backend: unknown {self.op} backend {name!r}; choose one of "
+            raise ValueError(f"backend: unknown backend {name!r} of {self.op}; choose one of "
                              f"{['auto', *self.backends]}") from None
 
     def _log_fallback_once(self, inputs, chosen: str, skipped: dict[str, list[str]]) -> None:
@@ -80,7 +80,7 @@ class Dispatcher:
         if requested != "auto":
             reasons = self.get(requested).not_supported_reasons(inputs)
             if reasons:
-                raise ValueError(f"backend: {requested!r} cannot run this {self.op} call: {'; '.join(reasons)}")
+                raise ValueError(f"backend: {requested!r} cannot run this call: {'; '.join(reasons)} ({self.op})")
             return requested
         skipped: dict[str, list[str]] = {}
         for name in self.priority.get(inputs.device_type, (self.fallback,)):

@@ -26,7 +26,7 @@ SCRIPT = "benchmarks/gpu_check.sh"
 STAGES = ("build", "test", "memcheck", "racecheck", "bench")
 #: what `plan` checks in the checkout: a copy of these is a checkout as far as the plan can tell
 PLAN_FILES = ("benchmarks/gpu_check.sh", "benchmarks/fill_wheelhouse.sh", "benchmarks/wheelhouse.py",
-              "benchmarks/sanitizer_cases.py", "setup.py", "pytest.ini", "groupvit_fast/bench.py",
+              "benchmarks/sanitizer_cases.py", "setup.py", "pytest.ini", "groupvit_fast/bench/__main__.py",
               "groupvit_fast/info.py", "tests/conftest.py", "tests/helpers/requirements.py")
 
 
@@ -145,7 +145,7 @@ def checkout_copy(tmp_path):
 
 @pytest.mark.parametrize("path, damage, reason", [
     ("benchmarks/sanitizer_cases.py", None, "benchmarks/sanitizer_cases.py: missing"),
-    ("groupvit_fast/bench.py", "def broken(:\n", "groupvit_fast/bench.py: does not parse"),
+    ("groupvit_fast/bench/__main__.py", "def broken(:\n", "groupvit_fast/bench/__main__.py: does not parse"),
     ("benchmarks/fill_wheelhouse.sh", "if then fi\n", "benchmarks/fill_wheelhouse.sh: bash syntax error"),
     ("pytest.ini", "[pytest]\n", "no 'gpu' marker"),
 ], ids=["script-missing", "module-syntax-error", "bash-syntax-error", "gpu-marker-unregistered"])
