@@ -33,6 +33,7 @@
 #endif
 
 #include "assign_kernels.h"
+#include "philox_gumbel.h"
 
 // The selects below (x < c ? a : b on floats) only become vector blends when the compiler may
 // evaluate both sides, which GCC's default -ftrapping-math forbids; PyTorch builds its own
@@ -54,16 +55,8 @@ constexpr float kNaN = __builtin_nanf("");
 GVF_INLINE int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 GVF_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-GVF_INLINE float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-GVF_INLINE uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
+using philox::bits_to_float;  // memcpy bit casts (philox_gumbel.h)
+using philox::float_to_bits;
 
 // --------------------------------------------------------------------------------------------
 // dtype conversion (IEEE half and bfloat16 as raw uint16), branch-free so the loops vectorise.
@@ -162,7 +155,8 @@ const float* rows_f32(const Strided& t, DType dt, int64_t b, int64_t l0, int64_t
 }
 
 // --------------------------------------------------------------------------------------------
-// exp and log: Cephes' single-precision algorithms (about 1 ulp), branch-free so they vectorise.
+// exp: Cephes' single-precision algorithm (about 1 ulp), branch-free so it vectorises (its log
+// twin, used only by the noise, is in philox_gumbel.h).
 // --------------------------------------------------------------------------------------------
 
 // Round to the nearest integer (ties to even) for |x| < 2**22, with adds only (SSE2 has no
@@ -190,52 +184,14 @@ GVF_INLINE float exp_nonpos(float x) {
   return nan ? x : (under ? 0.0f : e);
 }
 
-// log(x) for positive, normal, finite x (the noise path: u in [2**-32, 1 - 2**-24] and -log(u)).
-GVF_INLINE float log_pos(float x) {
-  const uint32_t ix = float_to_bits(x);
-  int32_t e = static_cast<int32_t>((ix >> 23) & 0xFFu) - 126;
-  float m = bits_to_float((ix & 0x007FFFFFu) | 0x3F000000u);  // x = m * 2**e, m in [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1 : e;
-  m = small ? (m + m) - 1.0f : m - 1.0f;  // exact: log(x) = e * ln2 + log1p(m), |m| < 0.415
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  const float fe = static_cast<float>(e);
-  y = y + -2.12194440e-4f * fe;  // ln2 split in two parts for accuracy
-  y = y - 0.5f * z;
-  return (m + y) + 0.693359375f * fe;
-}
-
 // --------------------------------------------------------------------------------------------
-// Gumbel noise: the Philox convention of groupvit_fast/reference/philox.py, bit-exact up to log.
+// Gumbel noise (philox_gumbel.h): the scalar form there, and below its run over many counters.
 // --------------------------------------------------------------------------------------------
 
-// u = float32(x') * 4.6566127342e-10 (x' = x as int32, ~x when negative: tl.rand), clamped to
-// [2**-32, 1 - 2**-24]; e = -log(-log(u)).
-GVF_INLINE float gumbel_from_bits(uint32_t x) {
-  int32_t xi = static_cast<int32_t>(x);
-  xi = xi < 0 ? ~xi : xi;
-  float u = static_cast<float>(xi) * 4.6566127342e-10f;
-  u = u < 0x1.0p-32f ? 0x1.0p-32f : u;
-  u = u > 1.0f - 0x1.0p-24f ? 1.0f - 0x1.0p-24f : u;
-  return -log_pos(-log_pos(u));
-}
-
-// bits[l] = first output word of Philox4x32-10 with key (seed lo, seed hi) and counter
-// (c lo, c hi, 0, 0), c = first + l, for l < count (a multiple of 16): Triton's tl.randint.
 #if defined(GVF_AVX2)
 // AVX2 has no 32x32 -> high 32 multiply: even and odd lanes go through vpmuludq separately and
 // their halves are blended back. Four independent 8-lane groups per step hide the latency; the
-// uniform -> Gumbel transform is the same algorithm as gumbel_from_bits, in intrinsics (the
+// uniform -> Gumbel transform is the same algorithm as philox::gumbel_from_bits, in intrinsics (the
 // auto-vectorised form of the clamps and selects compiles to several times more instructions).
 GVF_INLINE void mul_hi_lo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
   const __m256i even = _mm256_mul_epu32(a, m);                        // 64-bit products, lanes 0,2,4,6
@@ -244,36 +200,36 @@ GVF_INLINE void mul_hi_lo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
   *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
-// log_pos on 8 lanes (same steps and constants).
+// philox::log_pos on 8 lanes (same steps and constants).
 GVF_INLINE __m256 log_pos8(__m256 x) {
   const __m256i ix = _mm256_castps_si256(x);
   __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(ix, 23), _mm256_set1_epi32(126));  // x > 0: no sign bit
   __m256 m = _mm256_castsi256_ps(
       _mm256_or_si256(_mm256_and_si256(ix, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F000000)));
-  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(philox::kSqrtHalf), _CMP_LT_OQ);
   e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(small), _mm256_set1_epi32(1)));
   m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
   const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
+  __m256 y = _mm256_set1_ps(philox::kLogP0);
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP1));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP2));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP3));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP4));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP5));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP6));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP7));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP8));
   y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
   const __m256 fe = _mm256_cvtepi32_ps(e);
-  y = _mm256_fmadd_ps(_mm256_set1_ps(-2.12194440e-4f), fe, y);
+  y = _mm256_fmadd_ps(_mm256_set1_ps(philox::kLn2Lo), fe, y);
   y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
-  return _mm256_fmadd_ps(_mm256_set1_ps(0.693359375f), fe, _mm256_add_ps(m, y));
+  return _mm256_fmadd_ps(_mm256_set1_ps(philox::kLn2Hi), fe, _mm256_add_ps(m, y));
 }
 
 GVF_INLINE __m256 gumbel8(__m256i x) {
   const __m256i xi = _mm256_xor_si256(x, _mm256_srai_epi32(x, 31));  // ~x when negative
-  __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(xi), _mm256_set1_ps(4.6566127342e-10f));
-  u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(0x1.0p-32f)), _mm256_set1_ps(1.0f - 0x1.0p-24f));
+  __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(xi), _mm256_set1_ps(philox::kUniformScale));
+  u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(philox::kUniformMin)), _mm256_set1_ps(philox::kUniformMax));
   const __m256 w = _mm256_sub_ps(_mm256_setzero_ps(), log_pos8(u));
   return _mm256_sub_ps(_mm256_setzero_ps(), log_pos8(w));
 }
@@ -281,15 +237,15 @@ GVF_INLINE __m256 gumbel8(__m256i x) {
 // dst[j] = noise of counter first + j (j < len)
 void gumbel_run(float* dst, int64_t len, uint64_t seed, uint64_t first) {
   constexpr int kGroups = 4;
-  const __m256i mul_a = _mm256_set1_epi32(static_cast<int32_t>(0xD2511F53u));
-  const __m256i mul_b = _mm256_set1_epi32(static_cast<int32_t>(0xCD9E8D57u));
-  __m256i key0[10], key1[10];
+  const __m256i mul_a = _mm256_set1_epi32(static_cast<int32_t>(philox::kMulA));
+  const __m256i mul_b = _mm256_set1_epi32(static_cast<int32_t>(philox::kMulB));
+  __m256i key0[philox::kRounds], key1[philox::kRounds];
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int round = 0; round < 10; ++round) {
+  for (int round = 0; round < philox::kRounds; ++round) {
     key0[round] = _mm256_set1_epi32(static_cast<int32_t>(k0));
     key1[round] = _mm256_set1_epi32(static_cast<int32_t>(k1));
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    k0 += philox::kKeyStep0;
+    k1 += philox::kKeyStep1;
   }
   alignas(32) uint32_t lo[8 * kGroups], hi[8 * kGroups];
   alignas(32) float out[8 * kGroups];
@@ -307,7 +263,7 @@ void gumbel_run(float* dst, int64_t len, uint64_t seed, uint64_t first) {
       c3[v] = _mm256_setzero_si256();
     }
 #pragma GCC unroll 10
-    for (int round = 0; round < 10; ++round) {  // Philox4x32-10: Triton's tl.randint
+    for (int round = 0; round < philox::kRounds; ++round) {  // philox::philox_round, 8 lanes x 4
       for (int v = 0; v < kGroups; ++v) {
         __m256i b_hi, b_lo, a_hi, a_lo;
         mul_hi_lo(c2[v], mul_b, &b_hi, &b_lo);
@@ -344,20 +300,11 @@ void philox_block(uint32_t* bits, int64_t count, uint64_t seed, uint64_t first) 
       c3[l] = 0;
     }
     uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int round = 0; round < 10; ++round) {
+    for (int round = 0; round < philox::kRounds; ++round) {
 #pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const uint64_t prod_b = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
-        const uint64_t prod_a = static_cast<uint64_t>(0xD2511F53u) * c0[l];
-        const uint32_t n0 = static_cast<uint32_t>(prod_b >> 32) ^ c1[l] ^ k0;
-        const uint32_t n2 = static_cast<uint32_t>(prod_a >> 32) ^ c3[l] ^ k1;
-        c1[l] = static_cast<uint32_t>(prod_b);
-        c3[l] = static_cast<uint32_t>(prod_a);
-        c0[l] = n0;
-        c2[l] = n2;
-      }
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
+      for (int64_t l = 0; l < kLanes; ++l) philox::philox_round(c0[l], c1[l], c2[l], c3[l], k0, k1);
+      k0 += philox::kKeyStep0;
+      k1 += philox::kKeyStep1;
     }
     for (int64_t l = 0; l < kLanes; ++l) bits[j0 + l] = c0[l];
   }
@@ -372,7 +319,7 @@ void gumbel_run(float* dst, int64_t len, uint64_t seed, uint64_t first) {
     philox_block(bits, round_up(count, 16), seed, first + static_cast<uint64_t>(j0));
     float* out = dst + j0;
 #pragma omp simd
-    for (int64_t l = 0; l < count; ++l) out[l] = gumbel_from_bits(bits[l]);
+    for (int64_t l = 0; l < count; ++l) out[l] = philox::gumbel_from_bits(bits[l]);
   }
 }
 #endif

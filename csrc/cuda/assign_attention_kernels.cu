@@ -25,7 +25,7 @@
 #include <cstdint>
 
 #if defined(GVF_CUDA_EMULATION)
-// Compiled as host C++ with emulated threads (tests/test_native_backend.py, emulation/).
+// Compiled as host C++ with emulated threads (tests/kernels/test_cuda_emulation.py, emulation/).
 #include "emulation/cuda_emulation.h"
 #else
 #include <cuda_bf16.h>
@@ -36,6 +36,7 @@
 #endif
 
 #include "assign_attention_kernels.h"
+#include "philox_gumbel.h"
 
 namespace groupvit_fast {
 namespace cuda {
@@ -70,67 +71,8 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
 __device__ __forceinline__ float neg_inf_f() { return __int_as_float(0xff800000); }
 
-// ---------------------------------------------------------------------------------------------
-// Gumbel noise: groupvit_fast/reference/philox.py. Philox4x32-10 (first word, = tl.randint),
-// u = float32(x') * 4.6566127342e-10 clamped to [2**-32, 1 - 2**-24], e = -log(-log(u)). The log
-// is Cephes' single-precision algorithm (as in the CPU kernels), not logf: --use_fast_math maps
-// logf to __logf, whose absolute error near u = 1 would swamp -log(u).
-// ---------------------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t philox_x0(uint64_t counter, uint64_t seed) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    const uint32_t hi_b = __umulhi(0xCD9E8D57u, c2), lo_b = 0xCD9E8D57u * c2;
-    const uint32_t hi_a = __umulhi(0xD2511F53u, c0), lo_a = 0xD2511F53u * c0;
-    const uint32_t n0 = hi_b ^ c1 ^ k0;
-    const uint32_t n2 = hi_a ^ c3 ^ k1;
-    c1 = lo_b;
-    c3 = lo_a;
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return c0;
-}
-
-// log(x) for positive, normal, finite x.
-__device__ __forceinline__ float log_pos(float x) {
-  const uint32_t ix = __float_as_uint(x);
-  int e = static_cast<int>((ix >> 23) & 0xFFu) - 126;
-  float m = __uint_as_float((ix & 0x007FFFFFu) | 0x3F000000u);  // x = m * 2**e, m in [0.5, 1)
-  if (m < 0.707106781186547524f) {
-    e -= 1;
-    m = (m + m) - 1.0f;
-  } else {
-    m = m - 1.0f;
-  }
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  const float fe = static_cast<float>(e);
-  y = y + -2.12194440e-4f * fe;
-  y = y - 0.5f * z;
-  return (m + y) + 0.693359375f * fe;
-}
-
-__device__ __forceinline__ float gumbel_at(uint64_t counter, uint64_t seed) {
-  int32_t xi = static_cast<int32_t>(philox_x0(counter, seed));
-  xi = xi < 0 ? ~xi : xi;
-  float u = static_cast<float>(xi) * 4.6566127342e-10f;
-  u = fminf(fmaxf(u, 0x1.0p-32f), 1.0f - 0x1.0p-24f);
-  return -log_pos(-log_pos(u));
-}
+// Gumbel noise: philox::gumbel_at (philox_gumbel.h), the same header the CPU kernels use.
+using philox::gumbel_at;
 
 // ---------------------------------------------------------------------------------------------
 // Block-level building blocks (all threads of the block call them; they synchronise inside).

@@ -1,5 +1,5 @@
 // Host emulation of the CUDA subset used by ../assign_attention_kernels.cu, so that the kernels'
-// logic runs (and is tested) on machines without a GPU: tests/test_native_backend.py compiles
+// logic runs (and is tested) on machines without a GPU: tests/kernels/test_cuda_emulation.py compiles
 // emulated_ops.cpp, which includes the .cu with GVF_CUDA_EMULATION defined.
 //
 // Each block runs as blockDim.x cooperative fibers (ucontext) on the calling thread, blocks one

@@ -1,6 +1,6 @@
 // The CUDA kernels of ../assign_attention_kernels.cu compiled for the host with emulated threads
 // (cuda_emulation.h) and exposed on CPU tensors as torch.ops.groupvit_fast_cuda_emulation.*, with
-// the schemas of the real native ops. Built on demand by tests/test_native_backend.py
+// the schemas of the real native ops. Built on demand by tests/kernels/test_cuda_emulation.py
 // (torch.utils.cpp_extension.load), never by setup.py: it lets the CUDA kernels' logic be tested
 // on machines without a GPU. The workspace handling mirrors ../assign_attention_cuda.cpp.
 
