@@ -5,7 +5,8 @@ Subcommands:
 * ``segment IMAGE_OR_DIR --classes voc|NAME NAME ... [--checkpoint PATH] [--out DIR] [--gt MASK_OR_DIR]``:
   zero-shot segmentation of one image or every image of a folder; writes ``<stem>_label.png``
   (palette PNG), ``<stem>_overlay.png`` and ``<stem>.json`` (per-class pixel fractions) per
-  image, and ``summary.json`` (with mIoU when ``--gt`` is given);
+  image, and ``summary.json`` (with mIoU when ``--gt`` is given); ``--assign hard`` composes the
+  grouping blocks' one-hot maps instead of the soft ones;
 * ``info``: what is built and usable (``groupvit_fast.info``);
 * ``bench ...``: the benchmark harness (``groupvit_fast.bench``);
 * ``convert SRC DST [--to nvlabs|hf]``: NVlabs ``.pth`` <-> HF weights <-> safetensors;
@@ -23,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .cli_support import PROG, CliError, build_model_from_args, positive_int
+from .cli_support import PROG, CliError, add_assign_argument, build_model_from_args, positive_int
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -99,7 +100,8 @@ def _cmd_segment(args) -> int:
 
     model = build_model_from_args(args)
     try:
-        segmenter = GroupViTSegmenter(model, class_set, templates=args.templates, crop_batch_size=args.crop_batch_size)
+        segmenter = GroupViTSegmenter(model, class_set, templates=args.templates, crop_batch_size=args.crop_batch_size,
+                                      assignment=args.assign)
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
     except (ImportError, ValueError) as err:
         raise CliError(str(err)) from None
@@ -135,7 +137,7 @@ def _cmd_segment(args) -> int:
             save_json(os.path.join(out_dir, f"{stem}.json"), {"classes": names, **record})
             per_image[stem] = {k: v for k, v in fractions.items() if v > 0}
     summary = {"classes": names, "background_threshold": class_set.bg_thresh if class_set.with_bg else None,
-               "checkpoint": args.checkpoint, "images": per_image}
+               "assignment": args.assign, "checkpoint": args.checkpoint, "images": per_image}
     if confusion is not None:
         ious = confusion.iou()
         summary["miou"] = confusion.miou()
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", default="groupvit_out", help="output folder (default: %(default)s)")
     seg.add_argument("--gt", help="ground-truth label PNG, or a folder of <stem>.png masks: report mIoU")
     seg.add_argument("--bg-thresh", type=float, help="background threshold (default: preset's, else 0.95)")
+    add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     seg.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     seg.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: %(default)s)")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int"]
+__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int", "add_assign_argument"]
 
 PROG = "groupvit-fast"
 
@@ -88,3 +88,13 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def add_assign_argument(parser: argparse.ArgumentParser) -> None:
+    """``--assign soft|hard`` of ``segment`` and ``eval seg``: which grouping maps the segmentation
+    composes (docs/segmentation.md, "Soft or hard assignment"); a value outside the choices is a usage error."""
+    from .segmentation.inference import ASSIGNMENTS
+
+    parser.add_argument("--assign", choices=ASSIGNMENTS, default="soft",
+                        help="compose the grouping blocks' soft maps (NVlabs' protocol, default) or their one-hot "
+                             "hard maps (ablation)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_support import CliError, positive_int
+from ..cli_support import CliError, add_assign_argument, positive_int
 
 __all__ = ["add_eval_parser", "add_prepare_parser"]
 
@@ -81,7 +81,7 @@ def _cmd_eval_seg(args) -> int:
             model, dataset=preset.name, data_root=args.data_root, bg_thresh=args.bg_thresh, topk=args.topk,
             batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet, split=args.split,
             templates=args.templates, crop_batch_size=args.crop_batch_size, autocast=args.autocast,
-            max_images=args.max_images, keep_predictions=args.overlays)
+            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign)
         return result, preset.name, preset.class_names
 
     return _run(args, evaluate)
@@ -141,6 +141,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the dataset's)")
     seg.add_argument("--topk", type=positive_int, default=5, help="image-level class filter (default: %(default)s)")
+    add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     seg.add_argument("--crop-batch-size", type=positive_int, default=8,
                      help="448x448 crops per encoder call (default: %(default)s)")

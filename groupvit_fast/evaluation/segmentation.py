@@ -1,8 +1,9 @@
 """Zero-shot mIoU of a GroupViT on a benchmark dataset (``groupvit-fast eval seg``).
 
 The protocol of NVlabs' evaluation (docs/evaluation.md): keep-ratio resize to the preset's scale,
-no flip, 448x448 windows at stride 224, prompt "a photo of a {}.", soft grouping maps, image-level
-top-5 class filter, background where the best score is below ``min(bg_thresh, max affinity)``.
+no flip, 448x448 windows at stride 224, prompt "a photo of a {}.", soft grouping maps
+(``assignment='hard'`` for the ablation), image-level top-5 class filter, background where the
+best score is below ``min(bg_thresh, max affinity)``.
 The per-crop and per-image work is ``groupvit_fast.segmentation.GroupViTSegmenter`` (one encoder
 pass per crop, crops of several images batched); this module feeds it a dataset: DataLoader
 workers decode and resize, each rank takes a disjoint slice, and the confusion matrix is summed
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..segmentation.classes import ClassSet
-from ..segmentation.inference import GroupViTSegmenter
+from ..segmentation.inference import GroupViTSegmenter, check_assignment
 from ..segmentation.metrics import ConfusionMatrix
 from ..segmentation.text import TextEmbeddingCache, class_text_embeddings
 from .datasets import IGNORE_INDEX, SegmentationSamples, check_sizes, find_samples, get_preset
@@ -33,7 +34,7 @@ __all__ = ["evaluate_segmentation", "segmentation_metrics", "SEG_OPTIONS"]
 #: keyword options of ``evaluate_segmentation`` besides the named ones, with their defaults
 SEG_OPTIONS = {
     "split": "val", "templates": "simple", "crop_batch_size": 8, "autocast": None, "max_images": None,
-    "keep_predictions": 0,
+    "keep_predictions": 0, "assignment": "soft",
 }
 
 
@@ -81,7 +82,8 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     the encoder ``crop_batch_size`` at a time). ``options``: ``split`` ('val'), ``templates``
     ('simple'), ``crop_batch_size`` (8), ``autocast`` (None | 'bf16' | 'fp16'), ``max_images``
     (evaluate the first N only), ``keep_predictions`` (return the label maps ``[H, W]`` of the first
-    N images of rank 0, with their images, under ``'predictions'``).
+    N images of rank 0, with their images, under ``'predictions'``), ``assignment`` (``'soft'``,
+    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md).
 
     Returns ``{'mIoU', 'mAcc', 'aAcc'}`` (percent), ``'per_class'`` ``{name: {'IoU', 'Acc'}}``,
     ``'num_images'``, ``'dataset'``, ``'settings'``, ``'seconds'``, ``'images_per_s'``; identical on
@@ -96,6 +98,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     for name, value in (("batch_size", batch_size), ("topk", topk), ("crop_batch_size", opts["crop_batch_size"])):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_assignment(opts["assignment"])
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
     preset = get_preset(dataset)
@@ -122,7 +125,8 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
         segmenter = GroupViTSegmenter(model, class_set, templates=opts["templates"], crop_size=preset.crop,
                                       stride=preset.stride, short_side=preset.short_side,
                                       max_long_side=preset.max_long_side, crop_batch_size=opts["crop_batch_size"],
-                                      text_cache=cache, autocast_dtype=autocast_dtype, topk=topk)
+                                      text_cache=cache, autocast_dtype=autocast_dtype, topk=topk,
+                                      assignment=opts["assignment"])
         keep = int(opts["keep_predictions"]) if rank == 0 else 0
         data = SegmentationSamples(samples, preset, rank_slice(len(samples), rank, world), keep_raw=keep > 0)
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers,
@@ -155,7 +159,8 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
         model.train(was_training)
     result = {"dataset": preset.name, **segmentation_metrics(confusion, preset.class_names),
               "num_images": len(samples), "seconds": seconds, "images_per_s": len(samples) / max(seconds, 1e-9),
-              "settings": {"bg_thresh": thresh, "topk": topk, "templates": opts["templates"],
+              "settings": {"bg_thresh": thresh, "topk": topk, "assignment": opts["assignment"],
+                           "templates": opts["templates"],
                            "img_scale": [preset.max_long_side, preset.short_side], "crop": preset.crop,
                            "stride": preset.stride, "autocast": str(autocast_dtype) if autocast_dtype else None,
                            "ignore_index": IGNORE_INDEX, "world_size": world, "split": opts["split"]}}

@@ -30,8 +30,9 @@ def reference_crop_scores(softs: Sequence[torch.Tensor], feat: torch.Tensor, x: 
                           logit_scale: torch.Tensor | float, crop_hw: tuple[int, int], grid_hw: tuple[int, int],
                           with_bg: bool, bg_thresh: float) -> torch.Tensor:
     """Per-crop steps 2-6 of the spec, literally, for ONE crop: ``softs`` the grouping blocks'
-    soft maps ``[G_i, N_i]`` in stage order, ``feat [G, C]`` and ``x [C]`` projected segment and
-    image features, ``text [K, C]`` normalised. Returns ``[(1 +) K, h, w]`` class scores."""
+    soft maps ``[G_i, N_i]`` in stage order (or their hard maps, for the hard-assignment ablation),
+    ``feat [G, C]`` and ``x [C]`` projected segment and image features, ``text [K, C]`` normalised.
+    Returns ``[(1 +) K, h, w]`` class scores."""
     maps = softs[0].T  # step 2: [N, G_0] ...
     for soft in softs[1:]:
         maps = maps @ soft.T  # ... times [G_{i-1}, G_i]: patch -> final segment
@@ -85,12 +86,16 @@ def reference_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> Ite
 @torch.no_grad()
 def reference_segment_scores(model: nn.Module, image: torch.Tensor, text: torch.Tensor, *, with_bg: bool,
                              bg_thresh: float, crop: int = 448, stride: int = 224, short_side: int = 448,
-                             max_long_side: int = 2048, patch_size: int = 16) -> torch.Tensor:
+                             max_long_side: int = 2048, patch_size: int = 16,
+                             assignment: str = "soft") -> torch.Tensor:
     """The whole-image protocol step by step: ``[(1 +) K, H, W]`` averaged class scores of one
     ``[3, H, W]`` image (0..255) at its original size; its argmax is the label map.
 
     ``model`` is in eval mode (the caller's job); ``text [K, C]`` are the normalised embeddings of
-    the non-background classes."""
+    the non-background classes; ``assignment`` names the maps taken from each grouping block
+    (``'soft'``, NVlabs' protocol, or ``'hard'``)."""
+    if assignment not in ("soft", "hard"):
+        raise ValueError(f"assignment must be 'soft' or 'hard', got {assignment!r}")
     device = next(model.parameters()).device
     t = reference_preprocess(image.to(device), short_side, max_long_side)
     h, w = t.shape[-2:]
@@ -102,7 +107,7 @@ def reference_segment_scores(model: nn.Module, image: torch.Tensor, text: torch.
         # the encoder twice, as NVlabs: maps from one pass, features from another
         attn = model.img_encoder(c, return_attn=True, as_dict=True)["attn_dicts"]
         feat_x, feat = model.encode_image(c, return_feat=True)
-        softs = [a["soft"][0, 0].float() for a in attn if a is not None]
+        softs = [a[assignment][0, 0].float() for a in attn if a is not None]
         grid = ((y2 - y1) // patch_size, (x2 - x1) // patch_size)
         total[:, y1:y2, x1:x2] += reference_crop_scores(softs, feat[0].float(), feat_x[0].float(), text,
                                                         model.logit_scale, (y2 - y1, x2 - x1), grid, with_bg,

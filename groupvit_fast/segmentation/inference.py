@@ -13,7 +13,8 @@ test, with three changes that do not change the result:
 Per crop ``[3, h, w]`` (``G`` final segments, ``K`` text classes, ``N`` patches):
 
 1. ``M = S_0^T S_1^T ...`` : ``[N, G]`` soft assignment of patches to final segments (product of the
-   grouping blocks' ``soft`` maps, each ``[G_i, N_i]`` transposed);
+   grouping blocks' ``soft`` maps, each ``[G_i, N_i]`` transposed); ``assignment='hard'`` multiplies
+   the blocks' one-hot ``hard`` maps instead (an ablation, not NVlabs' protocol);
 2. resize ``M`` (as a ``[G, h/p, w/p]`` image) bilinearly (``align_corners=False``) to ``h x w``;
    ``seg = argmax_G`` per pixel;
 3. ``A = clamp(exp(logit_scale), max=100) * normalize(img_projector(feat)) @ T^T`` ``[G, K]``,
@@ -46,7 +47,8 @@ from .classes import ClassSet, resolve_classes
 from .text import TextEmbeddingCache
 
 __all__ = [
-    "compose_soft_maps", "group_class_affinity", "crop_class_scores", "sliding_windows", "rescale_size",
+    "compose_soft_maps", "compose_assignment_maps", "check_assignment", "ASSIGNMENTS", "group_class_affinity",
+    "crop_class_scores", "sliding_windows", "rescale_size",
     "preprocess_image", "GroupViTSegmenter", "IMAGENET_MEAN_255", "IMAGENET_STD_255",
 ]
 
@@ -58,24 +60,47 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 # ---- batched per-crop math -------------------------------------------------------------------
 
 
-def compose_soft_maps(attn_dicts: Sequence[dict | None]) -> torch.Tensor:
-    """``[B, N, G_last]``: patch-to-final-segment probabilities from the grouping blocks' ``soft`` maps.
+#: the grouping maps the segmentation can compose (docs/segmentation.md, "Soft or hard assignment")
+ASSIGNMENTS = ("soft", "hard")
 
-    ``attn_dicts``: per stage ``{'soft': [B, 1, G_i, N_i]}`` or ``None`` (stages without grouping).
-    Equivalent PyTorch: ``soft_0[:, 0].mT @ soft_1[:, 0].mT @ ...``.
+
+def check_assignment(assignment: str, name: str = "assignment") -> str:
+    """``assignment`` if it is ``'soft'`` or ``'hard'``, else a ``ValueError`` naming ``name``."""
+    if not isinstance(assignment, str) or assignment not in ASSIGNMENTS:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, ASSIGNMENTS))}, got {assignment!r}")
+    return assignment
+
+
+def compose_assignment_maps(attn_dicts: Sequence[dict | None], assignment: str = "soft") -> torch.Tensor:
+    """``[B, N, G_last]``: patch-to-final-segment maps, the product of the grouping blocks' maps.
+
+    ``attn_dicts``: per stage ``{'soft': [B, 1, G_i, N_i], 'hard': [B, 1, G_i, N_i]}`` or ``None``
+    (stages without grouping). ``assignment='soft'`` (NVlabs' protocol) multiplies the ``soft``
+    maps: probabilities. ``'hard'`` multiplies the ``hard`` maps (one-hot over groups in eval mode
+    for blocks built with ``hard=True``): each patch belongs to exactly one final segment.
+    Equivalent PyTorch: ``m_0[:, 0].mT @ m_1[:, 0].mT @ ...`` with ``m_i = attn_dicts[i][assignment]``.
     """
+    check_assignment(assignment)
     maps = None
     for attn in attn_dicts:
         if attn is None:
             continue
-        soft = attn["soft"]
-        if soft.dim() != 4 or soft.shape[1] != 1:
-            raise ValueError(f"expected soft maps [B, 1, G, N] (one assignment head), got {tuple(soft.shape)}")
-        step = soft[:, 0].transpose(1, 2).float()  # [B, N_i, G_i]
+        if assignment not in attn:
+            raise ValueError(f"the grouping maps have no {assignment!r} entry (keys: {sorted(attn)})")
+        stage = attn[assignment]
+        if stage.dim() != 4 or stage.shape[1] != 1:
+            raise ValueError(f"expected {assignment} maps [B, 1, G, N] (one assignment head), "
+                             f"got {tuple(stage.shape)}")
+        step = stage[:, 0].transpose(1, 2).float()  # [B, N_i, G_i]
         maps = step if maps is None else maps @ step
     if maps is None:
         raise ValueError("the image encoder returned no grouping maps (no grouping block?)")
     return maps
+
+
+def compose_soft_maps(attn_dicts: Sequence[dict | None]) -> torch.Tensor:
+    """``compose_assignment_maps(attn_dicts, 'soft')``: patch-to-final-segment probabilities."""
+    return compose_assignment_maps(attn_dicts, "soft")
 
 
 def group_class_affinity(image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor,
@@ -183,7 +208,8 @@ class GroupViTSegmenter:
 
     ``classes``: a preset (``'voc'``, ``'context'``, ``'coco'``), a list of names (first
     ``'background'`` for a thresholded background class) or a ``ClassSet``. ``crop_batch_size``
-    crops go through the image encoder at once.
+    crops go through the image encoder at once. ``assignment``: compose the grouping blocks'
+    ``'soft'`` maps (default, NVlabs' protocol) or their one-hot ``'hard'`` maps.
 
     ``predict(images)`` -> one ``LongTensor [H, W]`` label map per image (original sizes);
     ``predict_scores(images)`` -> the ``[num_classes, H, W]`` averaged window scores before argmax.
@@ -193,7 +219,7 @@ class GroupViTSegmenter:
                  templates: str | Sequence[str] = "simple", crop_size: int = 448, stride: int = 224,
                  short_side: int = 448, max_long_side: int = 2048, crop_batch_size: int = 8,
                  text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None,
-                 topk: int = 5):
+                 topk: int = 5, assignment: str = "soft"):
         for name in ("img_encoder", "img_projector", "logit_scale", "encode_text"):
             if not hasattr(model, name):
                 raise TypeError(f"model must be a MultiLabelContrastive-like image-text model (no {name!r})")
@@ -201,6 +227,8 @@ class GroupViTSegmenter:
             raise ValueError("crop_size, stride and crop_batch_size must be positive")
         if isinstance(topk, bool) or not isinstance(topk, int) or topk <= 0:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
+        #: which grouping maps are composed: 'soft' (NVlabs) or 'hard' (docs/segmentation.md)
+        self.assignment = check_assignment(assignment)
         self.model = model
         if isinstance(classes, ClassSet):
             self.class_set = classes if bg_thresh is None else ClassSet(classes.names, bg_thresh)
@@ -251,7 +279,7 @@ class GroupViTSegmenter:
             outs = model.img_encoder(crops, return_attn=True, return_feat=True, as_dict=True)
             image_x = model.img_projector(outs["x"])
             image_feat = model.img_projector(outs["feat"])
-        maps = compose_soft_maps(outs["attn_dicts"])
+        maps = compose_assignment_maps(outs["attn_dicts"], self.assignment)
         affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale, self.topk)
         h, w = crops.shape[-2:]
         return crop_class_scores(maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg,

@@ -26,7 +26,7 @@ def direct_text(model, names, template="a photo of a {}."):
     return F.normalize(emb, dim=-1)  # one template: the mean is the embedding itself
 
 
-def oracle_counts(model, dataset, pairs, bg_thresh=None):
+def oracle_counts(model, dataset, pairs, bg_thresh=None, assignment="soft"):
     """Confusion matrix of the reference pipeline, counted with numpy (255 skipped)."""
     preset = get_preset(dataset)
     with_bg = preset.bg_thresh is not None
@@ -37,7 +37,8 @@ def oracle_counts(model, dataset, pairs, bg_thresh=None):
     for img_path, mask_path in pairs:
         image = torch.from_numpy(np.array(Image.open(img_path).convert("RGB"))).permute(2, 0, 1)
         scores = reference_segment_scores(model, image, text, with_bg=with_bg,
-                                          bg_thresh=bg_thresh if bg_thresh is not None else (preset.bg_thresh or 0))
+                                          bg_thresh=bg_thresh if bg_thresh is not None else (preset.bg_thresh or 0),
+                                          assignment=assignment)
         pred = scores.argmax(0).numpy()
         gt = np.array(Image.open(mask_path)).astype(np.int64)
         if preset.reduce_zero_label:
@@ -104,6 +105,44 @@ def test_cli_writes_json_and_markdown(tmp_path, eval_checkpoint, eval_model, cap
     assert md.startswith("# coco-object: mIoU") and "| person |" in md
     assert len(os.listdir(out / "coco-object_overlays")) == 2
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_cli_assign_hard_matches_the_reference_and_is_reported(tmp_path, eval_checkpoint, eval_model):
+    pairs = make_layout(str(tmp_path / "data"), "voc", sizes=SIZES[:2])
+    out = tmp_path / "out"
+    rc = main(["eval", "seg", "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--checkpoint",
+               eval_checkpoint, "--out", str(out), "--workers", "0", "--quiet", "--bg-thresh", "0.0",
+               "--assign", "hard", "--device", "cpu"])
+    assert rc == 0
+    report = json.loads((out / "voc.json").read_text())
+    assert report["settings"]["assignment"] == "hard"
+    assert "assignment=hard" in (out / "voc.md").read_text()
+    # the numbers are those of the step-by-step pipeline composing the blocks' hard maps ...
+    hard = iou_from(oracle_counts(eval_model, "voc", pairs, bg_thresh=0.0, assignment="hard"))
+    for name, value in zip(get_preset("voc").class_names, hard, strict=True):
+        got = report["per_class"][name]["IoU"]
+        assert (got is None and np.isnan(value)) or got == pytest.approx(100 * value, abs=1e-6), name
+    # ... which differ from the soft maps' here, so an ignored flag could not pass the check above
+    soft = iou_from(oracle_counts(eval_model, "voc", pairs, bg_thresh=0.0))
+    assert not np.allclose(np.nan_to_num(hard, nan=-1), np.nan_to_num(soft, nan=-1))
+    default = evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path / "data"), bg_thresh=0.0,
+                                    num_workers=0, progress=False)
+    assert default["settings"]["assignment"] == "soft"
+
+
+def test_bad_assign_value_is_one_error_line(tmp_path, eval_checkpoint, eval_model, capsys):
+    make_layout(str(tmp_path / "data"), "voc")
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "seg", "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--checkpoint",
+              eval_checkpoint, "--out", str(tmp_path / "out"), "--assign", "argmax"])
+    err = capsys.readouterr().err.strip().splitlines()
+    # argparse's usage error: the usage, then one line naming the option and its choices
+    assert exit_.value.code == 2 and err[-1].startswith("groupvit-fast eval seg: error: argument --assign")
+    assert "'argmax'" in err[-1] and "soft" in err[-1] and "hard" in err[-1]
+    assert not (tmp_path / "out").exists()
+    # the API refuses it before reading the data or running the model
+    with pytest.raises(ValueError, match="^assignment must be one of 'soft', 'hard', got 'argmax'$"):
+        evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path / "MISSING"), assignment="argmax")
 
 
 @pytest.mark.parametrize("argv_tail, needle", [

@@ -79,6 +79,30 @@ def test_segment_image_outputs_and_miou(tmp_path, checkpoint, capsys):
 
 
 @needs_open_clip
+def test_segment_assign_hard(tmp_path, checkpoint, capsys):
+    from PIL import Image
+
+    from groupvit_fast.segmentation import GroupViTSegmenter, load_image
+
+    _png(tmp_path / "img.png", 40, 60, seed=0)
+    labels = {}
+    for assign in ("soft", "hard"):
+        out = tmp_path / assign
+        rc = main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--checkpoint", str(checkpoint),
+                   "--out", str(out), "--quiet", "--device", "cpu", "--no-overlay", "--assign", assign])
+        assert rc == 0
+        assert json.loads((out / "summary.json").read_text())["assignment"] == assign
+        labels[assign] = np.array(Image.open(out / "img_label.png"))
+    model = load_checkpoint(checkpoint).model.eval()
+    expected = GroupViTSegmenter(model, "voc", assignment="hard").predict([load_image(str(tmp_path / "img.png"))])[0]
+    assert np.array_equal(labels["hard"], expected.numpy())
+    assert not np.array_equal(labels["hard"], labels["soft"])  # the flag reaches the pipeline
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--assign", "onehot"])
+    assert exit_.value.code == 2 and "argument --assign: invalid choice: 'onehot'" in capsys.readouterr().err
+
+
+@needs_open_clip
 def test_segment_folder_stops_at_unreadable_image_and_keeps_results(tmp_path, checkpoint, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -18,8 +18,10 @@ from groupvit_fast.segmentation import (
     ConfusionMatrix,
     GroupViTSegmenter,
     TextEmbeddingCache,
+    check_assignment,
     class_fractions,
     class_text_embeddings,
+    compose_assignment_maps,
     compose_soft_maps,
     crop_class_scores,
     group_class_affinity,
@@ -164,6 +166,99 @@ def test_pipeline_equals_step_by_step_and_batches_images(with_bg):
     labels = seg.predict(images)
     for lab, s in zip(labels, batched, strict=True):
         assert torch.equal(lab, s.argmax(0))
+
+
+# ---- soft vs hard assignment (docs/segmentation.md, "Soft or hard assignment") ---------------
+
+
+def _attn_dicts(model, b=3, hw=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    crops = torch.randn(b, 3, hw, hw, generator=gen)
+    with torch.no_grad():
+        return model.img_encoder(crops, return_attn=True, as_dict=True)["attn_dicts"]
+
+
+def _one_hot_over_groups(soft):
+    # the oracle's own hard map: each patch (column) to the group of largest soft probability
+    s = soft[:, 0].float()  # [B, G_i, N_i]
+    return F.one_hot(s.argmax(dim=1), num_classes=s.shape[1]).float()  # [B, N_i, G_i]
+
+
+def test_hard_assignment_composes_one_hot_maps():
+    model = _small_model()
+    attn = _attn_dicts(model)
+    stages = [a for a in attn if a is not None]
+    assert len(stages) == 2  # two grouping blocks: the product is a real composition
+    hard = compose_assignment_maps(attn, "hard")
+    b, n, g = hard.shape
+    assert (b, g) == (3, stages[-1]["soft"].shape[2])
+    # every patch belongs to exactly one final segment
+    assert torch.equal(hard.sum(dim=-1), torch.ones(b, n))
+    assert torch.equal((hard == 1).sum(dim=-1), torch.ones(b, n, dtype=torch.long))
+    assert torch.equal((hard == 0).sum(dim=-1), torch.full((b, n), g - 1))
+    # independent oracle: one-hot of the argmax of each stage's soft map, multiplied in stage order
+    oracle = _one_hot_over_groups(stages[0]["soft"])
+    for stage in stages[1:]:
+        oracle = oracle @ _one_hot_over_groups(stage["soft"])
+    assert torch.equal(hard, oracle)
+    # the soft composition is not one-hot: the two options really compose different maps
+    soft = compose_assignment_maps(attn, "soft")
+    assert not torch.equal(soft, hard) and (soft.amax(dim=-1) < 1).any()
+
+
+def test_soft_assignment_is_unchanged():
+    model = _small_model()
+    attn = _attn_dicts(model, seed=1)
+    stages = [a["soft"] for a in attn if a is not None]
+    # the composition as it was before the option existed, op for op: bit-identical
+    before = stages[0][:, 0].transpose(1, 2).float() @ stages[1][:, 0].transpose(1, 2).float()
+    assert torch.equal(compose_soft_maps(attn), before)
+    assert torch.equal(compose_assignment_maps(attn), before)
+    assert torch.equal(compose_assignment_maps(attn, "soft"), before)
+    names = ["background", "cat", "dog", "sky"]
+    image = torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    default = _segmenter(model, names).predict_scores([image])[0]
+    assert torch.equal(_segmenter(model, names, assignment="soft").predict_scores([image])[0], default)
+
+
+@pytest.mark.parametrize("with_bg", [True, False])
+def test_hard_assignment_pipeline_equals_step_by_step(with_bg):
+    model = _small_model()
+    names = (["background"] if with_bg else []) + ["cat", "dog", "sky", "road", "tree", "car", "boat"]
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
+              torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen)]
+    hard = _segmenter(model, names, assignment="hard", crop_batch_size=3).predict_scores(images)
+    soft = _segmenter(model, names, crop_batch_size=3).predict_scores(images)
+    text = class_text_embeddings(model, names[1:] if with_bg else names, tokenizer=_fake_tokenizer)
+    with torch.no_grad():
+        for image, scores in zip(images, hard, strict=True):
+            ref = reference_segment_scores(model, image, text, with_bg=with_bg, bg_thresh=0.5, crop=64, stride=32,
+                                           short_side=64, assignment="hard")
+            torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
+            assert (scores.argmax(0) == ref.argmax(0)).float().mean() > 0.999
+    # and the option changes the segmentation (else the comparison above would say nothing)
+    assert any((h.argmax(0) != s.argmax(0)).any() for h, s in zip(hard, soft, strict=True))
+
+
+def test_assignment_value_is_checked():
+    model = _small_model()
+    attn = _attn_dicts(model, b=1)
+    for bad in ("Hard", "argmax", "", None, 1):
+        with pytest.raises(ValueError, match="^assignment must be one of 'soft', 'hard', got") as err:
+            compose_assignment_maps(attn, bad)
+        assert len(str(err.value).splitlines()) == 1
+        with pytest.raises(ValueError, match="^assignment must be one of"):
+            _segmenter(model, ["cat", "dog"], assignment=bad)
+    with pytest.raises(ValueError, match="^--assign must be one of"):
+        check_assignment("x", "--assign")
+    assert check_assignment("hard") == "hard"
+    # maps without the requested entry (e.g. a hand-built dict) are refused with the key named
+    with pytest.raises(ValueError, match="no 'hard' entry"):
+        compose_assignment_maps([{"soft": attn[0]["soft"]}], "hard")
+    with pytest.raises(ValueError, match="assignment must be 'soft' or 'hard'"):
+        reference_segment_scores(model, torch.zeros(3, 8, 8), torch.zeros(2, 8), with_bg=False, bg_thresh=0.5,
+                                 assignment="onehot")
 
 
 def test_one_encoder_pass_per_crop_batch():
