@@ -5,12 +5,15 @@ measures one optimiser step (vision + text encoders, multi-label loss, backward,
 
 * ``ours``: the default backends (``attn_backend="sdpa"``, ``assign_backend="auto"``), eager;
 * ``original``: NVlabs' formulation (``attn_backend="explicit"``, ``assign_backend="reference"``), eager;
-* ``original+compile``: the same under ``torch.compile`` (``--compile``; slow to build on a CPU);
+* ``original+compile``: the same under ``torch.compile`` (``--compile``; slow to build on a CPU; a
+  compile failure is reported in its row, not raised);
 
 and the data loader's decoded + augmented images/s per worker (DeiT augmentation on synthetic
-shards). It writes ``report.md`` and ``report.json`` with the device, versions, date and commit,
-and projects the 30-epoch recipe's wall time from the measured step time (GroupViT-S at the
-measured batch per process; the recipe's samples are GCC3M + GCC12M + YFCC14M).
+shards). Each variant runs in its own process (its own peak memory); the variants take turns
+``--rounds`` times (docs/training.md, "Benchmark"). It writes ``report.md`` and ``report.json``
+with the device, versions, date and commit, and projects the 30-epoch recipe's wall time from the
+measured step time (GroupViT-S at the measured batch per process; the recipe's samples are GCC3M +
+GCC12M + YFCC14M).
 """
 
 from __future__ import annotations
@@ -134,7 +137,13 @@ def _commit() -> str:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
+    name = platform.processor() or platform.machine()
+    try:  # Linux: the CPU's model name ("AMD EPYC ...") says more than the architecture
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} thread(s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,8 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time the original under torch.compile")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--loader-workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="the variants take turns this many times")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads per variant (0: torch's default); on a machine shared "
+                             "with other jobs 1 gives steady timings, where all cores' OpenMP threads stall "
+                             "on each other (measured 5-20x slower steps on a busy 2-core machine)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # one variant in this process; prints its JSON row
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None,
              "auto": torch.bfloat16 if device.type == "cuda" else None}[args.dtype]
@@ -158,24 +174,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(measure_step(args.preset, variant, args.batch, device=device, compile=compiled,
                                       autocast_dtype=dtype, iters=args.iters)))
         return 0
-    rows = {}
-    for name, (_variant, compiled) in cases.items():
-        if compiled and not args.compile:
-            continue
-        # one process per variant, so that each peak memory is its own
-        cmd = [sys.executable, "-m", "groupvit_fast.train.benchmark", "--only", name, "--out", args.out,
-               "--preset", args.preset, "--batch", str(args.batch), "--device", args.device, "--dtype", args.dtype,
-               "--iters", str(args.iters)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    load_start = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {}
+    errors: dict[str, dict] = {}
+    # One process per variant, so that each peak memory is its own; the variants take turns for
+    # --rounds rounds, so that a change in the machine's load (a shared machine) falls on all of them
+    # rather than on whichever ran during it. Step time: the fastest round's median (other jobs only
+    # ever slow a round down).
+    for _round in range(args.rounds):
+        for name, (_variant, compiled) in cases.items():
+            if (compiled and not args.compile) or name in errors:
+                continue
+            cmd = [sys.executable, "-m", "groupvit_fast.train.benchmark", "--only", name, "--out", args.out,
+                   "--preset", args.preset, "--batch", str(args.batch), "--device", args.device,
+                   "--dtype", args.dtype, "--iters", str(args.iters), "--threads", str(args.threads)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode == 0:
+                runs.setdefault(name, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+            elif compiled:  # torch.compile can fail on a device (no compiler, an inductor bug): report it, go on
+                tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-3:]
+                errors[name] = {"error": " / ".join(tail) or f"exit status {done.returncode}"}
+            else:
+                raise RuntimeError(f"the {name} step failed (exit status {done.returncode}):\n{done.stderr[-3000:]}")
+    rows: dict[str, dict] = {}
+    for name in cases:
+        if name in errors:
+            rows[name] = errors[name]
+        elif name in runs:
+            step_ms = min(r["step_ms"] for r in runs[name])  # the round least disturbed by other jobs
+            rows[name] = {"images_per_s": 1000 * args.batch / step_ms, "step_ms": step_ms,
+                          "peak_memory_mb": max(r["peak_memory_mb"] for r in runs[name]),
+                          "rounds_step_ms": [r["step_ms"] for r in runs[name]]}
     loader = measure_loader(os.path.join(args.out, "loader_shards"), workers=args.loader_workers)
     step_s = rows["ours"]["step_ms"] / 1000
     steps = RECIPE_SAMPLES // args.batch * RECIPE_EPOCHS
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": _commit(), "device": _device_name(device), "torch": torch.__version__,
-        "python": platform.python_version(), "load_average_1min": os.getloadavg()[0], "preset": args.preset,
-        "batch": args.batch,
+        "python": platform.python_version(), "load_average_1min_start": load_start,
+        "load_average_1min": os.getloadavg()[0], "preset": args.preset,
+        "batch": args.batch, "iters": args.iters, "rounds": args.rounds, "threads": torch.get_num_threads(),
         "dtype": args.dtype if dtype is not None or args.dtype != "auto" else "fp32", "step": rows, "loader": loader,
         "projection": {"samples_per_epoch": RECIPE_SAMPLES, "epochs": RECIPE_EPOCHS, "batch_per_process": args.batch,
                        "steps_one_process": steps, "hours_one_process": steps * step_s / 3600,
@@ -186,16 +224,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     base = rows["original"]
+    compiled_row = rows.get("original+compile", {})
+    vs_compile = "images_per_s" in compiled_row
     lines = [f"# Training step benchmark ({args.preset}, batch {args.batch}, {report['dtype']})", "",
              f"{report['date']}, commit {report['commit']}, {report['device']}, torch {report['torch']}, "
-             f"Python {report['python']}, load average {report['load_average_1min']:.1f} when it ended "
+             f"Python {report['python']}, load average {load_start:.1f} at the start and "
+             f"{report['load_average_1min']:.1f} when it ended "
              f"(a shared machine is slower than its cores suggest)", "",
-             "| variant | images/s | step (ms) | peak memory (MiB) | speed vs original | memory vs original |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| variant | images/s | step (ms) | peak memory (MiB) | speed vs original | memory vs original |"
+             + (" speed vs original+compile | memory vs original+compile |" if vs_compile else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if vs_compile else "")]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['images_per_s']:.2f} | {row['step_ms']:.1f} | {row['peak_memory_mb']:.0f} | "
-                     f"{row['images_per_s'] / base['images_per_s']:.2f}x | "
-                     f"{row['peak_memory_mb'] / base['peak_memory_mb']:.2f}x |")
+        if "error" in row:
+            lines.append(f"| {name} | failed: {row['error']} |")
+            continue
+        line = (f"| {name} | {row['images_per_s']:.2f} | {row['step_ms']:.1f} | {row['peak_memory_mb']:.0f} | "
+                f"{row['images_per_s'] / base['images_per_s']:.2f}x | "
+                f"{row['peak_memory_mb'] / base['peak_memory_mb']:.2f}x |")
+        if vs_compile:
+            line += (f" {row['images_per_s'] / compiled_row['images_per_s']:.2f}x |"
+                     f" {row['peak_memory_mb'] / compiled_row['peak_memory_mb']:.2f}x |")
+        lines.append(line)
+    if "original+compile" not in rows:
+        lines += ["", "torch.compile of the original was not measured (run with `--compile`)."]
     lines += ["", f"Data loader (DeiT augmentation at 224, 77-token text, synthetic 256 px JPEGs): "
                   f"{loader['images_per_s']:.1f} images/s with {loader['workers']} worker(s), "
                   f"{loader['images_per_s_per_worker']:.1f} per worker; the model step consumes "
@@ -204,9 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{step_s * 1000:.0f} ms = {report['projection']['hours_one_process']:,.0f} hours in one process on "
               f"this device with the `{args.preset}` preset (the original: 16 V100 for about 2 days, "
               "GroupViT-S, global batch 4096).",
-              "", "Each variant runs in its own process. Peak memory: on a CPU the process's maximum resident set "
-                  "(model, optimiser and activations plus the Python runtime); on CUDA torch's peak allocated "
-                  "memory."]
+              "", f"Each variant runs in its own process, {args.iters} timed steps after 2 warm-up steps (for "
+                  "original+compile the compilation falls in the warm-up); the variants take turns "
+                  f"{args.rounds} time(s) and the step time is the fastest round's median (other jobs only slow a "
+                  "round down; per round, ms: "
+                  + "; ".join(f"{n} " + ", ".join(f"{t:.0f}" for t in r["rounds_step_ms"])
+                              for n, r in rows.items() if "rounds_step_ms" in r) + "). "
+                  "Peak memory: on a CPU the process's maximum resident set (model, optimiser and activations "
+                  "plus the Python runtime, and for original+compile the compiler's own memory); on CUDA torch's "
+                  "peak allocated memory."]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

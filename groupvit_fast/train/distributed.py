@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "wrap_model", "unwrap", "barrier", "all_reduce_mean", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "wrap_model", "unwrap", "barrier", "all_reduce_mean", "cleanup",
+           "fsdp_state_to_checkpoint", "checkpoint_state_to_fsdp"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,46 @@ def _fsdp_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
+#: Set on a model by ``wrap_model(..., "fsdp")``: the names of its 0-D parameters, held as ``[1]``.
+FSDP_SCALARS = "_groupvit_fsdp_scalars"
+
+
+def _scalars_to_vectors(model: nn.Module) -> None:
+    """Hold every 0-D parameter (the logit scales) as a ``[1]`` parameter, in place.
+
+    FSDP2 shards along dim 0 and refuses 0-D parameters ("fully_shard doesn't support scalar
+    parameters"); the model only broadcasts the scales, so ``[1]`` computes the same. Checkpoints
+    keep NVlabs' 0-D shape: ``fsdp_state_to_checkpoint`` / ``checkpoint_state_to_fsdp``.
+    """
+    names = []
+    for module_name, module in model.named_modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.ndim == 0:
+                setattr(module, name, nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad))
+                names.append(f"{module_name}.{name}" if module_name else name)
+    setattr(model, FSDP_SCALARS, tuple(names))
+
+
+def _reshape_entries(model_state: dict, optim_state: dict, names: tuple[str, ...], shape: tuple[int, ...]) -> None:
+    """``names``' tensors (and their AdamW moments, keyed by name as ``get_state_dict`` keys them) to ``shape``."""
+    for name in names:
+        if name in model_state:
+            model_state[name] = model_state[name].reshape(shape)
+        for key, value in optim_state.get("state", {}).get(name, {}).items():
+            if torch.is_tensor(value) and value.numel() == 1 and key != "step":
+                optim_state["state"][name][key] = value.reshape(shape)
+
+
+def fsdp_state_to_checkpoint(model: nn.Module, model_state: dict, optim_state: dict) -> None:
+    """Full FSDP state dicts (``get_state_dict``) -> the checkpoint's shapes (0-D logit scales), in place."""
+    _reshape_entries(model_state, optim_state, getattr(unwrap(model), FSDP_SCALARS, ()), ())
+
+
+def checkpoint_state_to_fsdp(model: nn.Module, model_state: dict, optim_state: dict) -> None:
+    """The inverse of ``fsdp_state_to_checkpoint``, before ``set_state_dict``, in place."""
+    _reshape_entries(model_state, optim_state, getattr(unwrap(model), FSDP_SCALARS, ()), (1,))
+
+
 def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Module:
     """DDP (default) or FSDP2 ``fully_shard`` around ``model`` (already on ``info.device``); no-op for one process."""
     if strategy not in ("ddp", "fsdp"):
@@ -74,6 +115,7 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Mo
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        _scalars_to_vectors(model)
         for unit in _fsdp_units(model):
             fully_shard(unit)
         return fully_shard(model)

@@ -29,7 +29,16 @@ from .checkpointing import (
     set_rng_state,
 )
 from .data import TrainData
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, unwrap, wrap_model
+from .distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    checkpoint_state_to_fsdp,
+    fsdp_state_to_checkpoint,
+    init_distributed,
+    unwrap,
+    wrap_model,
+)
 from .hooks import EvaluationHook
 from .optim import CosineWarmup, build_optimizer, scaled_lrs
 from .run_log import RunLog
@@ -99,7 +108,9 @@ class Trainer:
         resume_path = self._resume_path(resume)
 
         seed = int(tcfg.seed) + info.rank
-        torch.manual_seed(seed)
+        # the initial weights from the same seed on every rank: DDP would broadcast rank 0's anyway,
+        # FSDP2's fully_shard keeps each rank's own shard of what that rank drew
+        torch.manual_seed(int(tcfg.seed))
         random.seed(seed)
         np.random.seed(seed % 2**32)
 
@@ -112,6 +123,8 @@ class Trainer:
             model = build_model(model_cfg)
         except (TypeError, ValueError) as err:
             raise ValueError(f"model: {err}") from None
+        if info.rank:  # then each rank its own stream (Gumbel noise, drop path); rank 0's goes on as it was
+            torch.manual_seed(seed)
         if init:
             from ..checkpoint import load_checkpoint
 
@@ -166,9 +179,16 @@ class Trainer:
 
     def _load(self, path: str) -> None:
         state = load_training_checkpoint(path)
-        model = unwrap(self.model)
-        model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if str(self.cfg.train.strategy) == "fsdp" and self.info.world > 1:
+            # every rank read the full state; set_state_dict keeps its own shards of it
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            checkpoint_state_to_fsdp(self.model, state["model"], state["optimizer"])
+            set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                           optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            unwrap(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -216,7 +236,9 @@ class Trainer:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return get_state_dict(self.model, self.optimizer, options=options)
+            model_state, optim_state = get_state_dict(self.model, self.optimizer, options=options)
+            fsdp_state_to_checkpoint(self.model, model_state, optim_state)
+            return model_state, optim_state
         return unwrap(self.model).state_dict(), self.optimizer.state_dict()
 
     # ---- the loop --------------------------------------------------------------------------
