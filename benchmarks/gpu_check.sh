@@ -25,6 +25,12 @@
 # times out or the script is interrupted (trap). The exit status is non-zero if any stage failed;
 # later stages still run.
 #
+# Signals: no command substitution `$(...)` in what runs once the traps are set (stages, summary,
+# environment). bash 5.2 loses a trap whose signal lands while it parses one ("trap: line 2:
+# unexpected EOF while looking for matching `)'"), and the interrupted command is dropped with it;
+# tests/system/test_gpu_check_plan.py checks the rule. Times come from `printf '%(...)T'`, paths
+# from parameter expansion, numbers through variables that functions set.
+#
 # Environment: PYTHON (default python3: on the GPU machine the one that holds torch), MAX_JOBS
 # (default nproc), CUDA_HOME (default: the toolkit of the nvcc found), TORCH_CUDA_ARCH_LIST (default:
 # the visible GPU's), GROUPVIT_FAST_TEST_TIMEOUT (per test, default 120 s), GPU_CHECK_REQUIRE (the
@@ -93,6 +99,7 @@ esac
 if [ -z "$DEST" ]; then DEST=benchmarks/results/gpu-check-$(date -u +%Y%m%d-%H%M%S); fi
 [ "$STAGE" = plan ] || { mkdir -p "$DEST" && DEST=$(cd "$DEST" && pwd); } || { echo "gpu_check: cannot create $DEST" >&2; exit 1; }
 [ -n "$ARCHIVE" ] || ARCHIVE=$DEST.tar.gz
+ARCHIVE_DIR=$(dirname "$ARCHIVE") DEST_PARENT=$(dirname "$DEST") DEST_NAME=$(basename "$DEST")
 SITE=${TMPDIR:-/tmp}/groupvit_fast_wheelhouse_site   # where --wheelhouse installs (outside the archive)
 
 # The interpreter's own bin folder first: the build calls `ninja` (a pip package there) by name.
@@ -143,11 +150,11 @@ declare -A WRITES=(
 declare -A LOG=([wheelhouse]=wheelhouse.log [build]=build.log [test]=tests.log [memcheck]=sanitizer-memcheck.log
   [racecheck]=sanitizer-racecheck.log [bench]=bench.log)
 
-# seconds promised to the stages after index $1 of STAGES, their kill grace included
+# RESERVED = seconds promised to the stages after index $1 of STAGES, their kill grace included
 reserved_after() {
-  local i total=0
-  for ((i = $1 + 1; i < ${#STAGES[@]}; i++)); do total=$((total + CAP[${STAGES[$i]}] + KILL_GRACE)); done
-  echo "$total"
+  local i
+  RESERVED=0
+  for ((i = $1 + 1; i < ${#STAGES[@]}; i++)); do RESERVED=$((RESERVED + CAP[${STAGES[$i]}] + KILL_GRACE)); done
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -198,7 +205,8 @@ EOF
   fi
   grep -Eq '^[[:space:]]+gpu:' pytest.ini 2>/dev/null || note "pytest.ini: no 'gpu' marker registered (pytest -m gpu would select nothing)"
   for name in timeout tar nproc; do command -v "$name" >/dev/null || note "$name: command not found"; done
-  total=$(( $(reserved_after -1) + OVERHEAD ))
+  reserved_after -1
+  total=$((RESERVED + OVERHEAD))
   [ "$total" -le "$BUDGET" ] || note "stage caps: $total s (caps + ${KILL_GRACE} s grace each + ${OVERHEAD} s overhead) exceed GPU_CHECK_BUDGET_S=$BUDGET"
   [ "$BUDGET" -le 540 ] || note "GPU_CHECK_BUDGET_S=$BUDGET: more than 540 s does not fit one 10-minute device command with its start"
   [ "$TEST_TIMEOUT" -gt 0 ] && [ "$TEST_TIMEOUT" -lt "${CAP[test]}" ] || note "GROUPVIT_FAST_TEST_TIMEOUT=$TEST_TIMEOUT: must be > 0 and below the test stage's cap (${CAP[test]} s)"
@@ -238,11 +246,14 @@ CHILD=""        # its timeout process
 FAILED=0
 FINAL=""        # the last line, once the run is over
 
-left() { echo $(( BUDGET - (SECONDS - START) )); }
+left() { LEFT=$((BUDGET - (SECONDS - START))); }  # LEFT = seconds of the budget not spent yet
+
+now_utc() { TZ=UTC printf -v NOW "%($1)T" -1; }  # NOW = the time in UTC, strftime format $1
 
 write_summary() {
   {
-    echo "gpu_check $STAGE: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $((SECONDS - START)) s of ${BUDGET} s; results in $DEST"
+    now_utc '%Y-%m-%d %H:%M:%S UTC'
+    echo "gpu_check $STAGE: $NOW, $((SECONDS - START)) s of ${BUDGET} s; results in $DEST"
     echo "required backends (GPU_CHECK_REQUIRE): $REQUIRE; per-test limit ${TEST_TIMEOUT} s"
     printf '%s\n' "${RESULTS[@]}"
     [ -z "$RUNNING" ] || echo "$RUNNING"
@@ -262,7 +273,7 @@ EOF
   } > "$SUMMARY.tmp" 2>&1
   mv -f "$SUMMARY.tmp" "$SUMMARY"
   # the archive beside the folder, rewritten whole, then renamed: a kill never leaves half of one
-  mkdir -p "$(dirname "$ARCHIVE")" && timeout 30 tar -czf "$ARCHIVE.tmp" -C "$(dirname "$DEST")" "$(basename "$DEST")" \
+  mkdir -p "$ARCHIVE_DIR" && timeout 30 tar -czf "$ARCHIVE.tmp" -C "$DEST_PARENT" "$DEST_NAME" \
     && mv "$ARCHIVE.tmp" "$ARCHIVE"
 }
 
@@ -278,7 +289,9 @@ on_signal() {  # the stage in flight gets the signal too; its line says so; then
 }
 
 finish() {
-  FINAL="gpu_check: $((SECONDS - START)) s, $([ "$FAILED" = 0 ] && echo 'every stage ok' || echo 'some stage FAILED')"
+  local verdict='every stage ok'
+  [ "$FAILED" = 0 ] || verdict='some stage FAILED'
+  FINAL="gpu_check: $((SECONDS - START)) s, $verdict"
   write_summary
   echo "== summary ($SUMMARY, archive $ARCHIVE)"
   cat "$SUMMARY"
@@ -291,12 +304,15 @@ trap finish EXIT
 
 run_stage() {  # run_stage INDEX: the stage STAGES[INDEX], its output in its log, within its limit
   local name=${STAGES[$1]} limit t0=$SECONDS rc status var="CMD_${STAGES[$1]}[@]"
-  limit=$(( $(left) - $(reserved_after "$1") - KILL_GRACE - OVERHEAD / 2 ))
+  left
+  reserved_after "$1"
+  limit=$((LEFT - RESERVED - KILL_GRACE - OVERHEAD / 2))
   if [ "$limit" -lt 10 ]; then
     RESULTS+=("$name: SKIPPED (${limit} s left of the ${BUDGET} s budget)"); FAILED=1; write_summary; return
   fi
   echo "== $name (at most ${limit} s; cap ${CAP[$name]} s) -> $DEST/${LOG[$name]}"
-  RUNNING="$name: RUNNING since $(date -u +%H:%M:%S), at most ${limit} s"
+  now_utc '%H:%M:%S'
+  RUNNING="$name: RUNNING since $NOW, at most ${limit} s"
   write_summary
   # in the background, so that a signal to this script is handled at once (trap), not after the stage
   timeout --signal=INT --kill-after="$KILL_GRACE" "$limit" "${!var}" > "$DEST/${LOG[$name]}" 2>&1 &
@@ -318,10 +334,14 @@ run_stage() {  # run_stage INDEX: the stage STAGES[INDEX], its output in its log
 
 environment() {
   {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "git: $(git rev-parse HEAD 2>/dev/null || echo 'no git') $(git status --porcelain --untracked-files=no 2>/dev/null | wc -l) modified file(s)"
-    echo "host: $(uname -a); $(nproc) cores; MAX_JOBS=$MAX_JOBS"
-    echo "python: $(command -v "$PYTHON") ($("$PYTHON" -V 2>&1)); CUDA_HOME=${CUDA_HOME:-unset}; compute-sanitizer: ${SANITIZER:-not found}"
+    now_utc '%Y-%m-%d %H:%M:%S UTC'
+    echo "date: $NOW"
+    printf 'git: '; git rev-parse HEAD 2>/dev/null || echo 'no git'
+    printf 'git: modified tracked files: '; git status --porcelain --untracked-files=no 2>/dev/null | wc -l
+    printf 'host: '; uname -a
+    printf 'cores: '; nproc
+    echo "MAX_JOBS=$MAX_JOBS; CUDA_HOME=${CUDA_HOME:-unset}; compute-sanitizer: ${SANITIZER:-not found}"
+    printf 'python: %s: ' "$PYTHON"; "$PYTHON" -V 2>&1
     echo "PYTHONPATH=${PYTHONPATH:-}; GPU_CHECK_REQUIRE=$REQUIRE; GROUPVIT_FAST_TEST_TIMEOUT=$TEST_TIMEOUT"
     timeout 20 nvidia-smi || echo "nvidia-smi: not available"
     timeout 60 "$PYTHON" - <<'EOF'
@@ -355,8 +375,13 @@ for ((i = 0; i < ${#STAGES[@]}; i++)); do
       run_stage "$i" ;;
     bench)
       # stop starting cases halfway through the stage's time (90 s before it at most), so the report is written
-      bench_limit=$(( $(left) - KILL_GRACE - OVERHEAD / 2 ))
-      CMD_bench+=(--max-minutes "$(awk -v s="$bench_limit" 'BEGIN { r = s / 2; if (r > 90) r = 90; m = (s - r) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')")
+      left
+      bench_limit=$((LEFT - KILL_GRACE - OVERHEAD / 2))
+      reserve=$((bench_limit / 2 < 90 ? bench_limit / 2 : 90))
+      centiminutes=$(((bench_limit - reserve) * 100 / 60))
+      [ "$centiminutes" -ge 20 ] || centiminutes=20
+      printf -v bench_minutes '%d.%02d' $((centiminutes / 100)) $((centiminutes % 100))
+      CMD_bench+=(--max-minutes "$bench_minutes")
       run_stage "$i" ;;
     *) run_stage "$i" ;;
   esac

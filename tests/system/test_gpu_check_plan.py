@@ -232,3 +232,40 @@ def test_a_signal_still_writes_the_summary_and_the_archive(tmp_path, sleepy_pyth
     summary = _summary(out)
     assert "bench: INTERRUPTED (SIGTERM)" in summary and "RUNNING" not in summary
     assert "summary.txt" in _archived(archive)
+
+
+#: the functions of gpu_check.sh that only run before its traps are set (argument errors, `plan`)
+_BEFORE_TRAPS = {"usage", "plan", "note"}
+
+
+def _run_time_code(script: str) -> dict[str, str]:
+    """Each piece of gpu_check.sh that runs once its traps are set, comments dropped: the main text
+    after the first ``trap`` line and every function but those of ``_BEFORE_TRAPS``."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    pieces, name, body = {}, None, []
+    for line in lines:
+        start = re.match(r"^([A-Za-z_]\w*)\(\) \{", line)
+        if start and name is None:
+            name, body = start.group(1), [line]
+            if line.count("{") == line.count("}"):  # a one-line function
+                pieces[name], name = line, None
+            continue
+        if name is not None:
+            body.append(line)
+            if line == "}":
+                pieces[name], name = "\n".join(body), None
+    main = "\n".join(lines)
+    pieces["main, after the traps"] = main[main.index("\ntrap "):]
+    return {k: v for k, v in pieces.items() if k not in _BEFORE_TRAPS}
+
+
+def test_nothing_that_runs_under_the_traps_uses_a_command_substitution():
+    # bash 5.2 loses a trap whose signal lands while it parses a `$(...)` (the trap's own text fails to
+    # parse: "unexpected EOF while looking for matching `)'", and the interrupted command is dropped):
+    # a SIGTERM from the device tool's time limit would then leave no INTERRUPTED line. This is what
+    # made the signal test above fail once in twenty runs; the script keeps `$(` out of that code.
+    pieces = _run_time_code((REPO_ROOT / SCRIPT).read_text())
+    assert {"write_summary", "run_stage", "on_signal", "finish", "environment", "main, after the traps"} <= set(pieces)
+    offenders = {name: [line.strip() for line in code.splitlines() if "$(" in line.replace("$((", "")]
+                 for name, code in pieces.items()}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
