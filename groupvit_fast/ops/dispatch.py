@@ -51,6 +51,9 @@ class Dispatcher:
         self.inputs_type = inputs_type
         self.fallback = fallback  # the priority list of a device type not listed
         self._usage: dict[str, int] = {}
+        # Read once here: select() then builds its flat tuple with plain getattr calls, which every
+        # supported Dynamo traces (torch 2.11's cannot trace dataclasses.astuple: it deep-copies).
+        self._field_names = tuple(field.name for field in dataclasses.fields(inputs_type))
 
         def select_fields(requested: str, *fields) -> str:  # a plain function: dynamo marks it constant
             return self._select_fields(requested, *fields)
@@ -96,7 +99,7 @@ class Dispatcher:
         """The backend name a call with ``inputs`` uses (raises like the op would)."""
         if not isinstance(requested, str):
             raise TypeError(f"backend must be a string, got {type(requested).__name__}")
-        fields = dataclasses.astuple(inputs)
+        fields = tuple(getattr(inputs, name) for name in self._field_names)
         if torch.compiler.is_compiling():
             return self._select_traced(requested, *fields)
         return self._select_fields(requested, *fields)
