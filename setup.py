@@ -19,16 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = Path(__file__).parent.resolve()
 BUILD_INFO = Path("groupvit_fast") / "_build_info.json"
-
-
-def _version() -> str:
-    namespace: dict = {}
-    exec((ROOT / "groupvit_fast" / "_version.py").read_text(), namespace)
-    return namespace["__version__"]
 
 
 def _nvidia_include_dirs() -> list[str]:
@@ -117,26 +111,5 @@ def _extensions():
 
 ext_modules, cmdclass, _info = _extensions()
 
-setup(
-    name="groupvit_fast",
-    version=_version(),
-    description="Fused Triton / CUDA C++ / CPU C++ kernels and a drop-in model for GroupViT",
-    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=find_packages(include=["groupvit_fast", "groupvit_fast.*"]) + ["groupvit_fast.kernels"],
-    # kernels/ is installed as groupvit_fast.kernels, never as a top-level `kernels` module
-    # (transformers probes for an unrelated Hugging Face package of that name).
-    package_dir={"groupvit_fast.kernels": "kernels"},
-    package_data={"groupvit_fast": ["_build_info.json", "data/*"], "groupvit_fast.train": ["configs/*.yml"]},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    install_requires=["torch>=2.11", "numpy"],
-    extras_require={
-        "triton": ["triton>=3.6"],
-        "test": ["pytest", "pytest-benchmark", "scipy", "transformers>=5.17", "safetensors"],
-        "xformers": ["xformers"],
-        "train": ["omegaconf", "webdataset", "timm", "nltk", "tqdm", "pillow", "tensorboard"],
-    },
-    entry_points={"console_scripts": ["groupvit-fast=groupvit_fast.cli:main"]},
-)
+# Name, version, dependencies, extras, packages and the console script live in pyproject.toml.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,7 +1,7 @@
 """CLIP's byte-level BPE tokeniser, as GroupViT's text encoder expects it (docs/groupvit.md).
 
 The BPE itself and its vocabulary (``bpe_simple_vocab_16e6.txt.gz``, the file NVlabs ships) come
-from the maintained ``open_clip_torch`` package (``pip install open-clip-torch``); it is imported on
+from the maintained ``open_clip_torch`` package (the ``text`` extra: ``pip install 'groupvit_fast[text]'``); it is imported on
 first use, so the rest of ``groupvit_fast`` works without it.
 
 ``tokenize`` reproduces NVlabs' ``datasets/builder.py::Tokenize`` (ids identical for ordinary text):
@@ -30,7 +30,7 @@ EOT_TOKEN = 49407
 VOCAB_SIZE = 49408
 DEFAULT_CONTEXT_LENGTH = 77
 
-_INSTALL_HINT = "pip install open-clip-torch"
+_INSTALL_HINT = "pip install 'groupvit_fast[text]'"
 _lock = threading.Lock()
 _tokenizer = None
 

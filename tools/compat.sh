@@ -11,6 +11,8 @@
 #   COMPAT_REUSE=1              reuse the venv and install of an earlier run of this pair (set-up skipped;
 #                               the summary says so): for re-running some tests after a code change.
 #   PYTHON                      the interpreter to make the venv with (default python3).
+#   COMPAT_PART=NAME            a run of part of the suite (pytest args select it): the summary and log are
+#                               written as <pair>.NAME.md/.log, so the parts of one pair sit side by side.
 #   MAX_JOBS, CUDA_HOME, TORCH_CUDA_ARCH_LIST  as in .ci/run.
 #
 # The pip calls here run with PIP_CONSTRAINT=/dev/null (an empty constraints file): a machine-wide one
@@ -33,8 +35,9 @@ shift 2
 pair="torch-${torch_v}-triton-${triton_v}"
 venv=".compat/${pair}"
 results="benchmarks/results/compat"
-log="${results}/${pair}.log"
-summary="${results}/${pair}.md"
+part=${COMPAT_PART:+.${COMPAT_PART}}
+log="${results}/${pair}${part}.log"
+summary="${results}/${pair}${part}.md"
 junit=$(mktemp --suffix=.xml)
 trap 'rm -f "$junit"' EXIT
 mkdir -p "$results"
@@ -77,9 +80,8 @@ setup() {
   # below (no build isolation) needs a current one.
   PIP_CONSTRAINT=/dev/null python -m pip install -q --upgrade pip setuptools
   echo "== set-up (README, with torch==${torch_v} triton==${triton_v})"
-  PIP_CONSTRAINT=/dev/null python -m pip install "torch==${torch_v}" "triton==${triton_v}" numpy scipy ninja pytest \
-    pytest-benchmark "transformers>=5.17" safetensors pillow tqdm matplotlib ftfy regex omegaconf open-clip-torch==3.3.0
-  PIP_CONSTRAINT=/dev/null python -m pip install --no-build-isolation -e .
+  PIP_CONSTRAINT=/dev/null python -m pip install "setuptools>=77" ninja "torch==${torch_v}" "triton==${triton_v}"
+  PIP_CONSTRAINT=/dev/null python -m pip install --no-build-isolation -e ".[test]"
   echo "== installed"
   python -m pip list 2>/dev/null | grep -Ei '^(torch|triton|numpy|transformers|open.clip.torch) '
 }

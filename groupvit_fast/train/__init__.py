@@ -10,7 +10,11 @@ shapes), ``augment`` (timm), ``prompts`` (NLTK noun prompts), ``optim`` (AdamW g
 ``hooks`` (evaluation), ``benchmark`` (training-step throughput), ``cli``.
 """
 
-from .config import load_config
-from .loop import Trainer, train
+from .._extras import require_extra
+
+require_extra("groupvit_fast.train", "train")  # before the modules below import them: one line naming the extra
+
+from .config import load_config  # noqa: E402
+from .loop import Trainer, train  # noqa: E402
 
 __all__ = ["load_config", "train", "Trainer"]

@@ -17,7 +17,7 @@ import groupvit_fast
 from groupvit_fast import kernels as kernels_package
 
 PACKAGE_ROOT = Path(groupvit_fast.__file__).resolve().parent
-KERNELS_ROOT = Path(kernels_package.__file__).resolve().parent
+KERNELS_ROOT = Path(next(iter(kernels_package.__path__))).resolve()  # a namespace package: no __file__
 
 
 def _modules() -> dict[str, Path]:
