@@ -3,7 +3,7 @@
 Code and docs cite pages as ``docs/<page>.md`` and sections as ``docs/<page>.md, "Section"``
 (also ``docs/<page>.md "Section"`` and ``docs/<page>.md ("A" and "B")``). The checks: every cited
 page exists, every cited section is a heading of that page (case-insensitive), and nothing cites
-the private specification folder the developers were given, which is not part of the repository.
+a specification folder outside the repository (``spec/``), which a reader of the repository does not have.
 """
 
 from __future__ import annotations
