@@ -32,7 +32,7 @@ from .distributed import all_gather_errors, all_reduce_sum, compute_once_and_bro
 from .imagenet import ImageNetSamples, find_imagefolder, find_shards, index_shards
 
 __all__ = ["evaluate_classification", "build_classifier", "classifier_cache_key", "resolve_templates",
-           "imagenet_classes", "CLS_OPTIONS"]
+           "imagenet_classes", "imagenet_subset_classes", "CLS_OPTIONS"]
 
 #: keyword options of ``evaluate_classification`` besides the named ones, with their defaults
 CLS_OPTIONS = {"cache_dir": None, "checkpoint": None, "max_images": None, "autocast": None}
@@ -41,6 +41,21 @@ CLS_OPTIONS = {"cache_dir": None, "checkpoint": None, "max_images": None, "autoc
 def imagenet_classes() -> tuple[str, ...]:
     """The 1000 ImageNet class names (CLIP's cleaned list, as NVlabs uses), in wnid order."""
     return read_names("imagenet_classes.txt")
+
+
+def imagenet_subset_classes(wnids: Sequence[str]) -> tuple[str, ...] | None:
+    """CLIP's names of the ImageNet classes whose WordNet ids are ``wnids`` (folders of a subset such as
+    Imagenette, ImageWoof or ImageNet-100), in the given order; ``None`` if one is no ImageNet wnid.
+
+    timm's ``ImageNetInfo`` lists the 1000 wnids in the standard (sorted) class order, the order of
+    ``imagenet_classes()``, so a wnid's index there is its index in the names."""
+    from timm.data import ImageNetInfo
+
+    index = {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
+    if not all(w in index for w in wnids):
+        return None
+    names = imagenet_classes()
+    return tuple(names[index[w]] for w in wnids)
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
@@ -135,7 +150,7 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
     else:
         records = index_shards(find_shards(data))
         folders, layout = None, "webdataset"
-    names = tuple(class_names) if class_names is not None else imagenet_classes()
+    names, class_set = _class_names(data, folders, class_names)
     num_classes = len(folders) if folders is not None else max(r.label for r in records) + 1
     if folders is not None and len(folders) != len(names):
         raise ValueError(f"{data}: {len(folders)} class folders but {len(names)} class names")
@@ -197,11 +212,34 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
         per_class[key] = {"top1": 100.0 * int(counts[1, i]) / n if n else None,
                           "top5": 100.0 * int(counts[2, i]) / n if n else None, "images": n}
     present = [v["top1"] for v in per_class.values() if v["top1"] is not None]
-    return {"top1": 100.0 * int(counts[1].sum()) / total, "top5": 100.0 * int(counts[2].sum()) / total,
+    return {"class_names": list(names), "top1": 100.0 * int(counts[1].sum()) / total,
+            "top5": 100.0 * int(counts[2].sum()) / total,
             "mean_per_class_top1": sum(present) / len(present), "per_class": per_class, "num_images": total,
             "seconds": seconds, "images_per_s": total / max(seconds, 1e-9),
             "settings": {"layout": layout, "templates": list(temps), "resize": resize, "crop": crop,
-                         "num_classes": k, "world_size": world}}
+                         "num_classes": k, "class_set": class_set, "world_size": world}}
+
+
+def _class_names(data: str, folders: list[str] | None,
+                 class_names: Sequence[str] | None) -> tuple[tuple[str, ...], str]:
+    """The names to classify among, and where they came from (the report's ``class_set``):
+
+    * ``given``: ``class_names``, one per class folder / ``cls`` index;
+    * ``imagenet-subset``: class folders named by ImageNet WordNet ids (all 1000 or a subset): CLIP's
+      names of exactly those classes, so a subset is classified among the classes present;
+    * ``imagenet``: otherwise, the 1000 names in index order (webdataset shards, whose ``cls`` are
+      ImageNet indices)."""
+    if class_names is not None:
+        return tuple(class_names), "given"
+    if folders is not None:
+        subset = imagenet_subset_classes(folders)
+        if subset is not None:
+            return subset, "imagenet" if len(subset) == 1000 else "imagenet-subset"
+        if len(folders) != 1000:
+            stray = next(f for f in folders if imagenet_subset_classes([f]) is None)
+            raise ValueError(f"{data}: class folder {stray!r} is no ImageNet WordNet id and no class names were "
+                             f"given ({len(folders)} folders): pass class_names (--class-names FILE)")
+    return imagenet_classes(), "imagenet"
 
 
 def _null():

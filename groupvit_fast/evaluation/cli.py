@@ -88,7 +88,7 @@ def _cmd_eval_seg(args) -> int:
 
 
 def _cmd_eval_cls(args) -> int:
-    from .classification import evaluate_classification, imagenet_classes, resolve_templates
+    from .classification import evaluate_classification, resolve_templates
 
     try:
         resolve_templates(args.templates)
@@ -109,7 +109,7 @@ def _cmd_eval_cls(args) -> int:
             num_workers=args.workers, resize=args.resize, crop=args.crop, progress=not args.quiet,
             cache_dir=args.cache_dir, checkpoint=args.checkpoint if args.cache_dir else None,
             max_images=args.max_images, autocast=args.autocast)
-        return result, "classification", names or imagenet_classes()
+        return result, "classification", result["class_names"]
 
     return _run(args, evaluate)
 

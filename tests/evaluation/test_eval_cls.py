@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from eval_data import CLASSES, write_imagefolder
+from eval_data import CLASSES, write_imagefolder, write_rgb
 from groupvit_fast.cli import main
 from groupvit_fast.evaluation import build_classifier, evaluate_classification, imagenet_classes, resolve_templates
+from groupvit_fast.evaluation.classification import imagenet_subset_classes
 from groupvit_fast.evaluation.imagenet import val_transform
 
 pytest.importorskip("open_clip", reason="the prompts need open_clip_torch's tokenizer")
@@ -138,5 +139,48 @@ def test_shard_sample_without_label(tmp_path, eval_model):
 
 def test_folder_count_must_match_class_names(tmp_path, eval_model):
     write_imagefolder(str(tmp_path / "val"))
-    with pytest.raises(ValueError, match="7 class folders but 1000 class names"):
+    with pytest.raises(ValueError, match="7 class folders but 3 class names"):
+        evaluate_classification(eval_model, str(tmp_path), class_names=CLASSES[:3], progress=False)
+
+
+def test_folders_that_are_no_imagenet_wnids_need_class_names(tmp_path, eval_model):
+    write_imagefolder(str(tmp_path / "val"))  # folders n00000000..n00000006: wnid-shaped, not ImageNet's
+    with pytest.raises(ValueError, match=r"class folder 'n00000000' is no ImageNet WordNet id .* \(7 folders\)"):
         evaluate_classification(eval_model, str(tmp_path), progress=False)
+
+
+# Imagenette's WordNet ids (tench, English springer, cassette player) and their CLIP names
+SUBSET = {"n01440764": "tench", "n02102040": "English Springer Spaniel", "n02979186": "cassette player"}
+
+
+def test_imagenet_subset_names_come_from_the_wnids():
+    assert imagenet_subset_classes(list(SUBSET)) == tuple(SUBSET.values())
+    assert imagenet_subset_classes(["n15075141"]) == ("toilet paper",)  # the last of the 1000
+    assert imagenet_subset_classes(["n01440764", "n99999999"]) is None
+    # all 1000 folders in sorted order are exactly the shipped list
+    from timm.data import ImageNetInfo
+
+    assert imagenet_subset_classes(ImageNetInfo().label_names()) == imagenet_classes()
+
+
+def test_a_wnid_subset_is_classified_among_the_classes_present(tmp_path, eval_model, eval_checkpoint):
+    """Imagenette-style folders: each wnid is mapped to its ImageNet name and the classifier holds only
+    the classes present; the report says so."""
+    images = []
+    for label, wnid in enumerate(SUBSET):
+        for j in range(2):
+            path = str(tmp_path / "val" / wnid / f"img_{j}.JPEG")
+            write_rgb(path, 64 + 5 * j, 56 + 9 * label, seed=100 + 10 * label + j, fmt="JPEG")
+            images.append((path, label))
+    top1, top5 = direct_accuracy(eval_model, images, list(SUBSET.values()))
+    result = evaluate_classification(eval_model, str(tmp_path), num_workers=0, progress=False)
+    assert (result["top1"], result["top5"]) == (pytest.approx(top1), pytest.approx(top5))
+    assert result["class_names"] == list(SUBSET.values()) and list(result["per_class"]) == list(SUBSET.values())
+    assert result["settings"]["class_set"] == "imagenet-subset" and result["settings"]["num_classes"] == 3
+    assert top5 == 100.0  # 3 classes: every label is in the top 5
+
+    rc = main(["eval", "cls", "--data", str(tmp_path / "val"), "--checkpoint", eval_checkpoint, "--out",
+               str(tmp_path / "out"), "--quiet", "--workers", "0", "--device", "cpu"])
+    assert rc == 0
+    markdown = (tmp_path / "out" / "classification.md").read_text()
+    assert "among the 3 ImageNet classes present" in markdown and "| tench |" in markdown
