@@ -15,10 +15,10 @@
 #                               written as <pair>.NAME.md/.log, so the parts of one pair sit side by side.
 #   MAX_JOBS, CUDA_HOME, TORCH_CUDA_ARCH_LIST  as in .ci/run.
 #
-# The pip calls here run with PIP_CONSTRAINT=/dev/null (an empty constraints file): a machine-wide one
-# (pip config `constraint`, e.g. torch<=2.14.1) would otherwise refuse the newer pairs. An empty
-# PIP_CONSTRAINT= does not do it: pip ignores empty variables and keeps the config file's value. torch
-# and triton are pinned exactly below, so the cap adds nothing for this check; the file is left alone.
+# The pip calls here run with PIP_CONSTRAINT set to a file holding only the pair: it replaces a
+# machine-wide constraint (pip config `constraint`, e.g. torch<=2.14.1) that would refuse the newer
+# pairs (an empty PIP_CONSTRAINT= does not: pip ignores empty variables), and it keeps the extras'
+# dependencies from swapping the pair's torch for another.
 #
 # The editable install builds groupvit_fast._C into the source tree, so runs of this script (and any
 # other venv using this checkout) must not overlap: the last install's extension is the one in place.
@@ -80,8 +80,12 @@ setup() {
   # below (no build isolation) needs a current one.
   PIP_CONSTRAINT=/dev/null python -m pip install -q --upgrade pip setuptools
   echo "== set-up (README, with torch==${torch_v} triton==${triton_v})"
-  PIP_CONSTRAINT=/dev/null python -m pip install "setuptools>=77" ninja "torch==${torch_v}" "triton==${triton_v}"
-  PIP_CONSTRAINT=/dev/null python -m pip install --no-build-isolation -e ".[test]"
+  # The pair is the constraint of both steps: the second would otherwise let a dependency (open-clip-torch
+  # -> torchvision) swap torch for the version that dependency's newest release pins.
+  local pins="${venv}/pair-constraints.txt"
+  printf 'torch==%s\ntriton==%s\n' "$torch_v" "$triton_v" > "$pins"
+  PIP_CONSTRAINT="$pins" python -m pip install "setuptools>=77" ninja "torch==${torch_v}" "triton==${triton_v}"
+  PIP_CONSTRAINT="$pins" python -m pip install --no-build-isolation -e ".[test]"
   echo "== installed"
   python -m pip list 2>/dev/null | grep -Ei '^(torch|triton|numpy|transformers|open.clip.torch) '
 }
