@@ -39,6 +39,7 @@ from .distributed import (
     unwrap,
     wrap_model,
 )
+from .grad_cache import chunk_size_from_config
 from .hooks import EvaluationHook
 from .optim import CosineWarmup, build_optimizer, scaled_lrs
 from .run_log import RunLog
@@ -95,6 +96,7 @@ class Trainer:
         info = self.info
         tcfg = cfg.train
         self.accum = max(1, int(tcfg.accumulation_steps))
+        self.chunk_size = chunk_size_from_config(cfg, info.world)  # before any work: a bad value is one line
         if int(tcfg.epochs) <= 0 or int(tcfg.warmup_epochs) < 0:
             raise ValueError("train.epochs must be positive and train.warmup_epochs >= 0")
         if int(cfg.print_freq) <= 0:
@@ -280,7 +282,7 @@ class Trainer:
                         micro.append(batch)
                     out = train_step(self.model, micro, self.optimizer, device=info.device,
                                      autocast_dtype=self.autocast_dtype, scaler=self.scaler,
-                                     clip_grad=float(cfg.train.clip_grad))
+                                     clip_grad=float(cfg.train.clip_grad), chunk_size=self.chunk_size)
                     lr = self.scheduler.get_last_lr()
                     self.scheduler.step()
                     self.step += 1
