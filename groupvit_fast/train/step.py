@@ -64,7 +64,9 @@ def train_step(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim
             loss = losses.pop("total_loss")
         else:
             with _no_sync(model, last):
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                          enabled=autocast_dtype is not None)
+                with autocast:
                     losses = model(image, text)
                     loss = total_loss(losses)
                 scaled = loss / count
