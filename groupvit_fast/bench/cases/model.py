@@ -186,6 +186,11 @@ def _forward(model: torch.nn.Module, impl: str, x: torch.Tensor) -> torch.Tensor
 def build_model_runner(case: ModelCase, impl: str, bank: ModelBank) -> Runner:
     from groupvit_fast.ops import backend_usage
 
+    from .grad_cache import build_grad_cache_runner, grad_cache_chunk
+
+    if grad_cache_chunk(impl) is not None:  # ours-gc<C>: the same model trained with gradient caching
+        return build_grad_cache_runner(case, impl, bank)
+
     device = bank.device
     model = bank.model(impl)
     call = fresh_compile(model) if impl.endswith("-compiled") else model
