@@ -281,3 +281,23 @@ def test_the_trainer_refuses_bad_settings_before_reading_data(make_config, tmp_p
 def test_the_config_key_is_off_by_default_and_set_by_opts(make_config, tmp_path):
     assert make_config(str(tmp_path)).train.grad_cache.chunk_size is None
     assert make_config(str(tmp_path), **{"train.grad_cache.chunk_size": 8}).train.grad_cache.chunk_size == 8
+
+
+@pytest.mark.parametrize("opts, lr_factor, logged", [
+    ({"train.accumulation_steps": 2}, 16 / 4096, "each of the 2 micro-batches is its own contrastive batch of 16"),
+    ({"train.grad_cache.chunk_size": 4}, 16 / 4096, "the encoders run 4 pairs at a time"),
+])
+def test_the_learning_rate_counts_the_contrastive_batch(make_config, shards, text_transform, opts, lr_factor,
+                                                        logged):
+    """docs/training.md, "Batch sizes and the learning rate": batch x world, whatever the accumulation; said once."""
+    import os
+
+    from groupvit_fast.train import Trainer
+
+    cfg = make_config(shards, model=model_config("all", multi_label=0), **{"train.max_steps": 1, **opts})
+    trainer = Trainer(cfg, device="cpu", quiet=True, text_transform=text_transform)
+    assert trainer.scheduler.base_lr == pytest.approx(float(cfg.train.base_lr) * lr_factor)
+    trainer.run()
+    log = open(os.path.join(cfg.output, "log.txt")).read()
+    assert log.count(logged) == 1, log
+    assert "global batch 16 (the contrastive batch)" in log
