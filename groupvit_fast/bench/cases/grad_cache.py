@@ -31,11 +31,14 @@ def grad_cache_chunk(impl: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def grad_cache_cases(config: str, batches: tuple[int, ...], chunk: int, dtype: str) -> tuple[ModelCase, ...]:
-    """The plain step at one chunk's batch (what the grad-cached step's memory is judged against), then
-    each batch of ``batches`` plain and with chunks of ``chunk``."""
-    return (ModelCase(config, "train", chunk, dtype, ("ours",)),
-            *(ModelCase(config, "train", batch, dtype, ("ours", f"ours-gc{chunk}")) for batch in batches))
+def grad_cache_cases(config: str, batches: tuple[int, ...], chunks: tuple[int, ...],
+                     dtype: str) -> tuple[ModelCase, ...]:
+    """The plain step at the first chunk's batch (what the grad-cached step's memory is judged against), then
+    each batch of ``batches`` plain and in chunks of each size of ``chunks`` that splits it in two or more."""
+    return (ModelCase(config, "train", chunks[0], dtype, ("ours",)),
+            *(ModelCase(config, "train", batch, dtype, ("ours", *(f"ours-gc{c}" for c in chunks
+                                                                  if batch % c == 0 and c < batch)))
+              for batch in batches))
 
 
 def build_grad_cache_runner(case: ModelCase, impl: str, bank) -> Runner:
