@@ -10,19 +10,15 @@ the cache of encoder outputs) and what does the second encoder forward cost in t
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
-from .model import ModelCase, _autocast
 from .runner import Runner
 
-__all__ = ["GRAD_CACHE_IMPL_INFO", "grad_cache_cases", "grad_cache_chunk", "build_grad_cache_runner"]
+__all__ = ["grad_cache_impls", "grad_cache_chunk", "build_grad_cache_runner"]
 
 _IMPL = re.compile(r"^ours-gc(\d+)$")
-
-GRAD_CACHE_IMPL_INFO = {
-    "ours-gc<C>": "ours trained with gradient caching, chunks of C pairs (groupvit_fast.train.grad_cache)",
-}
 
 
 def grad_cache_chunk(impl: str) -> int | None:
@@ -31,18 +27,15 @@ def grad_cache_chunk(impl: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def grad_cache_cases(config: str, batches: tuple[int, ...], chunks: tuple[int, ...],
-                     dtype: str) -> tuple[ModelCase, ...]:
-    """The plain step at the first chunk's batch (what the grad-cached step's memory is judged against), then
-    each batch of ``batches`` plain and in chunks of each size of ``chunks`` that splits it in two or more."""
-    return (ModelCase(config, "train", chunks[0], dtype, ("ours",)),
-            *(ModelCase(config, "train", batch, dtype, ("ours", *(f"ours-gc{c}" for c in chunks
-                                                                  if batch % c == 0 and c < batch)))
-              for batch in batches))
+def grad_cache_impls(batch: int, chunks: tuple[int, ...]) -> tuple[str, ...]:
+    """``ours`` and ``ours-gc<C>`` for each chunk size ``C`` of ``chunks`` that splits ``batch`` in two or more
+    (tiers.py makes the cases: the plain step at the first chunk's batch, then each batch both ways)."""
+    return ("ours", *(f"ours-gc{c}" for c in chunks if batch % c == 0 and c < batch))
 
 
-def build_grad_cache_runner(case: ModelCase, impl: str, bank) -> Runner:
-    """One AdamW step of ``bank``'s image-text model on ``case.batch`` pairs, through ``grad_cached_backward``."""
+def build_grad_cache_runner(case: Any, impl: str, bank: Any) -> Runner:
+    """One AdamW step of ``bank``'s image-text model (a ``model.ModelBank``) on ``case.batch`` pairs (a
+    ``model.ModelCase``), through ``grad_cached_backward``. (No import of model.py: it dispatches here.)"""
     from groupvit_fast.ops import backend_usage
     from groupvit_fast.train.grad_cache import grad_cached_backward
 
@@ -67,7 +60,7 @@ def build_grad_cache_runner(case: ModelCase, impl: str, bank) -> Runner:
     params.update(t.untyped_storage().data_ptr() for t in (x, text))
     runner = Runner(fn=fn, images=case.batch, owned_storages=params)
     before = backend_usage()
-    with torch.no_grad(), _autocast(bank.device, case.dtype):
+    with torch.no_grad(), torch.autocast(bank.device, dtype=torch.bfloat16, enabled=dtype is not None):
         model.img_encoder(x[:1])
     runner.backend = ",".join(sorted(k for k, n in backend_usage().items() if n > before.get(k, 0))) or None
     return runner

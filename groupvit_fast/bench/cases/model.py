@@ -19,6 +19,7 @@ MODEL_IMPL_INFO = {  # (image-text models: the same choice for their GroupViT an
     "ours": 'GroupViT() (attn_backend="sdpa", assign_backend="auto"), eager',
     "ours-compiled": "torch.compile of our model",
     "hf": "transformers GroupViTVisionModel (same weights), eager",
+    "ours-gc<C>": "ours trained with gradient caching in chunks of C pairs (groupvit_fast.train.grad_cache)",
 }
 
 #: Vision-encoder configurations (GroupViT keyword arguments): GroupViT-S (the released one,
