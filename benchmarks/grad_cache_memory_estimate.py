@@ -1,6 +1,6 @@
 """The memory of GroupViT-S's image-text training step per pair, for the chunk sizes of docs/training.md.
 
-    python benchmarks/grad_cache_memory_estimate.py OUT.md [--batches 2 4]
+    python benchmarks/grad_cache_memory_estimate.py OUT.md [--batches 4 8]
 
 Measures the peak growth of PyTorch's allocator during one plain AdamW step (after a first step, so the
 optimiser state exists) of the released GroupViT-S image-text model (multi_label=3, 77-token texts,
@@ -26,7 +26,7 @@ from groupvit_fast.bench.timing import peak_memory
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("out")
-    parser.add_argument("--batches", type=int, nargs=2, default=(2, 4))
+    parser.add_argument("--batches", type=int, nargs=2, default=(4, 8))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     meta = environment(args.device)
