@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from groupvit_fast import build_model
-from groupvit_fast.train.grad_cache import check_chunk_size, grad_cached_backward
+from groupvit_fast.train.grad_cache import check_chunk_size, grad_cache_refusal, grad_cached_backward
 from groupvit_fast.train.step import total_loss, train_step
 from tolerances import round_offs
 
@@ -225,16 +225,20 @@ def test_bf16_autocast():
         assert (grad - want_grads[name]).abs().max().item() <= 5e-2 * largest, name
 
 
-def test_train_step_with_chunks_and_accumulation():
+@pytest.mark.parametrize("scaled", [False, True], ids=["unscaled", "grad-scaler"])
+def test_train_step_with_chunks_and_accumulation(scaled):
     """Through ``train_step``: two micro-batches, each its own contrastive batch, the same update with
-    and without chunks (no noise, so the plain step is the reference)."""
+    and without chunks (no noise, so the plain step is the reference); with a GradScaler (a power of
+    two: scaling and unscaling are exact) the cached gradients carry its scale."""
     image, text = make_batch(16)
     batches = [{"image": image[:8], "text": text[:8]}, {"image": image[8:], "text": text[8:]}]
     params = []
     for chunk_size in (None, 2):
         model = build("none")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        out = train_step(model, batches, optimizer, device=torch.device("cpu"), clip_grad=0.0, chunk_size=chunk_size)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if scaled else None
+        out = train_step(model, batches, optimizer, device=torch.device("cpu"), clip_grad=0.0, chunk_size=chunk_size,
+                         scaler=scaler)
         params.append(({n: p.detach().clone() for n, p in model.named_parameters()}, out))
     (plain, plain_out), (cached, cached_out) = params
     torch.testing.assert_close(cached_out["total_loss"], plain_out["total_loss"], rtol=bound(torch.float32), atol=0)
@@ -301,3 +305,19 @@ def test_the_learning_rate_counts_the_contrastive_batch(make_config, shards, tex
     log = open(os.path.join(cfg.output, "log.txt")).read()
     assert log.count(logged) == 1, log
     assert "global batch 16 (the contrastive batch)" in log
+
+
+@pytest.mark.parametrize("settings, culprit", [
+    ({"strategy": "fsdp", "world": 2, "compile_model": False, "model_type": "MultiLabelContrastive"}, "fsdp"),
+    ({"strategy": "ddp", "world": 2, "compile_model": True, "model_type": "MultiLabelContrastive"}, "train.compile"),
+    ({"strategy": "ddp", "world": 1, "compile_model": False, "model_type": "GroupViT"}, "model.type"),
+])
+def test_combinations_that_cannot_work_are_refused_in_one_line(settings, culprit):
+    why = grad_cache_refusal(**settings)
+    assert why and culprit in why and "\n" not in why
+
+
+@pytest.mark.parametrize("strategy, world", [("ddp", 1), ("ddp", 2), ("fsdp", 1)])
+def test_what_works_is_not_refused(strategy, world):
+    assert grad_cache_refusal(strategy=strategy, world=world, compile_model=False,
+                              model_type="MultiLabelContrastive") is None
