@@ -39,6 +39,7 @@ from .distributed import (
     unwrap,
     wrap_model,
 )
+from .grad_cache import chunk_size_from_config
 from .hooks import EvaluationHook
 from .optim import CosineWarmup, build_optimizer, scaled_lrs
 from .run_log import RunLog
@@ -95,6 +96,7 @@ class Trainer:
         info = self.info
         tcfg = cfg.train
         self.accum = max(1, int(tcfg.accumulation_steps))
+        self.chunk_size = chunk_size_from_config(cfg, info.world)  # before any work: a bad value is one line
         if int(tcfg.epochs) <= 0 or int(tcfg.warmup_epochs) < 0:
             raise ValueError("train.epochs must be positive and train.warmup_epochs >= 0")
         if int(cfg.print_freq) <= 0:
@@ -134,7 +136,9 @@ class Trainer:
         self.model = wrap_model(model, info, str(tcfg.strategy))
         if tcfg.compile:
             self.model = torch.compile(self.model)
-        base_lr, warmup_lr, min_lr = scaled_lrs(tcfg, self.data.global_batch)
+        # the rule counts the contrastive batch, batch x world: accumulation does not enlarge it (optim.py)
+        self.contrastive_batch = self.data.batch_size * info.world
+        base_lr, warmup_lr, min_lr = scaled_lrs(tcfg, self.contrastive_batch)
         self.optimizer = build_optimizer(self.model, tcfg, warmup_lr)
         self.scheduler = CosineWarmup(self.optimizer, base_lr, warmup_lr, min_lr, self.total_steps,
                                       int(tcfg.warmup_epochs) * self.steps_per_epoch)
@@ -249,9 +253,17 @@ class Trainer:
         stop = self._stop_step()
         workers = max(1, self.data.num_workers)
         self.log.info(f"run {cfg.model_name}: {info.world} process(es) on {info.device.type}, batch "
-                      f"{self.data.batch_size} per process x {self.accum} accumulation step(s) = global batch "
-                      f"{self.data.global_batch}; {self.steps_per_epoch} steps per epoch, {self.total_steps} in "
-                      f"all; output {self.output}")
+                      f"{self.data.batch_size} per process = global batch {self.contrastive_batch} (the contrastive "
+                      f"batch), x {self.accum} accumulation step(s) = {self.data.global_batch} pairs per optimiser "
+                      f"step; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all; output {self.output}")
+        if self.accum > 1:  # docs/training.md, "Batch sizes and the learning rate"
+            self.log.info(f"accumulation: each of the {self.accum} micro-batches is its own contrastive batch of "
+                          f"{self.contrastive_batch} pairs (its own negatives), not one of {self.data.global_batch}; "
+                          f"the learning rate is scaled by {self.contrastive_batch} / 4096 (train.grad_cache."
+                          f"chunk_size makes a larger contrastive batch fit)")
+        if self.chunk_size:
+            self.log.info(f"gradient caching: the encoders run {self.chunk_size} pairs at a time, the loss sees "
+                          f"the contrastive batch of {self.contrastive_batch}")
         if cfg.evaluate.eval_only:
             result = self.hook(unwrap(self.model))
             self.log.metrics({"eval": result, "epoch": self.epoch})
@@ -280,7 +292,7 @@ class Trainer:
                         micro.append(batch)
                     out = train_step(self.model, micro, self.optimizer, device=info.device,
                                      autocast_dtype=self.autocast_dtype, scaler=self.scaler,
-                                     clip_grad=float(cfg.train.clip_grad))
+                                     clip_grad=float(cfg.train.clip_grad), chunk_size=self.chunk_size)
                     lr = self.scheduler.get_last_lr()
                     self.scheduler.step()
                     self.step += 1

@@ -3,8 +3,12 @@
 * Decay groups: every parameter is decayed except 1-D ones and ``*.bias`` (NVlabs'
   ``set_weight_decay``), so ``pos_embed``, the group tokens and the 0-D logit scales *are* decayed,
   as in the original; ``skip_decay_embeddings=True`` exempts those too.
-* Scaling: ``base_lr``, ``warmup_lr`` and ``min_lr`` are multiplied by ``batch * world *
-  accumulation / 4096`` (NVlabs' linear scaling rule).
+* Scaling: ``base_lr``, ``warmup_lr`` and ``min_lr`` are multiplied by the contrastive batch
+  ``batch * world`` over 4096 (NVlabs' linear scaling rule, whose global batch of 4096 is the
+  contrastive batch: every image against every caption). Gradient caching does not change it;
+  accumulation does not enlarge it (each micro-batch is its own contrastive batch, with its own
+  negatives), so it does not count, where NVlabs also multiplied by the accumulation steps
+  (docs/training.md, "Batch sizes and the learning rate").
 * Schedule, per optimiser step ``t`` (timm's ``CosineLRScheduler(t_initial=T, warmup_t=W,
   t_in_epochs=False)`` as NVlabs uses it): ``warmup_lr + t * (base_lr - warmup_lr) / W`` for
   ``t < W``, then ``min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * t / T))``, and ``min_lr``
@@ -46,9 +50,9 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def scaled_lrs(train_cfg: DictConfig, global_batch: int) -> tuple[float, float, float]:
-    """``(base_lr, warmup_lr, min_lr)`` scaled by ``global_batch / 4096`` (global batch includes accumulation)."""
-    factor = global_batch / 4096.0
+def scaled_lrs(train_cfg: DictConfig, contrastive_batch: int) -> tuple[float, float, float]:
+    """``(base_lr, warmup_lr, min_lr)`` scaled by ``contrastive_batch / 4096`` (``batch * world``, no accumulation)."""
+    factor = contrastive_batch / 4096.0
     return train_cfg.base_lr * factor, train_cfg.warmup_lr * factor, train_cfg.min_lr * factor
 
 

@@ -3,7 +3,9 @@
 ``train_step`` runs ``len(batches)`` micro-batches (gradient accumulation: each loss divided by
 their number, DDP's all-reduce only on the last one), under ``torch.autocast`` when an autocast
 dtype is given (fp16 through a ``GradScaler``), clips the gradient norm (``clip_grad > 0``;
-NVlabs: 5.0) and steps the optimiser. Gradients are zeroed with ``set_to_none``.
+NVlabs: 5.0) and steps the optimiser. Gradients are zeroed with ``set_to_none``. With a
+``chunk_size`` each micro-batch's forward and backward is ``grad_cache.grad_cached_backward``'s
+(docs/training.md, "Gradient caching").
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .grad_cache import grad_cached_backward
 
 __all__ = ["train_step", "total_loss"]
 
@@ -34,8 +38,12 @@ def _no_sync(model: nn.Module, last: bool):
 
 def train_step(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim.Optimizer, *,
                device: torch.device, autocast_dtype: torch.dtype | None = None,
-               scaler: torch.amp.GradScaler | None = None, clip_grad: float = 5.0) -> dict[str, float | torch.Tensor]:
+               scaler: torch.amp.GradScaler | None = None, clip_grad: float = 5.0,
+               chunk_size: int | None = None) -> dict[str, float | torch.Tensor]:
     """Update ``model`` on ``batches`` (each ``{'image' [B, 3, S, S], 'text' [B, 1+M, L]}``).
+
+    ``chunk_size``: gradient caching, the encoders run ``chunk_size`` pairs at a time while the
+    loss sees each whole micro-batch (``None``: the plain forward and backward).
 
     Returns the detached losses averaged over the micro-batches (``loss``, ``multi_label_loss``,
     ``total_loss``) and the gradient norm before clipping (``grad_norm``, a 0-D tensor).
@@ -49,12 +57,20 @@ def train_step(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim
             model.set_requires_gradient_sync(True)
         image = batch["image"].to(device, non_blocking=True)
         text = batch["text"].to(device, non_blocking=True)
-        with _no_sync(model, last):
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                losses = model(image, text)
-                loss = total_loss(losses)
-            scaled = loss / count
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if chunk_size:  # the encoders chunk by chunk, the loss on the whole micro-batch
+            losses = grad_cached_backward(
+                model, image, text, chunk_size, device=device, autocast_dtype=autocast_dtype, sync=last,
+                scale=lambda value: scaler.scale(value / count) if scaler is not None else value / count)
+            loss = losses.pop("total_loss")
+        else:
+            with _no_sync(model, last):
+                autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                          enabled=autocast_dtype is not None)
+                with autocast:
+                    losses = model(image, text)
+                    loss = total_loss(losses)
+                scaled = loss / count
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
         for key, value in {**losses, "total_loss": loss}.items():
             logged[key] = logged.get(key, 0) + value.detach().float() / count
     if scaler is not None:

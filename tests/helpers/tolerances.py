@@ -30,3 +30,9 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, rel: flo
     err = (a - e).abs().max().item() if e.numel() else 0.0
     bound = rel * max(scale, 1e-30)
     assert err <= bound, f"{msg + ': ' if msg else ''}max error {err:.3e} > {rel:g} x max |expected| ({scale:.3e})"
+
+
+def round_offs(count: float, dtype: torch.dtype) -> float:
+    """``count`` unit round-offs of ``dtype`` (2^-24 for fp32, 2^-53 for float64): a relative bound stated as
+    a number of roundings holds for every dtype alike, where a difference in the math does not."""
+    return count * torch.finfo(dtype).eps / 2

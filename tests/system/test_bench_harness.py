@@ -128,7 +128,7 @@ def test_the_distribution_carries_the_cases(tmp_path):
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=REPO_ROOT, env=env,
                    check=True, capture_output=True, timeout=300)
     assert sorted(p.name for p in (lib / "groupvit_fast" / "bench" / "cases").glob("*.py")) == [
-        "__init__.py", "model.py", "op.py", "runner.py", "segment.py", "tiers.py"]
+        "__init__.py", "grad_cache.py", "model.py", "op.py", "runner.py", "segment.py", "tiers.py"]
     assert not (lib / "benchmarks").exists()
 
     # what `python -m groupvit_fast.bench` does, after printing where the package came from

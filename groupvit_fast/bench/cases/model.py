@@ -19,6 +19,7 @@ MODEL_IMPL_INFO = {  # (image-text models: the same choice for their GroupViT an
     "ours": 'GroupViT() (attn_backend="sdpa", assign_backend="auto"), eager',
     "ours-compiled": "torch.compile of our model",
     "hf": "transformers GroupViTVisionModel (same weights), eager",
+    "ours-gc<C>": "ours trained with gradient caching in chunks of C pairs (groupvit_fast.train.grad_cache)",
 }
 
 #: Vision-encoder configurations (GroupViT keyword arguments): GroupViT-S (the released one,
@@ -185,6 +186,11 @@ def _forward(model: torch.nn.Module, impl: str, x: torch.Tensor) -> torch.Tensor
 
 def build_model_runner(case: ModelCase, impl: str, bank: ModelBank) -> Runner:
     from groupvit_fast.ops import backend_usage
+
+    from .grad_cache import build_grad_cache_runner, grad_cache_chunk
+
+    if grad_cache_chunk(impl) is not None:  # ours-gc<C>: the same model trained with gradient caching
+        return build_grad_cache_runner(case, impl, bank)
 
     device = bank.device
     model = bank.model(impl)

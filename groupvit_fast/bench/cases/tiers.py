@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from .grad_cache import grad_cache_impls
 from .model import IMAGE_TEXT_CONFIGS, MODEL_CONFIGS, ModelCase
 from .op import MODES, OUR_BACKENDS, SHAPES, STAGE0, OpCase
 from .segment import SEGMENT_IMPLS, VOC_CLASSES, SegmentCase
@@ -97,6 +98,8 @@ def _tiers() -> dict[str, Tier]:
     gpu_models.append(ModelCase("groupvit-s", "eval", 64, "fp32", ("reference", "ours", "hf")))
     gpu_models.append(ModelCase("groupvit-s", "train", 64, "fp32", ("reference", "ours")))
     gpu_models.append(ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours")))
+    # gradient caching (docs/training.md): GroupViT-S at batch 256, plain and in chunks of 64 (B=64 above: one chunk)
+    gpu_models.append(ModelCase("groupvit-s-image-text", "train", 256, "bf16-autocast", ("ours", "ours-gc64")))
 
     cpu_ops = _op_cases(SHAPES, _ALL_MODES, ("fp32",), _CPU_OP_IMPLS, CPU_BATCH, compiled_for=("stage0-224",))
     # bf16 on the CPU: speed-up and error against fp32 (issue #6), for the headline shape
@@ -106,6 +109,10 @@ def _tiers() -> dict[str, Tier]:
         ModelCase("groupvit-s", "eval", 8, "bf16-autocast", ("ours",)),  # vs its fp32 row: speed-up, error
         ModelCase("groupvit-s", "train", 2, "fp32", ("reference", "ours")),
         ModelCase("groupvit-s-image-text", "train", 2, "fp32", ("reference", "ours")),
+        # gradient caching (docs/training.md): a small image-text model, so that batch 256 takes seconds
+        ModelCase("groupvit-tiny-image-text", "train", 16, "fp32", ("ours",)),  # one chunk's plain step
+        *(ModelCase("groupvit-tiny-image-text", "train", b, "fp32", grad_cache_impls(b, (16, 64)))
+          for b in (64, 128, 256)),
     )
     scaled_note = ("CPU shapes are docs/benchmarks.md's with the batch scaled down (column B; `scaled from` "
                    "names the documented shape): " + ", ".join(f"{k} B={v}" for k, v in CPU_BATCH.items()) + ".")
@@ -116,7 +123,7 @@ def _tiers() -> dict[str, Tier]:
              tuple(_op_cases(STAGE0, ("eval", "train"), ("bf16",), _GPU_OP_IMPLS)),
              (ModelCase("groupvit-s", "eval", 64, "bf16-autocast", ("reference", "ours", "hf")),
               ModelCase("groupvit-s", "train", 64, "bf16-autocast", ("reference", "ours")),
-              ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours"))),
+              ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours", "ours-gc16"))),
              budget_s=0.25, min_reps=5, max_reps=200,
              notes=("Quick subset: stage-0 shapes, eval and train, bf16; models at B=64 without compile.",)),
         Tier("cpu", "cpu", tuple(cpu_ops), cpu_models, budget_s=2.0, min_reps=5, max_reps=50,
