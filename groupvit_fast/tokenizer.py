@@ -1,8 +1,8 @@
 """CLIP's byte-level BPE tokeniser, as GroupViT's text encoder expects it (docs/groupvit.md).
 
 The BPE itself and its vocabulary (``bpe_simple_vocab_16e6.txt.gz``, the file NVlabs ships) come
-from the maintained ``open_clip_torch`` package (the ``text`` extra: ``pip install 'groupvit_fast[text]'``); it is imported on
-first use, so the rest of ``groupvit_fast`` works without it.
+from the maintained ``open_clip_torch`` package (the ``text`` extra: ``pip install 'groupvit_fast[text]'``);
+it is imported on first use, so the rest of ``groupvit_fast`` works without it.
 
 ``tokenize`` reproduces NVlabs' ``datasets/builder.py::Tokenize`` (ids identical for ordinary text):
 ``[49406 (start), *BPE(lower(clean(text))), 49407 (end)]``, zero-padded to ``context_length``; a
