@@ -23,11 +23,11 @@ What is recognised (by class name and attributes; no NVlabs code is imported):
   carry HF's gradients (docs/assign_op.md, "Differentiability of the maps");
 * groupvit_fast's own modules: their ``attn_backend`` / ``assign_backend`` are set.
 
-Every output the original returns is returned (docs/groupvit.md, "Patching Hugging Face and NVlabs
-code"). Eval-mode outputs are unchanged up to float rounding. In training mode the Gumbel noise comes
-from groupvit_fast's counter-based generator (docs/assign_op.md), so samples differ from
-``torch.distributions.Gumbel`` draws while following the same distribution; with the same noise the
-outputs are HF's up to float rounding.
+Every output the original returns is returned, with the original's gradients
+(docs/groupvit.md, "Patching Hugging Face and NVlabs code"). Eval-mode outputs are unchanged up to
+float rounding. In training mode the Gumbel noise comes from groupvit_fast's counter-based generator
+(docs/assign_op.md), so samples differ from ``torch.distributions.Gumbel`` draws while following the
+same distribution; with the same noise the outputs are the original's up to float rounding.
 """
 
 from __future__ import annotations
