@@ -3,8 +3,8 @@
     python tools/hf_groupvit_tests.py --transformers GIT [--rev REV] [--workdir DIR] [--report FILE]
 
 ``GIT`` is a transformers git checkout or bare git directory (any mirror of the repository). The
-script never copies upstream code into this repository: it lays out ``tests/`` and ``pyproject.toml``
-of ``REV`` in ``DIR`` (default: a folder under the system temp directory; refused inside the
+script never copies upstream code into this repository: it lays out ``tests/``, ``utils/`` and
+``pyproject.toml`` of ``REV`` in ``DIR`` (default: a folder under the system temp directory; refused inside the
 repository), then
 
 1. guards one import of ``tests/test_modeling_common.py`` that newer transformers releases removed
@@ -15,7 +15,8 @@ repository), then
 4. runs ``tests/models/groupvit/test_modeling_groupvit.py`` twice (``-p no:cacheprovider``, junit xml),
    without and with the plugin, and prints the outcome counts and every test whose outcome differs.
 
-Exit status 0 when every test has the same outcome with and without the patch. Extra packages the
+Exit status 0 when every test has the same outcome with and without the patch, 1 when some differ, 2
+when a run passed nothing (a collection error: read ``DIR/unpatched.log`` / ``DIR/patched.log``). Extra packages the
 upstream tests import: ``parameterized pytest-timeout pytest-env datasets httpx requests``
 (tests/README.md, "Hugging Face's GroupViT tests").
 """
@@ -65,7 +66,8 @@ def lay_out(source: Path, rev: str, workdir: Path) -> str:
     """Upstream tests of ``rev`` in ``workdir``, guarded and linked; returns the full commit id."""
     commit = git(source, "rev-parse", f"{rev}^{{commit}}", capture_output=True, text=True).stdout.strip()
     workdir.mkdir(parents=True, exist_ok=True)
-    archive = git(source, "archive", commit, "tests", "pyproject.toml", capture_output=True).stdout
+    # utils/ holds test helpers the common tests put on sys.path (utils/test_module)
+    archive = git(source, "archive", commit, "tests", "utils", "pyproject.toml", capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
     common = workdir / "tests" / "test_modeling_common.py"
     text = common.read_text()
@@ -158,6 +160,8 @@ def main() -> int:
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(text)
+    if not (Counter(a.values())["passed"] and Counter(b.values())["passed"]):
+        return 2  # a run collected nothing (see its .log in the workdir): no comparison was made
     return 1 if differ else 0
 
 
