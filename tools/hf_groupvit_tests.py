@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--rev", default="HEAD")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf-groupvit-tests")
     parser.add_argument("--report", type=Path, help="also write the result as markdown here")
+    parser.add_argument("--label", help="how the report names the git source (default: its path)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -139,7 +140,7 @@ def main() -> int:
         f"* Date (UTC): {started:%Y-%m-%d %H:%M}; device: CPU only ({platform.processor() or platform.machine()}, "
         f"{platform.system()}); python {platform.python_version()}",
         f"* transformers {transformers.__version__} (installed); test files from commit `{commit}` of "
-        f"`{args.transformers.name}`; torch {torch.__version__}; groupvit_fast {groupvit_fast.__version__}",
+        f"{args.label or args.transformers}; torch {torch.__version__}; groupvit_fast {groupvit_fast.__version__}",
         f"* Command: `python tools/hf_groupvit_tests.py --transformers <git> --rev {commit[:12]}`",
         "",
         "| run | passed | skipped | failed | errors | pytest summary |",
