@@ -8,7 +8,8 @@ script never copies upstream code into this repository: it lays out ``tests/``, 
 repository), then
 
 1. guards one import of ``tests/test_modeling_common.py`` that newer transformers releases removed
-   (``_get_parameter_tp_plan``; the name is only used by tensor-parallel tests), so the file imports;
+   (``_get_parameter_tp_plan``; only ``test_tp_plan_matches_params`` uses it, which skips for GroupViT),
+   so the file imports;
 2. links ``DIR/src/transformers`` to the installed transformers (the pipeline mixin imports it by path);
 3. writes a pytest plugin that calls ``groupvit_fast.apply_groupvit_fast_to_classes("transformers")``
    at session start and prints how many calls groupvit_fast's ops served;
@@ -37,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEST_FILE = "tests/models/groupvit/test_modeling_groupvit.py"
 GUARDED = "    from transformers.integrations.tensor_parallel import _get_parameter_tp_plan\n"
-GUARD = ("    try:  # removed from transformers after some test-file commits; only tensor-parallel tests use it\n"
+GUARD = ("    try:  # removed from newer transformers; only test_tp_plan_matches_params uses it\n"
          "        from transformers.integrations.tensor_parallel import _get_parameter_tp_plan\n"
          "    except ImportError:\n"
          "        _get_parameter_tp_plan = None\n")
