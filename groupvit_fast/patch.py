@@ -15,14 +15,19 @@ What is recognised (by class name and attributes; no NVlabs code is imported):
   the very code of our modules: assignment through ``groupvit_fast.ops.assign_attention``, multi-head
   attention through ``groupvit_fast.ops.multi_head_attention``;
 * Hugging Face ``GroupViTAssignAttention``, ``GroupViTAttention``, ``GroupViTStage``: small adapters to
-  HF's call signatures around the same two ops. The patched ``GroupViTAttention`` returns no attention
-  weights (as HF's SDPA attentions); the grouping maps (``output_attentions``) are still returned, and
-  computed only when asked for;
+  HF's call signatures around the same two ops. When attention weights are asked for
+  (``output_attentions``, as an argument or in the config), the patched ``GroupViTAttention`` runs HF's
+  own forward, which returns them (HF's GroupViT is eager-only); otherwise it runs the fast path and
+  returns ``None`` weights, as HF does when they are not asked for. The grouping maps
+  (``output_attentions`` of the vision model) are computed only when asked for and, under autograd,
+  carry HF's gradients (docs/assign_op.md, "Differentiability of the maps");
 * groupvit_fast's own modules: their ``attn_backend`` / ``assign_backend`` are set.
 
-Eval-mode outputs are unchanged up to float rounding. In training mode the Gumbel noise comes from
-groupvit_fast's counter-based generator (docs/assign_op.md), so samples differ from
-``torch.distributions.Gumbel`` draws while following the same distribution.
+Every output the original returns is returned, with the original's gradients
+(docs/groupvit.md, "Patching Hugging Face and NVlabs code"). Eval-mode outputs are unchanged up to
+float rounding. In training mode the Gumbel noise comes from groupvit_fast's counter-based generator
+(docs/assign_op.md), so samples differ from ``torch.distributions.Gumbel`` draws while following the
+same distribution; with the same noise the outputs are the original's up to float rounding.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ from collections import Counter
 from torch import nn
 
 from .models.attention import attention_forward
-from .models.grouping import assign_forward, check_assign_backend
-from .ops import assign_attention
+from .models.grouping import assign_core, assign_forward, check_assign_backend
 from .ops.attention import check_attention_backend, multi_head_attention
 
 __all__ = ["apply_groupvit_fast", "revert_groupvit_fast", "apply_groupvit_fast_to_classes",
@@ -69,20 +73,34 @@ def _hf_assign_forward(self, query, key):
     """HF ``GroupViTAssignAttention.forward``: ``(out [B, G, C], soft [B, G, N] or None)``."""
     q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(key)
     need = getattr(self, _RETURN_ATTN, True)
-    # HF: gumbel (training) / hard argmax (eval) assignment, tau 1, normalised with assign_eps
-    result = assign_attention(q, k, v, num_heads=1, scale=self.scale, hard=True, gumbel=self.training, tau=1.0,
-                              sum_assign=False, eps=self.assign_eps, return_attn=need,
-                              backend=getattr(self, _ASSIGN_BACKEND, "auto"))
-    if need:
-        out, attn_dict = result
-        soft = attn_dict["soft"][:, 0]
-    else:
-        out, soft = result, None
-    return self.proj(out), soft
+    # HF: gumbel (training) / hard argmax (eval) assignment, tau 1, normalised with assign_eps; HF's
+    # returned map is the noise-free softmax over groups, differentiable like HF's under autograd
+    out, maps = assign_core(q, k, v, num_heads=1, scale=self.scale, hard=True, gumbel=self.training, tau=1.0,
+                            sum_assign=False, eps=self.assign_eps, return_attn=need,
+                            backend=getattr(self, _ASSIGN_BACKEND, "auto"), names=("soft",))
+    return self.proj(out), (maps["soft"][:, 0] if need else None)
+
+
+def _hf_attention_weights_wanted(kwargs: dict) -> bool:
+    """Whether the caller asked HF's ``GroupViTAttention`` for its weights: ``output_attentions=True``
+    passed down, or HF's output recorder collecting ``attentions`` (``capture_outputs``, which reads
+    ``output_attentions`` from the call or the config and does not pass it to the layers)."""
+    if kwargs.get("output_attentions"):
+        return True
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:  # a transformers without the recorder passes output_attentions down instead
+        return False
+    collected = _active_collector.get()
+    return collected is not None and "attentions" in collected
 
 
 def _hf_attention_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
-    """HF ``GroupViTAttention.forward`` on SDPA: ``(out [B, L, C], None)``."""
+    """HF ``GroupViTAttention.forward``: ``(out [B, L, C], None)`` on the fast path, or HF's own
+    ``(out, weights [B, h, L, S])`` when the weights are asked for (they exist only in its eager math)."""
+    if _hf_attention_weights_wanted(kwargs):
+        return _original(self, "GroupViTAttention")(hidden_states, attention_mask=attention_mask,
+                                                   encoder_hidden_states=encoder_hidden_states, **kwargs)
     b, n, c = hidden_states.shape
     kv = hidden_states if encoder_hidden_states is None else encoder_hidden_states
     h, d = self.num_heads, self.head_dim

@@ -2,7 +2,8 @@
 
 ``AssignAttention`` keeps NVlabs' parameters (``q_proj``, ``k_proj``, ``v_proj``, ``proj``) and
 hands its core to the fused op ``groupvit_fast.ops.assign_attention`` (docs/assign_op.md): no
-``[B, G, N]`` tensor is materialised unless the attention maps are asked for.
+``[B, G, N]`` tensor is materialised unless the attention maps are asked for. Maps asked for under
+autograd carry the reference's gradients (docs/assign_op.md, "Differentiability of the maps").
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import torch
 from torch import nn
 
 from ..ops import BACKENDS, assign_attention
+from ..reference.assign_attention import sample_gumbel
 from .attention import CrossAttnBlock
 from .layers import Mlp, to_2tuple
 
-__all__ = ["AssignAttention", "GroupingBlock", "assign_forward", "check_assign_backend"]
+__all__ = ["AssignAttention", "GroupingBlock", "assign_forward", "assign_core", "check_assign_backend",
+           "differentiable_maps", "MAP_NAMES"]
 
 #: The attention maps of one grouping block: ``{"hard", "soft"}``, each ``[B, 1, G, N]``.
 AttnMaps = dict[str, torch.Tensor]
+
+#: The maps ``return_attn`` gives, as NVlabs names them.
+MAP_NAMES = ("hard", "soft")
 
 
 def check_assign_backend(assign_backend: str) -> str:
@@ -49,6 +55,72 @@ def _dropout_path(self: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return out, {"hard": hard_attn, "soft": soft_attn}
 
 
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+def differentiable_maps(q: torch.Tensor, k: torch.Tensor, one_hot: torch.Tensor | None, *, num_heads: int,
+                        scale: float, hard: bool, tau: float, noise: torch.Tensor | None,
+                        names: tuple[str, ...] = MAP_NAMES) -> AttnMaps:
+    """The reference's maps, differentiable in ``q [B, G, C]`` and ``k [B, N, C]`` (docs/assign_op.md,
+    "Differentiability of the maps"); each ``[B, h, G, N]``:
+
+    * ``soft = softmax_g(z)``, ``z = scale * q k^T`` (no noise, no tau);
+    * ``hard = one_hot - S.detach() + S`` with ``S = softmax_g((z + noise) / tau)`` (straight-through,
+      NVlabs' formula), or ``S`` itself when not ``hard``. ``one_hot [B, h, G, N]`` is the assignment
+      the op chose (so the map is the one ``out`` was merged with); ``noise`` the Gumbel noise it used.
+
+    Equivalent PyTorch: ``groupvit_fast.reference.assign_attention_reference``'s ``(attn, soft)``.
+    """
+    z = (_split_heads(q, num_heads) @ _split_heads(k, num_heads).transpose(-2, -1)) * scale
+    maps = {}
+    if "hard" in names:
+        y = z if noise is None else z + noise.to(z.dtype)
+        s = (y / tau if tau != 1.0 else y).softmax(dim=-2)
+        maps["hard"] = one_hot.detach().to(s.dtype) - s.detach() + s if hard else s
+    if "soft" in names:
+        maps["soft"] = z.softmax(dim=-2)
+    return maps
+
+
+def assign_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int, scale: float, hard: bool,
+                gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
+                names: tuple[str, ...] = MAP_NAMES) -> tuple[torch.Tensor, AttnMaps | None]:
+    """``groupvit_fast.ops.assign_attention`` on projected ``q [B, G, C]``, ``k, v [B, N, C]`` ->
+    ``(out [B, G, C], maps or None)``, with the maps ``names`` (each ``[B, h, G, N]``) when ``return_attn``.
+
+    Three paths (docs/assign_op.md, "Differentiability of the maps"):
+
+    * no maps: the fused op alone; nothing ``[B, h, G, N]``-sized is formed or saved for backward;
+    * maps without autograd (``torch.no_grad()``, or ``q`` and ``k`` need no gradient): the op's maps,
+      read-outs computed in its kernels;
+    * maps under autograd: ``out`` still from the fused op, the maps from ``differentiable_maps``, so
+      they carry the reference's gradients. A ``"hard"`` map in Gumbel mode needs the noise the op
+      used: it is drawn here with torch's generator (``sample_gumbel``) and handed to the op.
+    """
+    kwargs = dict(num_heads=num_heads, scale=scale, hard=hard, gumbel=gumbel, tau=tau, sum_assign=sum_assign, eps=eps,
+                  backend=backend)
+    if not return_attn:
+        return assign_attention(q, k, v, **kwargs), None
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+        out, maps = assign_attention(q, k, v, return_attn=True, **kwargs)
+        return out, {name: maps[name] for name in names}
+    noise = None
+    if gumbel and "hard" in names:
+        b, g, _ = q.shape
+        noise = sample_gumbel((b, num_heads, g, k.shape[1]), device=q.device)
+    if "hard" in names:
+        out, maps = assign_attention(q, k, v, return_attn=True, noise=noise, **kwargs)
+        if maps["hard"].requires_grad:  # a backend under plain autograd (reference): its maps are the originals
+            return out, {name: maps[name] for name in names}
+        one_hot = maps["hard"]
+    else:  # the soft map needs neither the assignment nor the noise: out keeps the in-kernel noise
+        out, one_hot = assign_attention(q, k, v, **kwargs), None
+    return out, differentiable_maps(q, k, one_hot, num_heads=num_heads, scale=scale, hard=hard, tau=tau, noise=noise,
+                                    names=names)
+
+
 def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | None = None, *,
                    value: torch.Tensor | None = None, return_attn: bool = False,
                    ) -> tuple[torch.Tensor, AttnMaps | None]:
@@ -66,11 +138,10 @@ def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | Non
     if self.training and self.attn_drop.p > 0.0:
         out, attn_dict = _dropout_path(self, q, k, v, use_gumbel)
     else:
-        result = assign_attention(
+        out, attn_dict = assign_core(
             q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
             tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps,
             return_attn=return_attn, backend=getattr(self, "assign_backend", "auto"))
-        out, attn_dict = result if return_attn else (result, None)
     out = self.proj_drop(self.proj(out))
     return out, (attn_dict if return_attn else None)
 
