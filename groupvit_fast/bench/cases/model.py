@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .family import Family
 from .runner import Runner, fresh_compile
 
 #: Model implementations. ``reference``: GroupViT(attn_backend="explicit", assign_backend="reference"),
@@ -235,3 +236,64 @@ def build_model_runner(case: ModelCase, impl: str, bank: ModelBank) -> Runner:
         used = {k for k, n in backend_usage().items() if n > before.get(k, 0)}
         runner.backend = ",".join(sorted(used)) or None
     return runner
+
+
+# --- the model family: its cases per tier, its records ---------------------------------------
+
+
+def _gpu_model_cases() -> list[ModelCase]:
+    cases = []
+    for task in ("eval", "train"):
+        for batch in (1, 64, 256):
+            compiled = ("reference-compiled", "ours-compiled") if batch == 64 else ()
+            cases.append(ModelCase("groupvit-s", task, batch, "bf16-autocast",
+                                   ("reference", *compiled[:1], "ours", *compiled[1:], *(("hf",) if task == "eval"
+                                                                                         else ()))))
+    cases.append(ModelCase("groupvit-s", "eval", 64, "fp32", ("reference", "ours", "hf")))
+    cases.append(ModelCase("groupvit-s", "train", 64, "fp32", ("reference", "ours")))
+    cases.append(ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours")))
+    return cases
+
+
+def _known(cases) -> tuple[ModelCase, ...]:
+    return tuple(c for c in cases if c.config in MODEL_CONFIGS or c.config in IMAGE_TEXT_CONFIGS)
+
+
+MODEL_TIER_CASES: dict[str, tuple[ModelCase, ...]] = {name: _known(cases) for name, cases in {
+    "gpu": _gpu_model_cases(),
+    "gpu-quick": (ModelCase("groupvit-s", "eval", 64, "bf16-autocast", ("reference", "ours", "hf")),
+                  ModelCase("groupvit-s", "train", 64, "bf16-autocast", ("reference", "ours")),
+                  ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours"))),
+    "cpu": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours", "hf")),
+            ModelCase("groupvit-s", "eval", 8, "bf16-autocast", ("ours",)),  # vs its fp32 row: speed-up, error
+            ModelCase("groupvit-s", "train", 2, "fp32", ("reference", "ours")),
+            ModelCase("groupvit-s-image-text", "train", 2, "fp32", ("reference", "ours"))),
+    "cpu-quick": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours")),),
+    "smoke": (ModelCase("groupvit-tiny", "eval", 2, "fp32", ("reference", "ours", "hf")),
+              ModelCase("groupvit-tiny", "train", 2, "fp32", ("reference", "ours")),
+              ModelCase("groupvit-tiny-image-text", "train", 2, "fp32", ("reference", "ours"))),
+}.items()}
+
+
+def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict[str, Any]:
+    """The report's record of one model measurement; the error is against the fp32 eager reference."""
+    from ..timing import rel_error
+    from .family import throughput_record
+
+    record = throughput_record(case, impl, stats, runner)
+    if runner.outputs is not None:
+        record["rel_error"] = rel_error(runner.outputs(), [ctx.model_bank(case.config).reference_output(case.batch)])
+        record["error_vs"] = "fp32 eager reference model, same weights and images"
+    return record
+
+
+def _build(case: ModelCase, impl: str, ctx) -> Runner:
+    return build_model_runner(case, impl, ctx.model_bank(case.config))
+
+
+FAMILY = Family(
+    name="model", title="Models", cases=MODEL_TIER_CASES, build=_build, record=model_record,
+    impl_info=MODEL_IMPL_INFO,
+    note=("eval: forward without grad; train: forward + backward + AdamW step (peak memory after the optimizer "
+          "state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the fp32 eager "
+          "reference model with the same weights and images."))
