@@ -149,5 +149,5 @@ FAMILY = Family(
     note=("seg: " + SEGMENT_NOTE.removeprefix("segment: ").replace("(448 px slide inference; smoke: 64 px)",
                                                                    "(VOC protocol: short side 448, 448 px windows "
                                                                    "at stride 224; smoke: 64 px)")
-          + " cls: B images at 224 px through the image encoder and a 1000-class classifier to the top-5; rel "
+          + " cls: B images at the model's size (224 px for GroupViT-S) through the image encoder and a 1000-class classifier to the top-5; rel "
             "err: the logits against the reference model's."))
