@@ -146,8 +146,8 @@ FAMILY = Family(
     name="eval", title="Evaluation pipelines", cases=EVAL_TIER_CASES, build=_build, record=_record,
     impl_info={"reference": "the reference formulation (seg: the step-by-step reference pipeline)",
                "ours": "our model (seg: GroupViTSegmenter)"},
-    note=("seg: " + SEGMENT_NOTE.removeprefix("segment: ").replace("(448 px slide inference; smoke: 64 px)",
-                                                                   "(VOC protocol: short side 448, 448 px windows "
-                                                                   "at stride 224; smoke: 64 px)")
-          + " cls: B images at the model's size (224 px for GroupViT-S) through the image encoder and a 1000-class classifier to the top-5; rel "
-            "err: the logits against the reference model's."))
+    note=("seg: " + SEGMENT_NOTE.removeprefix("segment: ").replace(
+        "(448 px slide inference; smoke: 64 px)", "(VOC protocol: short side 448, 448 px windows at stride 224; "
+                                                  "smoke: 64 px)")
+          + " cls: B images at the model's size (224 px for GroupViT-S) through the image encoder and a "
+            "1000-class classifier to the top-5; rel err: the logits against the reference model's."))

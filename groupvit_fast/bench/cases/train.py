@@ -252,5 +252,5 @@ FAMILY = Family(
           "multi-label contrastive loss, backward, gradient clipping, AdamW), same weights and data for every "
           "implementation; peak memory after the optimizer state exists. load: one batch from TrainData "
           "(decode, DeiT augmentation, tokenisation) with the worker processes the case id names (w<N>): "
-          "images/s per worker is images/s over N. On a CPU shared with other jobs `--threads 1` gives steadier step times (all cores' "
-          "OpenMP threads otherwise stall on each other)."))
+          "images/s per worker is images/s over N. On a CPU shared with other jobs `--threads 1` gives steadier "
+          "step times (all cores' OpenMP threads otherwise stall on each other)."))
