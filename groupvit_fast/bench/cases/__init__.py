@@ -26,6 +26,7 @@ from .model import (
     ModelCase,
     build_model_runner,
     hf_config,
+    model_bank,
 )
 from .op import (
     CPU_BATCH,
@@ -58,6 +59,6 @@ __all__ = [
     "SHAPE_WHERE", "SMOKE_BATCH", "STAGE0", "TIERS", "VOC_CLASSES", "BuildContext", "Family", "Mode", "ModelBank",
     "ModelCase", "OpCase", "Runner", "SegmentBank", "SegmentCase", "Tier", "build_model_runner", "build_op_runner",
     "build_segment_runner", "dispatched_backends", "families", "family_of", "flops", "fresh_compile",
-    "fused_flops", "hf_config", "impl_unavailable", "min_bytes", "op_function", "op_inputs", "op_outputs",
+    "fused_flops", "hf_config", "impl_unavailable", "min_bytes", "model_bank", "op_function", "op_inputs", "op_outputs",
     "throughput_record", "tier_for",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .family import Family, throughput_record
-from .model import IMAGE_TEXT_CONFIGS
+from .model import IMAGE_TEXT_CONFIGS, model_bank
 from .runner import Runner, dispatched_backends
 from .segment import SEGMENT_IMPLS, SEGMENT_NOTE, VOC_CLASSES, SegmentCase, build_segment_runner, segment_bank
 
@@ -70,7 +70,7 @@ class _ClsBank:
     embeddings ``[classes, D]`` (random) and the reference's logits for the error column."""
 
     def __init__(self, case: EvalClsCase, ctx):
-        self.models = ctx.model_bank(case.config)
+        self.models = model_bank(ctx, case.config)
         self.images = self.models.images(case.batch)
         reference = self.models.model("reference").eval()
         with torch.no_grad():

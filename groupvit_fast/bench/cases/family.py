@@ -73,12 +73,6 @@ class BuildContext:
             self._cache[key] = make()
         return self._cache[key]
 
-    def model_bank(self, config: str) -> Any:
-        """The ``ModelBank`` of ``config`` (one set of weights for every implementation)."""
-        from .model import ModelBank
-
-        return self.shared(("model-bank", config), lambda: ModelBank(config, self.device))
-
 
 def families() -> dict[str, Family]:
     """``name -> Family`` for every module of ``FAMILY_MODULES``, in that order."""

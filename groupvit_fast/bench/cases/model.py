@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .family import Family
+from .family import BuildContext, Family
 from .runner import Runner, fresh_compile
 
 #: Model implementations. ``reference``: GroupViT(attn_backend="explicit", assign_backend="reference"),
@@ -275,6 +275,11 @@ MODEL_TIER_CASES: dict[str, tuple[ModelCase, ...]] = {name: _known(cases) for na
 }.items()}
 
 
+def model_bank(ctx: BuildContext, config: str) -> ModelBank:
+    """The run's ``ModelBank`` of ``config`` (one set of weights for every implementation), built once."""
+    return ctx.shared(("model-bank", config), lambda: ModelBank(config, ctx.device))
+
+
 def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict[str, Any]:
     """The report's record of one model measurement; the error is against the fp32 eager reference."""
     from ..timing import rel_error
@@ -282,13 +287,13 @@ def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runn
 
     record = throughput_record(case, impl, stats, runner)
     if runner.outputs is not None:
-        record["rel_error"] = rel_error(runner.outputs(), [ctx.model_bank(case.config).reference_output(case.batch)])
+        record["rel_error"] = rel_error(runner.outputs(), [model_bank(ctx, case.config).reference_output(case.batch)])
         record["error_vs"] = "fp32 eager reference model, same weights and images"
     return record
 
 
 def _build(case: ModelCase, impl: str, ctx) -> Runner:
-    return build_model_runner(case, impl, ctx.model_bank(case.config))
+    return build_model_runner(case, impl, model_bank(ctx, case.config))
 
 
 FAMILY = Family(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .family import Family, throughput_record
-from .model import IMAGE_TEXT_CONFIGS, ModelBank
+from .model import IMAGE_TEXT_CONFIGS, ModelBank, model_bank
 from .runner import Runner, dispatched_backends
 
 #: The 21 PASCAL VOC class names (background first), the class set of the segmentation cases.
@@ -152,7 +152,7 @@ SEGMENT_CASES: dict[str, tuple[SegmentCase, ...]] = {name: tuple(c for c in case
 
 def segment_bank(case: SegmentCase, ctx) -> SegmentBank:
     """The run's ``SegmentBank`` of ``case`` (built once, with the model bank of its configuration)."""
-    return ctx.shared(("segment-bank", case.id), lambda: SegmentBank(case, ctx.model_bank(case.config)))
+    return ctx.shared(("segment-bank", case.id), lambda: SegmentBank(case, model_bank(ctx, case.config)))
 
 
 def _build(case: SegmentCase, impl: str, ctx) -> Runner:
