@@ -161,18 +161,6 @@ reserved_after() {
 # plan: every prerequisite that can be checked without a GPU, then the stage plan
 # ------------------------------------------------------------------------------------------------
 
-# the bench stage's cases per family, as the harness lists them (no GPU needed to list), e.g.
-# "measures: op 24, model 7, segment 2, train 2, eval 4 (case x implementation; add --list to its command for each)"
-bench_measures() {
-  local listed
-  if listed=$("${CMD_bench[@]}" --list 2>&1); then
-    printf '           measures: %s (case x implementation; add --list to its command for each)\n' \
-      "$(printf '%s\n' "$listed" | cut -d/ -f1 | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
-  else
-    printf '           measures: the harness cannot list its cases here (%s)\n' "$(printf '%s\n' "$listed" | tail -n 1)"
-  fi
-}
-
 plan() {
   local missing=() file name total
   note() { missing+=("$1"); }
@@ -235,7 +223,16 @@ EOF
   for name in "${STAGES[@]}"; do
     local var="CMD_$name[@]"
     printf '%-10s %4s s  %s\n           writes: %s\n' "$name" "${CAP[$name]}" "$(printf '%q ' "${!var}")" "${WRITES[$name]}"
-    [ "$name" = bench ] && bench_measures
+    # the bench stage's cases per family, as the harness lists them (listing needs no GPU), e.g.
+    # "measures: op 24, model 7, segment 2, train 2, eval 4 (case x implementation; ...)"
+    [ "$name" = bench ] || continue
+    local listed
+    if listed=$("${CMD_bench[@]}" --list 2>&1); then
+      printf '           measures: %s (case x implementation; add --list to its command for each)\n' \
+        "$(printf '%s\n' "$listed" | cut -d/ -f1 | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+    else
+      printf '           measures: the harness cannot list its cases here (%s)\n' "$(printf '%s\n' "$listed" | tail -n 1)"
+    fi
   done
   echo "then: summary.txt and the archive, after every stage and on any exit"
   if [ ${#missing[@]} -gt 0 ]; then
