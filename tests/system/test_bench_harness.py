@@ -181,6 +181,17 @@ def test_every_case_id_starts_with_its_family_and_is_unique():
                 assert case.group.split("/")[0] == name  # a comparison group never mixes families
 
 
+@pytest.mark.parametrize("tier", sorted(cases.TIERS))
+def test_only_selects_whole_families(tier):
+    tier = cases.TIERS[tier]
+    per_family = {name: list(tier.items(only=(name,))) for name in cases.families()}
+    for name, items in per_family.items():
+        assert {case.id.split("/")[0] for case, _ in items} <= {name}
+        assert len(items) == sum(len(case.impls) for case in tier.cases.get(name, ()))
+    assert list(tier.items(only=("train", "eval"))) == per_family["train"] + per_family["eval"]
+    assert list(tier.items()) == [item for items in per_family.values() for item in items]
+
+
 @pytest.fixture(scope="module")
 def pipeline_report(tmp_path_factory):
     """The smoke tier's train and eval families, selected with --only, one timed call each."""
