@@ -64,7 +64,7 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     # schema 1 (before the families): the sections op and model, segmentation rows in model
     for name in meta.get("families") or ("op", "model"):
         family = known.get(name)
-        if name == "op":
+        if (family.table if family else "throughput") == "op":
             lines += _op_section(report, meta)
         else:
             lines += _throughput_section(report, name, family)
@@ -137,8 +137,8 @@ def _throughput_section(report: dict[str, Any], name: str, family: Family | None
         if name == "model" and any(r["task"] == "segment" for r in records):  # schema 1: segmentation in here
             note += " " + SEGMENT_NOTE
         info = (report.get("impl_info") or {}).get(name) or {}
-        lines += ["", (note + " " if note else "") + "Implementations: "
-                  + "; ".join(f"`{k}` {v}" for k, v in info.items()) + "."]
+        implementations = "Implementations: " + "; ".join(f"`{k}` {v}" for k, v in info.items()) + "."
+        lines += ["", " ".join(text for text in (note, implementations if info else "") if text)]
         if family and family.summary:
             lines += family.summary(records)
     else:

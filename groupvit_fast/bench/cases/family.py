@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .runner import Runner
@@ -53,8 +53,6 @@ class Family:
     summary: Callable[[list[dict[str, Any]]], list[str]] | None = None
     #: ``op``: the op table; ``throughput``: the images/s table of models and pipelines
     table: str = "throughput"
-    #: ``impl -> why it cannot run on device here, or None`` beyond the backends' own checks
-    unavailable: Callable[[str, str], str | None] | None = field(default=None)
 
 
 class BuildContext:
