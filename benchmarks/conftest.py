@@ -8,7 +8,7 @@
 Tiers and cases are those of ``groupvit-fast bench`` (one definition, installed with the package in
 ``groupvit_fast/bench/cases/``): a test that takes ``<family>_item`` (``op_item``, ``train_item``,
 ...) runs once per (case, implementation) of that family in the tier, and builds its runner with
-the family's own ``build`` and the session's ``context``, as the harness does.
+the family's own ``build`` and the pytest session's ``context``, as the harness does.
 Results are grouped per case, so pytest-benchmark's table compares the implementations of one
 case side by side; the harness's report adds speed-ups, bandwidth, memory and the plot.
 """

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .family import Family, throughput_record
+from .family import BuildContext, Family, throughput_record
 from .model import IMAGE_TEXT_CONFIGS, model_bank
 from .runner import Runner, dispatched_backends
 from .segment import SEGMENT_IMPLS, SEGMENT_NOTE, VOC_CLASSES, SegmentCase, build_segment_runner, segment_bank
@@ -69,7 +69,7 @@ class _ClsBank:
     """What both implementations of one EvalClsCase share: the images, the normalised class
     embeddings ``[classes, D]`` (random) and the reference's logits for the error column."""
 
-    def __init__(self, case: EvalClsCase, ctx):
+    def __init__(self, case: EvalClsCase, ctx: BuildContext):
         self.models = model_bank(ctx, case.config)
         self.images = self.models.images(case.batch)
         reference = self.models.model("reference").eval()
@@ -91,7 +91,7 @@ class _ClsBank:
         return self._reference_logits
 
 
-def build_cls_runner(case: EvalClsCase, impl: str, ctx) -> Runner:
+def build_cls_runner(case: EvalClsCase, impl: str, ctx: BuildContext) -> Runner:
     """The timed call: the logits of the batch and their top-5 classes ``[B, 5]``."""
     from ..timing import rel_error
 
@@ -117,13 +117,14 @@ def build_cls_runner(case: EvalClsCase, impl: str, ctx) -> Runner:
     return runner
 
 
-def _build(case: EvalSegCase | EvalClsCase, impl: str, ctx) -> Runner:
+def _build(case: EvalSegCase | EvalClsCase, impl: str, ctx: BuildContext) -> Runner:
     if isinstance(case, EvalClsCase):
         return build_cls_runner(case, impl, ctx)
     return build_segment_runner(case, impl, segment_bank(case, ctx))
 
 
-def _record(case: EvalSegCase | EvalClsCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict:
+def _record(case: EvalSegCase | EvalClsCase, impl: str, stats: dict[str, Any], runner: Runner,
+            ctx: BuildContext) -> dict:
     return throughput_record(case, impl, stats, runner)
 
 

@@ -280,7 +280,8 @@ def model_bank(ctx: BuildContext, config: str) -> ModelBank:
     return ctx.shared(("model-bank", config), lambda: ModelBank(config, ctx.device))
 
 
-def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict[str, Any]:
+def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner,
+                 ctx: BuildContext) -> dict[str, Any]:
     """The report's record of one model measurement; the error is against the fp32 eager reference."""
     from ..timing import rel_error
     from .family import throughput_record
@@ -292,7 +293,7 @@ def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runn
     return record
 
 
-def _build(case: ModelCase, impl: str, ctx) -> Runner:
+def _build(case: ModelCase, impl: str, ctx: BuildContext) -> Runner:
     return build_model_runner(case, impl, model_bank(ctx, case.config))
 
 

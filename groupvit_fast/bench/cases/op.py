@@ -12,7 +12,7 @@ import torch
 
 from groupvit_fast.ops import AssignShape, assign_attention
 
-from .family import Family
+from .family import BuildContext, Family
 from .runner import Runner, fresh_compile
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -254,7 +254,7 @@ OP_TIER_CASES: dict[str, tuple[OpCase, ...]] = {
 }
 
 
-def op_record(case: OpCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict[str, Any]:
+def op_record(case: OpCase, impl: str, stats: dict[str, Any], runner: Runner, ctx: BuildContext) -> dict[str, Any]:
     """The report's record of one op measurement: the stats, bandwidth, FLOP rate, floor and error."""
     device, copy_bw, matmul_gflops = ctx.device, ctx.meta.get("copy_bandwidth_gbs"), ctx.meta.get("matmul_gflops")
     s = case.shape
@@ -304,7 +304,7 @@ def speedup_ceilings(records: list[dict[str, Any]]) -> list[str]:
     return ["", "Speed-up ceilings (compute floor):", ""] + out if out else []
 
 
-def _build(case: OpCase, impl: str, ctx) -> Runner:
+def _build(case: OpCase, impl: str, ctx: BuildContext) -> Runner:
     return build_op_runner(case, impl, ctx.device)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .family import Family, throughput_record
+from .family import BuildContext, Family, throughput_record
 from .model import IMAGE_TEXT_CONFIGS, ModelBank, model_bank
 from .runner import Runner, dispatched_backends
 
@@ -150,16 +150,16 @@ SEGMENT_CASES: dict[str, tuple[SegmentCase, ...]] = {name: tuple(c for c in case
 }.items()}
 
 
-def segment_bank(case: SegmentCase, ctx) -> SegmentBank:
+def segment_bank(case: SegmentCase, ctx: BuildContext) -> SegmentBank:
     """The run's ``SegmentBank`` of ``case`` (built once, with the model bank of its configuration)."""
     return ctx.shared(("segment-bank", case.id), lambda: SegmentBank(case, model_bank(ctx, case.config)))
 
 
-def _build(case: SegmentCase, impl: str, ctx) -> Runner:
+def _build(case: SegmentCase, impl: str, ctx: BuildContext) -> Runner:
     return build_segment_runner(case, impl, segment_bank(case, ctx))
 
 
-def _record(case: SegmentCase, impl: str, stats: dict, runner: Runner, ctx) -> dict:
+def _record(case: SegmentCase, impl: str, stats: dict, runner: Runner, ctx: BuildContext) -> dict:
     return throughput_record(case, impl, stats, runner)
 
 

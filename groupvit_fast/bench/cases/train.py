@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .family import Family, throughput_record
+from .family import BuildContext, Family, throughput_record
 from .model import IMAGE_TEXT_CONFIGS
 from .runner import Runner, dispatched_backends, fresh_compile
 
@@ -193,7 +193,7 @@ class _Loader:
             return next(self._it)
 
 
-def build_loader_runner(case: LoaderCase, impl: str, ctx) -> Runner:
+def build_loader_runner(case: LoaderCase, impl: str, ctx: BuildContext) -> Runner:
     if impl != "loader":
         raise ValueError(f"{case.id}: the only implementation is 'loader', got {impl!r}")
     loader = ctx.shared(("loader", case), lambda: _Loader(case))
@@ -201,13 +201,14 @@ def build_loader_runner(case: LoaderCase, impl: str, ctx) -> Runner:
     return Runner(fn=loader.next, images=case.batch)
 
 
-def _build(case: TrainCase | LoaderCase, impl: str, ctx) -> Runner:
+def _build(case: TrainCase | LoaderCase, impl: str, ctx: BuildContext) -> Runner:
     if isinstance(case, LoaderCase):
         return build_loader_runner(case, impl, ctx)
     return build_step_runner(case, impl, ctx.device)
 
 
-def train_record(case: TrainCase | LoaderCase, impl: str, stats: dict[str, Any], runner: Runner, ctx) -> dict:
+def train_record(case: TrainCase | LoaderCase, impl: str, stats: dict[str, Any], runner: Runner,
+                 ctx: BuildContext) -> dict:
     record = throughput_record(case, impl, stats, runner)
     if isinstance(case, TrainCase):
         steps = RECIPE_SAMPLES // case.batch * RECIPE_EPOCHS
