@@ -1,14 +1,16 @@
 """pytest-benchmark harness for groupvit_fast: the cases of ``groupvit_fast.bench.cases``, run per tier.
 
     pytest benchmarks/                                   # GPU tier on a GPU, else the tiny CPU smoke tier
-    pytest benchmarks/ --bench-tier cpu                  # the scaled-down CPU cases (issue #6)
+    pytest benchmarks/ --bench-tier cpu                  # the scaled-down CPU cases (the README's CPU tables)
     pytest benchmarks/ --bench-tier gpu-quick -k stage0  # a subset on a GPU
     pytest benchmarks/ --benchmark-disable               # each case once (CI)
 
-Tiers and cases are those of ``python -m groupvit_fast.bench`` (one definition, installed with the
-package in ``groupvit_fast/bench/cases/``).
+Tiers and cases are those of ``groupvit-fast bench`` (one definition, installed with the package in
+``groupvit_fast/bench/cases/``): a test that takes ``<family>_item`` (``op_item``, ``train_item``,
+...) runs once per (case, implementation) of that family in the tier, and builds its runner with
+the family's own ``build`` and the pytest session's ``context``, as the harness does.
 Results are grouped per case, so pytest-benchmark's table compares the implementations of one
-case side by side; the report generator adds speed-ups, bandwidth and the plot.
+case side by side; the harness's report adds speed-ups, bandwidth, memory and the plot.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ def bench_tier(config):
 
 def pytest_generate_tests(metafunc):
     tier = bench_tier(metafunc.config)
-    for fixture, prefix in (("op_item", "op/"), ("model_item", "model/"), ("segment_item", "segment/")):
-        if fixture in metafunc.fixturenames:
-            items = [(case, impl) for case, impl in tier.items() if case.id.startswith(prefix)]
-            metafunc.parametrize(fixture, items, ids=[f"{case.id}/{impl}" for case, impl in items])
+    for name in cases.families():
+        if f"{name}_item" in metafunc.fixturenames:
+            items = list(tier.items(only=(name,)))
+            metafunc.parametrize(f"{name}_item", items, ids=[f"{case.id}/{impl}" for case, impl in items])
 
 
 @pytest.fixture(scope="session")
@@ -51,16 +53,15 @@ def device(tier):
 
 
 @pytest.fixture(scope="session")
-def model_banks(device):
-    """One ModelBank (models sharing one set of weights) per configuration, built on first use."""
-    banks = {}
+def context(device):
+    """The harness's build context: what the runners share (a ModelBank per configuration...), built on first use."""
+    return cases.BuildContext(device)
 
-    def get(config):
-        if config not in banks:
-            banks[config] = cases.ModelBank(config, device)
-        return banks[config]
 
-    return get
+@pytest.fixture
+def build(context):
+    """``build(case, impl)``: the runner of one item, made by its family as the harness makes it."""
+    return lambda case, impl: cases.family_of(case).build(case, impl, context)
 
 
 @pytest.fixture

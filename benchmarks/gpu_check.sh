@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_check.sh build      # pip install --no-index --no-build-isolation --no-deps -e .
 #   bash benchmarks/gpu_check.sh test       # pytest -m gpu tests (every GPU test, never stopping at a failure)
 #   bash benchmarks/gpu_check.sh sanitize   # compute-sanitizer memcheck + racecheck on benchmarks/sanitizer_cases.py
-#   bash benchmarks/gpu_check.sh bench      # python -m groupvit_fast.bench --device cuda (full GPU tier)
+#   bash benchmarks/gpu_check.sh bench      # python -m groupvit_fast.bench --device cuda (full GPU tier: every family)
 #
 # Options (before the stage): --wheelhouse DIR (or GPU_CHECK_WHEELHOUSE): first install, without
 # network, the wheels of DIR whose module is missing (benchmarks/wheelhouse.py; fill DIR with
@@ -223,6 +223,16 @@ EOF
   for name in "${STAGES[@]}"; do
     local var="CMD_$name[@]"
     printf '%-10s %4s s  %s\n           writes: %s\n' "$name" "${CAP[$name]}" "$(printf '%q ' "${!var}")" "${WRITES[$name]}"
+    # the bench stage's cases per family, as the harness lists them (listing needs no GPU), e.g.
+    # "measures: op 24, model 7, segment 2, train 2, eval 4 (case x implementation; ...)"
+    [ "$name" = bench ] || continue
+    local listed
+    if listed=$("${CMD_bench[@]}" --list 2>&1); then
+      printf '           measures: %s (case x implementation; add --list to its command for each)\n' \
+        "$(printf '%s\n' "$listed" | cut -d/ -f1 | uniq -c | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+    else
+      printf '           measures: the harness cannot list its cases here (%s)\n' "$(printf '%s\n' "$listed" | tail -n 1)"
+    fi
   done
   echo "then: summary.txt and the archive, after every stage and on any exit"
   if [ ${#missing[@]} -gt 0 ]; then

@@ -1,15 +1,15 @@
 """Op benchmarks: shape x mode (eval, train, soft) x dtype x implementation (reference, compiled
-reference, our backends), as defined in ``groupvit_fast.bench.cases``."""
+reference, our backends), the ``op`` family of ``groupvit_fast.bench.cases``."""
 
 from __future__ import annotations
 
 from groupvit_fast.bench import cases
 
 
-def test_assign_attention(op_item, device, require_impl, run_benchmark):
+def test_assign_attention(op_item, require_impl, build, run_benchmark):
     case, impl = op_item
     require_impl(impl)
-    runner = cases.build_op_runner(case, impl, device)
+    runner = build(case, impl)
     s = case.shape
     result = run_benchmark(runner.fn, case.id, impl=impl, backend=runner.backend, shape=s.dims(),
                            scaled_from=case.scaled_from, mode=case.mode.what,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groupvit_fast.bench import cases, peak_memory, saved_bytes
+from groupvit_fast.bench import peak_memory, saved_bytes
 from groupvit_fast.ops import BACKENDS
 
 
@@ -20,11 +20,11 @@ def _nbytes(shape, dtype) -> int:
     return int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
 
 
-def test_op_memory(op_item, device, require_impl, record_property):
+def test_op_memory(op_item, device, require_impl, build, record_property):
     case, impl = op_item
     require_impl(impl)
     s = case.shape
-    runner = cases.build_op_runner(case, impl, device)
+    runner = build(case, impl)
     runner.fn()  # warm-up (compiles where needed)
     peak = peak_memory(runner.fn, device)
     record_property("peak_mem_bytes", peak)
@@ -46,15 +46,28 @@ def test_op_memory(op_item, device, require_impl, record_property):
         assert extra >= attn_map, "the reference saves its softmax over groups: the count misses it"
 
 
-def test_model_memory(model_item, device, model_banks, require_impl, record_property):
-    case, impl = model_item
-    require_impl(impl)
-    if case.task != "train":
-        pytest.skip("eval runs without grad: nothing is saved for backward; peak memory is in the report")
-    runner = cases.build_model_runner(case, impl, model_banks(case.config))
+def _check_training_memory(case, impl, device, build, record_property):
+    """A training step's peak memory and saved bytes: a training forward saves activations."""
+    runner = build(case, impl)
     runner.fn()  # warm-up: optimizer state, compilation
     record_property("peak_mem_bytes", peak_memory(runner.fn, device))
     total, extra = saved_bytes(runner.forward_for_saved, runner.owned_storages)
     record_property("saved_bytes", total)
     record_property("saved_extra_bytes", extra)
     assert extra > 0, "a training forward saves activations: the count misses them"
+
+
+def test_model_memory(model_item, device, build, require_impl, record_property):
+    case, impl = model_item
+    require_impl(impl)
+    if case.task != "train":
+        pytest.skip("eval runs without grad: nothing is saved for backward; peak memory is in the report")
+    _check_training_memory(case, impl, device, build, record_property)
+
+
+def test_train_step_memory(train_item, device, build, require_impl, record_property):
+    case, impl = train_item
+    require_impl(impl)
+    if case.task != "step":
+        pytest.skip("the loader runs no model: nothing is saved for backward")
+    _check_training_memory(case, impl, device, build, record_property)

@@ -1,17 +1,16 @@
 """Model benchmarks: GroupViT eval forward and training step (forward + backward + AdamW), ours
-against the reference model, their torch.compile versions and (eval) Hugging Face's model."""
+against the reference model, their torch.compile versions and (eval) Hugging Face's model: the
+``model`` family of ``groupvit_fast.bench.cases``."""
 
 from __future__ import annotations
 
 import math
 
-from groupvit_fast.bench import cases
 
-
-def test_model(model_item, device, model_banks, require_impl, run_benchmark):
+def test_model(model_item, require_impl, build, run_benchmark):
     case, impl = model_item
     require_impl(impl)
-    runner = cases.build_model_runner(case, impl, model_banks(case.config))
+    runner = build(case, impl)
     result = run_benchmark(runner.fn, case.id, impl=impl, assign_backend=runner.backend, images=case.batch,
                            task=case.task, dtype=case.dtype)
     if case.task == "train":

@@ -1,30 +1,35 @@
-"""``python -m groupvit_fast.bench``: measure groupvit_fast against its baselines and write a report.
+"""``groupvit-fast bench`` (also ``python -m groupvit_fast.bench``): the one benchmark harness of
+groupvit_fast. It measures everything against its baselines and writes a report.
 
-Runs the cases of ``groupvit_fast.bench.cases`` (installed with the package; the pytest-benchmark
-suites in ``benchmarks/`` import the same definitions) for one device and writes
-``<out>/<device>-<date>.{md,json,png}``:
+It runs the cases of ``groupvit_fast.bench.cases`` (installed with the package; the pytest-benchmark
+suites in ``benchmarks/`` run the same cases with the same runners), family by family (``op``,
+``model``, ``segment``, ``train``, ``eval``: docs/benchmarks.md, "Case families"), for one device, and
+writes ``<out>/<device>[-quick|-smoke][-<families>]-<date>.{md,json,png}``:
 
-* at the top: device, versions (torch, triton, CUDA, driver), date, git commit, machine load;
+* at the top: device, versions (torch, triton, CUDA, driver), date, git commit, CPU, threads,
+  machine load;
 * per op case (shape x mode x dtype x implementation): median time and IQR, speed-up against
   the eager reference and against ``torch.compile(reference)``, achieved bandwidth over the
   minimum bytes the op must move and, on a GPU, the fraction of the roofline floor (bytes /
   time / device copy bandwidth measured in the same run), peak memory, bytes saved for backward
   and the error against a float64 reference;
-* per model case (GroupViT eval forward and training step, the image-text model's training
-  step): images/s, speed-ups, peak memory, saved bytes, error against the fp32 reference model;
+* per model or pipeline case (GroupViT eval forward and training step, zero-shot segmentation, the
+  training pipeline's step and loader, ``eval seg`` and ``eval cls``): images/s, speed-ups, peak
+  memory, saved bytes, error against the reference;
 * a PNG of speed-up against N for the stage-0 shapes.
 
 Timing rules: see ``timing`` (warm-up, CUDA events and an L2 flush on a GPU, interleaved calls).
 All comparisons are ratios within one run.
 
 Options: ``--quick`` (a subset), ``--smoke`` (tiny CPU cases: CI), ``--device``, ``--dtype``,
-``--filter REGEX`` (over ``<case id>/<impl>``, e.g. ``'stage0-224/train.*(reference|cpu)'``),
-``--out DIR``, ``--max-minutes`` (skip the rest, and say so, past a time budget), ``--render
-JSON`` (re-write the markdown and the PNG from a JSON report, e.g. where matplotlib is missing).
+``--only FAMILY`` (repeatable), ``--filter REGEX`` (over ``<case id>/<impl>``, e.g.
+``'stage0-224/train.*(reference|cpu)'``), ``--threads``, ``--out DIR``, ``--max-minutes`` (skip the
+rest, and say so, past a time budget), ``--list``, ``--render JSON`` (re-write the markdown and the
+PNG from a JSON report, e.g. where matplotlib is missing).
 
-The package, one job per module: ``cases`` (what is measured, and the runners), ``timing``
-(time, memory, bandwidth, error of one call), ``environment`` (the report's header), ``run``
-(one tier to a JSON report), ``report`` (markdown and PNG), ``__main__`` (the command line).
+The package, one job per module: ``cases`` (what is measured, by family, and the runners),
+``timing`` (time, memory, bandwidth, error of one call), ``environment`` (the report's header),
+``run`` (one tier to a JSON report), ``report`` (markdown and PNG), ``__main__`` (the command line).
 """
 
 from __future__ import annotations

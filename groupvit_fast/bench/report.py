@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .cases.family import Family, families
+from .cases.op import speedup_ceilings
+from .cases.segment import SEGMENT_NOTE
 from .environment import device_slug
 
 __all__ = ["plot", "render_markdown", "write_report"]
@@ -34,18 +37,6 @@ def _saved(r: dict[str, Any]) -> str:
     return "-" if r["saved_bytes"] is None else f"{_mb(r['saved_bytes'])} ({_mb(r['saved_extra_bytes'])})"
 
 
-def _ceilings(records: list[dict[str, Any]]) -> list[str]:
-    """For each case with a compute floor and a reference row: the largest speed-up over the eager
-    reference that any kernel under the memory contract could reach on this machine."""
-    out = []
-    for r in records:
-        if r["impl"] == "reference" and r.get("floor_kind") == "compute" and r.get("floor_ms"):
-            out.append(f"- {r['shape']} {r['mode']} {r['dtype']} (B={r['B']}): reference {r['median_ms']:.3g} ms, "
-                       f"compute floor {r['floor_ms']:.3g} ms: at most {r['median_ms'] / r['floor_ms']:.2f}x "
-                       "faster than the reference, before any non-matmul work (softmax, noise, memory traffic)")
-    return ["", "Speed-up ceilings (compute floor):", ""] + out if out else []
-
-
 def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     meta, v = report["meta"], report["meta"]["versions"]
     lines = [f"# groupvit_fast benchmarks: {meta['device_name']} ({meta['tier']} tier)", ""]
@@ -64,12 +55,31 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
             if meta.get("matmul_gflops") else "")),
         "- Backends: " + "; ".join(f"`{k}` {s}" for k, s in meta["backends"].items()),
     ]
-    if meta.get("filter") or meta.get("dtypes"):
-        lines.append(f"- Selection: filter `{meta.get('filter')}`, dtypes {meta.get('dtypes')}")
+    if meta.get("filter") or meta.get("dtypes") or meta.get("only"):
+        lines.append("- Selection: " + (f"families {', '.join(meta['only'])}; " if meta.get("only") else "")
+                     + f"filter `{meta.get('filter')}`, dtypes {meta.get('dtypes')}")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
 
-    lines += ["", "## Assignment attention op", ""]
-    if report["op"]:
+    known = families()
+    # schema 1 (before the families): the sections op and model, segmentation rows in model
+    for name in meta.get("families") or ("op", "model"):
+        family = known.get(name)
+        if (family.table if family else "throughput") == "op":
+            lines += _op_section(report, meta)
+        else:
+            lines += _throughput_section(report, name, family)
+
+    if report["skipped"]:
+        lines += ["", "## Not measured", ""]
+        lines += [f"- `{s['case']}/{s['impl']}`: {s['reason']}" for s in report["skipped"]]
+    if png_name:
+        lines += ["", "## Speed-up against N (stage-0 shapes)", "", f"![speed-up vs N]({png_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _op_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    lines = ["", "## Assignment attention op", ""]
+    if report.get("op"):
         gpu = meta["device"] == "cuda"
         floor = any(r.get("roofline_fraction") for r in report["op"])  # GPU; CPU reports since the compute floor
         header = ["shape", "B", "G", "N", "C", "h", "mode", "dtype", "impl", "median ms", "IQR ms", "min ms", "vs ref",
@@ -102,40 +112,38 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
                   "median. saved: unique storages autograd keeps for backward (extra: without the inputs). "
                   "rel err: max over out (and dq, dk, dv in train) of ||x - x64|| / ||x64|| against the float64 "
                   "reference; in hard mode a low-precision argmax flip shows up here as a large error."]
-        lines += _ceilings(report["op"])
+        lines += speedup_ceilings(report["op"])
     else:
         lines.append("No op case was measured.")
+    return lines
 
-    lines += ["", "## Models", ""]
-    if report["model"]:
+
+def _throughput_section(report: dict[str, Any], name: str, family: Family | None) -> list[str]:
+    """The images/s table of a model or pipeline family (``family`` None: one this code does not know)."""
+    records = report.get(name) or []
+    lines = ["", f"## {family.title if family else name}", ""]
+    if records:
         header = ["model", "task", "B", "dtype", "impl", "assign backend", "median ms", "IQR ms", "min ms", "images/s",
-                  "vs ref",
-                  "vs compiled ref", "vs fp32", "peak MB", "saved MB (extra)", "rel err"]
+                  "vs ref", "vs compiled ref", "vs fp32", "peak MB", "saved MB (extra)", "rel err"]
         rows = [[r["config"], r["task"], str(r["batch"]), r["dtype"], r["impl"], r["backend"] or "-",
                  _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"), _fmt(r["min_ms"], ".4g"),
                  _fmt(r["images_per_s"], ".1f"),
                  _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
                  _fmt(r["speedup_vs_fp32"], ".2f", "x"), _mb(r["peak_mem_bytes"]),
                  _saved(r),
-                 _fmt(r["rel_error"], ".1e")] for r in report["model"]]
+                 _fmt(r["rel_error"], ".1e")] for r in records]
         lines += _table(header, rows)
-        lines += ["", "eval: forward without grad; train: forward + backward + AdamW step (peak memory after the "
-                  "optimizer state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the "
-                  "fp32 eager reference model with the same weights and images. segment: zero-shot segmentation "
-                  "of B random images (448 px slide inference; smoke: 64 px), `reference` the step-by-step path of "
-                  "groupvit_fast.reference.segmentation (one crop at a time, the encoder twice per crop) with the "
-                  "reference model, `ours` GroupViTSegmenter with our model; its rel err is the fraction of pixels "
-                  "labelled differently from the reference. Implementations: "
-                  + "; ".join(f"`{k}` {v}" for k, v in report["impl_info"]["model"].items()) + "."]
+        note = family.note if family else ""
+        if name == "model" and any(r["task"] == "segment" for r in records):  # schema 1: segmentation in here
+            note += " " + SEGMENT_NOTE
+        info = (report.get("impl_info") or {}).get(name) or {}
+        implementations = "Implementations: " + "; ".join(f"`{k}` {v}" for k, v in info.items()) + "."
+        lines += ["", " ".join(text for text in (note, implementations if info else "") if text)]
+        if family and family.summary:
+            lines += family.summary(records)
     else:
-        lines.append("No model case was measured.")
-
-    if report["skipped"]:
-        lines += ["", "## Not measured", ""]
-        lines += [f"- `{s['case']}/{s['impl']}`: {s['reason']}" for s in report["skipped"]]
-    if png_name:
-        lines += ["", "## Speed-up against N (stage-0 shapes)", "", f"![speed-up vs N]({png_name})"]
-    return "\n".join(lines) + "\n"
+        lines.append(f"No {name} case was measured.")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:
@@ -149,8 +157,8 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     stage0 = ("stage0-224", "stage0-448", "stage0-896")
-    records = [r for r in report["op"] if r["shape"] in stage0 and r["impl"] != "reference"]
-    modes = [m for m in ("eval", "train", "soft") if any(r["mode"] == m for r in report["op"])] or ["eval"]
+    records = [r for r in report.get("op", []) if r["shape"] in stage0 and r["impl"] != "reference"]
+    modes = [m for m in ("eval", "train", "soft") if any(r["mode"] == m for r in report.get("op", []))] or ["eval"]
     names = sorted({f"{r['impl']} {r['dtype']}" for r in records})
     colors = {name: f"C{i % 10}" for i, name in enumerate(names)}  # one colour per line in every panel
     fig, axes = plt.subplots(2, len(modes), figsize=(4.5 * len(modes), 7), squeeze=False)
@@ -192,15 +200,18 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str |
     """Writes ``<stem>.json``, ``<stem>.png`` (if matplotlib is there) and ``<stem>.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if stem is None:
-        tier = report["meta"]["tier"]
+    if stem is None:  # <device>[-quick|-smoke][-<families>]-<date>
+        tier, only = report["meta"]["tier"], report["meta"].get("only")
         suffix = "" if tier in ("gpu", "cpu") else f"-{tier.removeprefix('gpu-').removeprefix('cpu-')}"
+        suffix += f"-{'-'.join(only)}" if only else ""
         stem = f"{device_slug(report['meta'])}{suffix}-{report['meta']['date'][:10]}"
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
     note = ("No plot: matplotlib is not installed here; re-render with `python -m groupvit_fast.bench "
             "--render <json>` where it is.")
     report["notes"] = [n for n in report["notes"] if n != note]
-    if not plot(report, paths["png"]):
+    if not report.get("op"):  # the plot is of the op's speed-ups: nothing to draw
+        del paths["png"]
+    elif not plot(report, paths["png"]):
         report["notes"].append(note)
         del paths["png"]
     paths["json"].write_text(json.dumps(report, indent=1) + "\n")

@@ -12,14 +12,16 @@ import torch
 
 from . import cases
 from .environment import environment
-from .timing import L2Flush, copy_bandwidth, matmul_throughput, measure_interleaved, peak_memory, rel_error, saved_bytes
+from .timing import L2Flush, copy_bandwidth, matmul_throughput, measure_interleaved, peak_memory, saved_bytes
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from .cases.tiers import Tier
 
 __all__ = ["SCHEMA_VERSION", "run_tier"]
 
-SCHEMA_VERSION = 1
+#: 1: sections ``op`` and ``model`` (segmentation rows in ``model``); 2: one section per family
+#: measured (``op``, ``model``, ``segment``, ``train``, ``eval``, ...), named in ``meta["families"]``.
+SCHEMA_VERSION = 2
 
 
 def _progress(total: int, enabled: bool):
@@ -79,54 +81,6 @@ def _comparison_groups(items):
     return list(groups.values())
 
 
-def _op_record(case, impl, stats, runner, copy_bw, device, matmul_gflops=None) -> dict[str, Any]:
-    s = case.shape
-    record = {"kind": "op", "case": case.id, "shape": case.shape_name, "scaled_from": case.scaled_from, "B": s.batch,
-              "G": s.groups, "N": s.tokens, "C": s.channels, "heads": s.heads, "mode": case.mode.name,
-              "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
-    seconds = stats["median_ms"] / 1e3
-    record["min_bytes"] = cases.min_bytes(s, case.mode, case.torch_dtype)
-    record["achieved_gbs"] = record["min_bytes"] / seconds / 1e9
-    record["tflops"] = cases.flops(s, case.mode) / seconds / 1e12
-    # The floor. GPU: the roofline of docs/benchmarks.md, min bytes / measured copy bandwidth. CPU:
-    # these shapes are compute-bound (about 48 FLOP/byte against about 10 for a CPU), so the floor is
-    # the matmul work a fused kernel cannot avoid (cases.fused_flops) at the fp32 matmul rate
-    # measured in the same run: no kernel under the memory contract can be faster than that.
-    if device == "cuda":
-        record["floor_kind"] = "bandwidth"
-        record["floor_ms"] = record["min_bytes"] / (copy_bw * 1e9) * 1e3
-    elif matmul_gflops:
-        record["floor_kind"] = "compute"
-        record["fused_flops"] = cases.fused_flops(s, case.mode)
-        record["floor_ms"] = record["fused_flops"] / (matmul_gflops * 1e9) * 1e3
-    else:
-        record["floor_kind"] = record["floor_ms"] = None
-    record["roofline_fraction"] = record["floor_ms"] / stats["median_ms"] if record["floor_ms"] else None
-    record["rel_error"] = None
-    if runner.outputs is not None:  # (not for compiled: another signature, another compile)
-        try:
-            want = cases.op_outputs(case, "reference", device, compute_dtype=torch.float64)
-            record["rel_error"] = rel_error(runner.outputs(), want)
-            record["error_vs"] = "float64 reference, same inputs and noise"
-        except Exception as err:  # noqa: BLE001 - a failing check must not lose the timing
-            record["error_note"] = f"{type(err).__name__}: {err}"
-    return record
-
-
-def _model_record(case, impl, stats, runner, bank) -> dict[str, Any]:
-    record = {"kind": "model", "case": case.id, "config": case.config, "task": case.task, "batch": case.batch,
-              "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
-    record["images_per_s"] = case.batch / (stats["median_ms"] / 1e3)
-    record["rel_error"] = None
-    if runner.error is not None:  # segmentation: label disagreement with the reference pipeline
-        record["rel_error"] = runner.error()
-        record["error_vs"] = runner.error_vs
-    elif runner.outputs is not None:
-        record["rel_error"] = rel_error(runner.outputs(), [bank.reference_output(case.batch)])
-        record["error_vs"] = "fp32 eager reference model, same weights and images"
-    return record
-
-
 def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_impl: str, compiled_impl: str,
                 dtype_field: str = "dtype") -> None:
     """Speed-ups as ratios of medians within this run: vs the eager reference, vs the compiled
@@ -143,8 +97,11 @@ def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_
 
 
 def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
-             max_minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
-    """Measure every (case, implementation) of ``tier``; returns the report's JSON object."""
+             only: tuple[str, ...] | None = None, max_minutes: float | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Measure every (case, implementation) of ``tier`` (of the families ``only``, default all);
+    returns the report's JSON object: ``meta`` (the header), ``notes``, ``impl_info``, one list of
+    records per family measured (keyed by its name) and ``skipped``."""
     device = tier.device
     started = time.perf_counter()
     meta = environment(device)
@@ -152,9 +109,12 @@ def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] 
     meta["copy_bandwidth_gbs"] = copy_bandwidth(device)
     meta["matmul_gflops"] = matmul_throughput(device)
     flush = L2Flush(device)
-    items = list(tier.items(pattern, dtypes))
-    op_records, model_records, skipped = [], [], []
-    banks: dict[str, Any] = {}
+    items = list(tier.items(pattern, dtypes, only))
+    families = cases.families()
+    measured = [name for name in families if any(case.id.split("/", 1)[0] == name for case, _ in items)]
+    records: dict[str, list[dict[str, Any]]] = {name: [] for name in measured}
+    skipped: list[dict[str, Any]] = []
+    context = cases.BuildContext(device, meta)
     bar = _progress(len(items), progress)
     for group in _comparison_groups(items):
         bar.set_description_str(group[0][0].group)
@@ -167,40 +127,29 @@ def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] 
                 skipped.append({"case": case.id, "impl": impl, "reason": why})
                 continue
             try:  # out of memory, a backend refusing a shape...: record it, go on
-                if case.id.startswith("op/"):
-                    runners[case, impl] = cases.build_op_runner(case, impl, device)
-                else:
-                    if case.config not in banks:
-                        banks[case.config] = cases.ModelBank(case.config, device)
-                    if case.id.startswith("segment/"):
-                        if case.id not in banks:
-                            banks[case.id] = cases.SegmentBank(case, banks[case.config])
-                        runners[case, impl] = cases.build_segment_runner(case, impl, banks[case.id])
-                    else:
-                        runners[case, impl] = cases.build_model_runner(case, impl, banks[case.config])
+                runners[case, impl] = cases.family_of(case).build(case, impl, context)
             except Exception as err:  # noqa: BLE001
                 skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
         timings = measure_interleaved({key: r.fn for key, r in runners.items()}, device, budget_s=tier.budget_s,
                                       min_reps=tier.min_reps, max_reps=tier.max_reps, flush=flush)
         for (case, impl), runner in runners.items():
             stats = timings[case, impl]
+            family = cases.family_of(case)
             try:
                 if isinstance(stats, Exception):
                     raise stats
                 stats = {**stats, **_memory(runner, device)}
-                if case.id.startswith("op/"):
-                    op_records.append(_op_record(case, impl, stats, runner, meta["copy_bandwidth_gbs"],
-                                                 device, meta["matmul_gflops"]))
-                else:
-                    model_records.append(_model_record(case, impl, stats, runner, banks[case.config]))
+                records[family.name].append(family.record(case, impl, stats, runner, context))
             except Exception as err:  # noqa: BLE001
                 skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
         runners = timings = None
         _free(device)
         bar.update(len(group))
     bar.close()
-    _add_ratios(op_records, ("shape", "B", "mode", "dtype"), "reference", "compiled")
-    _add_ratios(model_records, ("config", "task", "batch", "dtype"), "reference", "reference-compiled")
+    context = None
+    for name, family_records in records.items():
+        family = families[name]
+        _add_ratios(family_records, family.ratio_keys, family.reference_impl, family.compiled_impl)
 
     notes = list(tier.notes)
     if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
@@ -215,6 +164,7 @@ def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] 
     meta["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["filter"], meta["dtypes"] = pattern, list(dtypes) if dtypes else None
-    return {"schema_version": SCHEMA_VERSION, "meta": meta, "notes": notes, "impl_info": {
-        "op": cases.OP_IMPL_INFO, "model": cases.MODEL_IMPL_INFO}, "op": op_records, "model": model_records,
-        "skipped": skipped}
+    meta["only"] = list(only) if only else None
+    meta["families"] = measured
+    return {"schema_version": SCHEMA_VERSION, "meta": meta, "notes": notes,
+            "impl_info": {name: families[name].impl_info for name in measured}, **records, "skipped": skipped}

@@ -7,7 +7,8 @@
 The layout: ``config`` (YAML recipes, checks), ``data`` (webdataset shards, manifests, synthetic
 shapes), ``augment`` (timm), ``prompts`` (NLTK noun prompts), ``optim`` (AdamW groups, schedule),
 ``step`` (one optimiser step), ``loop`` (the run), ``checkpointing``, ``distributed``, ``run_log``,
-``hooks`` (evaluation), ``benchmark`` (training-step throughput), ``cli``.
+``hooks`` (evaluation), ``cli``. The training step's benchmark is the ``train`` family of
+``groupvit_fast.bench`` (``groupvit-fast bench --only train``).
 """
 
 from .._extras import require_extra

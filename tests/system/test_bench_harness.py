@@ -1,6 +1,7 @@
-"""Smoke test of the benchmark report generator (``python -m groupvit_fast.bench``) on a tiny CPU
-case set: it must write the markdown, JSON and PNG, with the fields the spec asks for
-(docs/benchmarks.md, "What a report shows")."""
+"""Smoke test of the benchmark harness (``groupvit-fast bench``) on a tiny CPU case set: it must write
+the markdown, JSON and PNG, with the fields the spec asks for (docs/benchmarks.md, "What a report
+shows"); every case family (docs/benchmarks.md, "Case families") runs through the same loop and
+report, selectable with ``--only``; the committed reports stay readable."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +44,8 @@ def test_writes_markdown_json_png(report_dir):
 def test_json_fields(report_dir):
     report = json.loads(next(report_dir.glob("*.json")).read_text())
     meta = report["meta"]
-    assert meta["device"] == "cpu" and meta["tier"] == "smoke"
+    assert meta["device"] == "cpu" and meta["tier"] == "smoke" and meta["families"] == ["op", "model"]
+    assert meta["cpu_threads"] >= 1 and len(meta["loadavg_start"]) == len(meta["loadavg_end"]) == 3
     for key in ("torch", "triton", "cuda", "driver"):
         assert key in meta["versions"]
     assert meta["date"] and "git_commit" in meta and meta["copy_bandwidth_gbs"] > 0 and meta["matmul_gflops"] > 0
@@ -127,8 +130,8 @@ def test_the_distribution_carries_the_cases(tmp_path):
     env = {**os.environ, "GROUPVIT_FAST_SKIP_EXTENSION": "1"}  # no compile: the cases are Python
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=REPO_ROOT, env=env,
                    check=True, capture_output=True, timeout=300)
-    assert sorted(p.name for p in (lib / "groupvit_fast" / "bench" / "cases").glob("*.py")) == [
-        "__init__.py", "grad_cache.py", "model.py", "op.py", "runner.py", "segment.py", "tiers.py"]
+    shipped = {p.name for p in (lib / "groupvit_fast" / "bench" / "cases").glob("*.py")}
+    assert {"__init__.py", "family.py", "runner.py", "tiers.py"} | {f"{m}.py" for m in cases.FAMILY_MODULES} <= shipped
     assert not (lib / "benchmarks").exists()
 
     # what `python -m groupvit_fast.bench` does, after printing where the package came from
@@ -143,13 +146,13 @@ def test_the_distribution_carries_the_cases(tmp_path):
     where, *listed = proc.stdout.splitlines()
     assert where == str(lib / "groupvit_fast" / "bench" / "cases" / "__init__.py")
     assert listed == [f"{case.id}/{impl}" for case, impl in cases.tier_for("cpu", quick=True).items()]
-    assert {item.split("/")[0] for item in listed} == {"op", "model", "segment"}
+    assert {item.split("/")[0] for item in listed} == set(cases.families())  # the quick tier has every family
 
 
 def test_the_cases_use_the_ops_shape_type():
     """One shape type for the op: the benchmark cases' shapes are ``groupvit_fast.ops.AssignShape``."""
     assert all(type(shape) is AssignShape for shape in cases.SHAPES.values())
-    assert all(type(case.shape) is AssignShape for tier in cases.TIERS.values() for case in tier.op_cases)
+    assert all(type(case.shape) is AssignShape for tier in cases.TIERS.values() for case in tier.cases["op"])
     assert str(cases.SHAPES["multihead"]) == "B128-G64-N196-C384-h6"
     assert cases.SHAPES["multihead"].dims() == "B=128 G=64 N=196 C=384 h=6"
 
@@ -162,3 +165,97 @@ def test_the_cases_use_the_ops_shape_type():
 def test_assign_shape_rejects_bad_sizes(sizes, message):
     with pytest.raises(ValueError, match=message):
         AssignShape(*sizes)
+
+
+# --- the case families ------------------------------------------------------------------------
+
+
+def test_every_case_id_starts_with_its_family_and_is_unique():
+    """The harness, ``--only`` and the pytest suites find a case's family from its id's first part."""
+    for tier in cases.TIERS.values():
+        for name, family_cases in tier.cases.items():
+            ids = [case.id for case in family_cases]
+            assert len(set(ids)) == len(ids), f"{tier.name}/{name}: duplicate case ids"
+            for case in family_cases:
+                assert case.id.split("/")[0] == name and cases.family_of(case).name == name
+                assert case.group.split("/")[0] == name  # a comparison group never mixes families
+
+
+@pytest.mark.parametrize("tier", sorted(cases.TIERS))
+def test_only_selects_whole_families(tier):
+    tier = cases.TIERS[tier]
+    per_family = {name: list(tier.items(only=(name,))) for name in cases.families()}
+    for name, items in per_family.items():
+        assert {case.id.split("/")[0] for case, _ in items} <= {name}
+        assert len(items) == sum(len(case.impls) for case in tier.cases.get(name, ()))
+    assert list(tier.items(only=("train", "eval"))) == per_family["train"] + per_family["eval"]
+    assert list(tier.items()) == [item for items in per_family.values() for item in items]
+
+
+@pytest.fixture(scope="module")
+def pipeline_report(tmp_path_factory):
+    """The smoke tier's train and eval families, selected with --only, one timed call each."""
+    out = tmp_path_factory.mktemp("bench-pipelines")
+    argv = ["--smoke", "--device", "cpu", "--only", "train", "--only", "eval", "--filter", "step|cls", "--out",
+            str(out), "--no-progress"]
+    assert bench.main(argv) == 0
+    return out
+
+
+def test_only_selects_families_and_names_the_report(pipeline_report):
+    (json_path,) = pipeline_report.glob("*.json")
+    assert json_path.name.startswith("cpu-smoke-train-eval-")
+    assert sorted(p.suffix for p in pipeline_report.iterdir()) == [".json", ".md"]  # no op rows: no plot
+    report = json.loads(json_path.read_text())
+    assert report["schema_version"] == 2 and report["meta"]["families"] == ["train", "eval"]
+    assert report["meta"]["only"] == ["train", "eval"] and "op" not in report and "model" not in report
+    assert not report["skipped"]
+    assert {(r["case"], r["impl"]) for r in report["train"] + report["eval"]} == {
+        (case.id, impl) for case, impl in cases.TIERS["smoke"].items("step|cls", only=("train", "eval"))}
+
+
+def test_train_and_eval_records(pipeline_report):
+    report = json.loads(next(pipeline_report.glob("*.json")).read_text())
+    steps = {r["impl"]: r for r in report["train"]}
+    assert set(steps) == {"reference", "ours"}
+    for r in steps.values():
+        assert r["kind"] == "train" and r["task"] == "step" and r["images_per_s"] == pytest.approx(
+            r["batch"] / r["median_ms"] * 1e3)
+        assert r["recipe_hours"] == pytest.approx(r["recipe_steps"] * r["median_ms"] / 3.6e6)
+        assert r["saved_bytes"] >= r["saved_extra_bytes"] > 0  # the step's forward keeps activations
+    assert steps["reference"]["backend"] == "reference" and steps["ours"]["backend"] != "reference"
+    assert steps["ours"]["speedup_vs_reference"] == pytest.approx(steps["reference"]["median_ms"]
+                                                                 / steps["ours"]["median_ms"])
+    cls = {r["impl"]: r for r in report["eval"]}
+    assert cls["reference"]["rel_error"] == 0.0 and cls["ours"]["rel_error"] < 1e-4  # fp32 logits, same weights
+    md = next(pipeline_report.glob("*.md")).read_text()
+    for text in ("## Training pipeline", "## Evaluation pipelines", "Projection (ours)", "families train, eval",
+                 "torch threads of", "load average at start / end"):
+        assert text in md
+    assert "## Assignment attention op" not in md
+
+
+def test_an_unknown_family_is_refused_naming_it(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--device", "cpu", "--only", "trian", "--list"])
+    assert "argument --only: invalid choice: 'trian'" in capsys.readouterr().err
+
+
+def test_threads_below_one_is_refused(capsys):
+    assert bench.main(["--smoke", "--device", "cpu", "--threads", "0", "--list"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+COMMITTED = sorted(p for p in (REPO_ROOT / "benchmarks" / "results").rglob("*.json")
+                   if "schema_version" in json.loads(p.read_text()))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(REPO_ROOT)) for p in COMMITTED])
+def test_committed_reports_still_render(path: Path, tmp_path):
+    """Every committed harness report (schema 1 and later) re-renders with this code, every row in it."""
+    report = json.loads(path.read_text())
+    assert bench.main(["--render", str(path), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / f"{path.stem}.md").read_text()
+    for name in report["meta"].get("families") or ("op", "model"):
+        for r in report[name]:
+            assert f"| {r['impl']} |" in md and f"| {r['median_ms']:.4g} |" in md

@@ -6,6 +6,7 @@ overrun the budget must show here, in `gpu_check.sh plan`, not there. The stage 
 checked with a stand-in Python whose bench only sleeps.
 """
 
+import collections
 import importlib.util
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from groupvit_fast.bench import cases
 from paths import REPO_ROOT
 
 SCRIPT = "benchmarks/gpu_check.sh"
@@ -90,6 +92,17 @@ def test_plan_passes_here_and_names_every_stage_with_its_cap(with_wheelhouse, du
     assert "pytest -m gpu tests -q --maxfail=1000" in stages["test"]
     assert "GROUPVIT_FAST_REQUIRE=cpu\\,triton\\,cuda\\,cuda-device\\,nvcc" in stages["test"]
     assert "-x" not in stages["test"].split()
+
+
+def test_plan_lists_what_the_bench_stage_measures():
+    """The bench stage's line is followed by its cases per family, as the harness lists them (no GPU needed)."""
+    result = _run("plan")
+    (line,) = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("measures: ")]
+    listed = subprocess.run([sys.executable, "-m", "groupvit_fast.bench", "--device", "cuda", "--quick", "--list"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    counts = collections.Counter(item.split("/")[0] for item in listed)
+    assert set(counts) == set(cases.families())  # the quick GPU tier has every family
+    assert line.startswith("measures: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + " ")
 
 
 @pytest.mark.parametrize("with_wheelhouse", [False, True], ids=["no-wheelhouse", "dummy-wheelhouse"])

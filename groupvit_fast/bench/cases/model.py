@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from .family import BuildContext, Family
+from .grad_cache import grad_cache_impls
 from .runner import Runner, fresh_compile
 
 #: Model implementations. ``reference``: GroupViT(attn_backend="explicit", assign_backend="reference"),
@@ -241,3 +243,77 @@ def build_model_runner(case: ModelCase, impl: str, bank: ModelBank) -> Runner:
         used = {k for k, n in backend_usage().items() if n > before.get(k, 0)}
         runner.backend = ",".join(sorted(used)) or None
     return runner
+
+
+# --- the model family: its cases per tier, its records ---------------------------------------
+
+
+def _gpu_model_cases() -> list[ModelCase]:
+    cases = []
+    for task in ("eval", "train"):
+        for batch in (1, 64, 256):
+            compiled = ("reference-compiled", "ours-compiled") if batch == 64 else ()
+            cases.append(ModelCase("groupvit-s", task, batch, "bf16-autocast",
+                                   ("reference", *compiled[:1], "ours", *compiled[1:], *(("hf",) if task == "eval"
+                                                                                         else ()))))
+    cases.append(ModelCase("groupvit-s", "eval", 64, "fp32", ("reference", "ours", "hf")))
+    cases.append(ModelCase("groupvit-s", "train", 64, "fp32", ("reference", "ours")))
+    cases.append(ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours")))
+    # gradient caching (docs/training.md): GroupViT-S at batch 256, plain and in chunks of 64 (B=64 above: one chunk)
+    cases.append(ModelCase("groupvit-s-image-text", "train", 256, "bf16-autocast", ("ours", "ours-gc64")))
+    return cases
+
+
+def _known(cases) -> tuple[ModelCase, ...]:
+    return tuple(c for c in cases if c.config in MODEL_CONFIGS or c.config in IMAGE_TEXT_CONFIGS)
+
+
+MODEL_TIER_CASES: dict[str, tuple[ModelCase, ...]] = {name: _known(cases) for name, cases in {
+    "gpu": _gpu_model_cases(),
+    "gpu-quick": (ModelCase("groupvit-s", "eval", 64, "bf16-autocast", ("reference", "ours", "hf")),
+                  ModelCase("groupvit-s", "train", 64, "bf16-autocast", ("reference", "ours")),
+                  ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast",
+                            ("reference", "ours", "ours-gc16"))),
+    "cpu": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours", "hf")),
+            ModelCase("groupvit-s", "eval", 8, "bf16-autocast", ("ours",)),  # vs its fp32 row: speed-up, error
+            ModelCase("groupvit-s", "train", 2, "fp32", ("reference", "ours")),
+            ModelCase("groupvit-s-image-text", "train", 2, "fp32", ("reference", "ours")),
+            # gradient caching (docs/training.md): a small image-text model, so that batch 256 takes seconds
+            ModelCase("groupvit-tiny-image-text", "train", 16, "fp32", ("ours",)),  # one chunk's plain step
+            *(ModelCase("groupvit-tiny-image-text", "train", b, "fp32", grad_cache_impls(b, (16, 64)))
+              for b in (64, 128, 256))),
+    "cpu-quick": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours")),),
+    "smoke": (ModelCase("groupvit-tiny", "eval", 2, "fp32", ("reference", "ours", "hf")),
+              ModelCase("groupvit-tiny", "train", 2, "fp32", ("reference", "ours")),
+              ModelCase("groupvit-tiny-image-text", "train", 2, "fp32", ("reference", "ours"))),
+}.items()}
+
+
+def model_bank(ctx: BuildContext, config: str) -> ModelBank:
+    """The run's ``ModelBank`` of ``config`` (one set of weights for every implementation), built once."""
+    return ctx.shared(("model-bank", config), lambda: ModelBank(config, ctx.device))
+
+
+def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner,
+                 ctx: BuildContext) -> dict[str, Any]:
+    """The report's record of one model measurement; the error is against the fp32 eager reference."""
+    from ..timing import rel_error
+    from .family import throughput_record
+
+    record = throughput_record(case, impl, stats, runner)
+    if runner.outputs is not None:
+        record["rel_error"] = rel_error(runner.outputs(), [model_bank(ctx, case.config).reference_output(case.batch)])
+        record["error_vs"] = "fp32 eager reference model, same weights and images"
+    return record
+
+
+def _build(case: ModelCase, impl: str, ctx: BuildContext) -> Runner:
+    return build_model_runner(case, impl, model_bank(ctx, case.config))
+
+
+FAMILY = Family(
+    name="model", title="Models", cases=MODEL_TIER_CASES, build=_build, record=model_record,
+    impl_info=MODEL_IMPL_INFO,
+    note=("eval: forward without grad; train: forward + backward + AdamW step (peak memory after the optimizer "
+          "state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the fp32 eager "
+          "reference model with the same weights and images."))

@@ -12,6 +12,7 @@ import torch
 
 from groupvit_fast.ops import AssignShape, assign_attention
 
+from .family import BuildContext, Family
 from .runner import Runner, fresh_compile
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -213,3 +214,101 @@ def op_outputs(case: OpCase, impl: str, device: str, compute_dtype: torch.dtype 
     grad_out = _grad_out(case, device)
     grads = torch.autograd.grad(out, (q, k, v), grad_out.to(q.dtype))
     return [out.detach(), *grads]
+
+
+# --- the op family: its cases per tier, its records ------------------------------------------
+
+
+def op_cases(names, modes, dtypes, impls, batches=None, compiled_for=None) -> list[OpCase]:
+    """Every shape (SHAPES names) x mode x dtype, with ``batches`` scaling the batch and
+    ``compiled_for`` (shape names) limiting the torch.compile baseline to some shapes (its compile
+    time is the cost)."""
+    cases = []
+    for dtype in dtypes:
+        for name in names:
+            shape = SHAPES[name]
+            for mode in modes:
+                case_impls = tuple(i for i in impls
+                                   if i != "compiled" or compiled_for is None or name in compiled_for)
+                scaled = shape.with_batch(batches[name]) if batches else shape
+                cases.append(OpCase(name, scaled, MODES[mode], dtype, case_impls,
+                                    None if scaled == shape else name))
+    return cases
+
+
+_GPU_OP_IMPLS = ("reference", "compiled", *OUR_BACKENDS["cuda"])
+_CPU_OP_IMPLS = ("reference", "compiled", *OUR_BACKENDS["cpu"])
+
+#: CPU batch sizes: about 3k image tokens per call (stage0-224 at B=16 is the README's CPU table).
+CPU_BATCH = {"stage0-224": 16, "stage1-224": 16, "stage0-448": 4, "stage0-896": 1, "wide": 2, "multihead": 8}
+SMOKE_BATCH = {name: 1 for name in SHAPES}
+
+OP_TIER_CASES: dict[str, tuple[OpCase, ...]] = {
+    "gpu": tuple(op_cases(SHAPES, tuple(MODES), ("bf16", "fp32"), _GPU_OP_IMPLS)),
+    "gpu-quick": tuple(op_cases(STAGE0, ("eval", "train"), ("bf16",), _GPU_OP_IMPLS)),
+    # bf16 on the CPU: speed-up and error against fp32, for the headline shape
+    "cpu": tuple(op_cases(SHAPES, tuple(MODES), ("fp32",), _CPU_OP_IMPLS, CPU_BATCH, compiled_for=("stage0-224",))
+                 + op_cases(("stage0-224",), ("eval", "train"), ("bf16",), ("reference", "cpu"), CPU_BATCH)),
+    "cpu-quick": tuple(op_cases(("stage0-224",), ("eval", "train"), ("fp32",), ("reference", "cpu"), CPU_BATCH)),
+    "smoke": tuple(op_cases(SHAPES, tuple(MODES), ("fp32",), ("reference", "cpu"), SMOKE_BATCH)),
+}
+
+
+def op_record(case: OpCase, impl: str, stats: dict[str, Any], runner: Runner, ctx: BuildContext) -> dict[str, Any]:
+    """The report's record of one op measurement: the stats, bandwidth, FLOP rate, floor and error."""
+    device, copy_bw, matmul_gflops = ctx.device, ctx.meta.get("copy_bandwidth_gbs"), ctx.meta.get("matmul_gflops")
+    s = case.shape
+    record = {"kind": "op", "case": case.id, "shape": case.shape_name, "scaled_from": case.scaled_from, "B": s.batch,
+              "G": s.groups, "N": s.tokens, "C": s.channels, "heads": s.heads, "mode": case.mode.name,
+              "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
+    seconds = stats["median_ms"] / 1e3
+    record["min_bytes"] = min_bytes(s, case.mode, case.torch_dtype)
+    record["achieved_gbs"] = record["min_bytes"] / seconds / 1e9
+    record["tflops"] = flops(s, case.mode) / seconds / 1e12
+    # The floor. GPU: the roofline of docs/benchmarks.md, min bytes / measured copy bandwidth. CPU:
+    # these shapes are compute-bound (about 48 FLOP/byte against about 10 for a CPU), so the floor is
+    # the matmul work a fused kernel cannot avoid (fused_flops) at the fp32 matmul rate measured in
+    # the same run: no kernel under the memory contract can be faster than that.
+    if device == "cuda" and copy_bw:
+        record["floor_kind"] = "bandwidth"
+        record["floor_ms"] = record["min_bytes"] / (copy_bw * 1e9) * 1e3
+    elif device != "cuda" and matmul_gflops:
+        record["floor_kind"] = "compute"
+        record["fused_flops"] = fused_flops(s, case.mode)
+        record["floor_ms"] = record["fused_flops"] / (matmul_gflops * 1e9) * 1e3
+    else:
+        record["floor_kind"] = record["floor_ms"] = None
+    record["roofline_fraction"] = record["floor_ms"] / stats["median_ms"] if record["floor_ms"] else None
+    record["rel_error"] = None
+    if runner.outputs is not None:  # (not for compiled: another signature, another compile)
+        from ..timing import rel_error
+
+        try:
+            want = op_outputs(case, "reference", device, compute_dtype=torch.float64)
+            record["rel_error"] = rel_error(runner.outputs(), want)
+            record["error_vs"] = "float64 reference, same inputs and noise"
+        except Exception as err:  # noqa: BLE001 - a failing check must not lose the timing
+            record["error_note"] = f"{type(err).__name__}: {err}"
+    return record
+
+
+def speedup_ceilings(records: list[dict[str, Any]]) -> list[str]:
+    """For each case with a compute floor and a reference row: the largest speed-up over the eager
+    reference that any kernel under the memory contract could reach on this machine."""
+    out = []
+    for r in records:
+        if r["impl"] == "reference" and r.get("floor_kind") == "compute" and r.get("floor_ms"):
+            out.append(f"- {r['shape']} {r['mode']} {r['dtype']} (B={r['B']}): reference {r['median_ms']:.3g} ms, "
+                       f"compute floor {r['floor_ms']:.3g} ms: at most {r['median_ms'] / r['floor_ms']:.2f}x "
+                       "faster than the reference, before any non-matmul work (softmax, noise, memory traffic)")
+    return ["", "Speed-up ceilings (compute floor):", ""] + out if out else []
+
+
+def _build(case: OpCase, impl: str, ctx: BuildContext) -> Runner:
+    return build_op_runner(case, impl, ctx.device)
+
+
+FAMILY = Family(
+    name="op", title="Assignment attention op", cases=OP_TIER_CASES, build=_build, record=op_record,
+    impl_info=OP_IMPL_INFO, ratio_keys=("shape", "B", "mode", "dtype"), reference_impl="reference",
+    compiled_impl="compiled", summary=speedup_ceilings, table="op")

@@ -3,13 +3,17 @@ time, with what the harnesses measure and check around it; and which implementat
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from groupvit_fast.ops import BACKENDS
+from groupvit_fast.ops import BACKENDS, backend_usage
+
+#: Modules an implementation needs beyond torch (``impl_unavailable`` names the missing one).
+_NEEDS = {"hf": ("transformers",), "loader": ("omegaconf", "webdataset", "timm")}
 
 
 @dataclass
@@ -42,12 +46,20 @@ def impl_unavailable(impl: str, device: str) -> str | None:
         if reason is None and device not in backend.devices:
             reason = f"backend {impl!r} runs on {backend.devices}, not {device}"
         return reason
-    if impl == "hf":
+    for module in _NEEDS.get(impl, ()):
         try:
-            import transformers  # noqa: F401
+            importlib.import_module(module)
         except ImportError as err:
-            return f"transformers is not installed ({err})"
+            return f"{module} is not installed ({err})"
     return None
+
+
+def dispatched_backends(probe: Callable[[], Any]) -> str | None:
+    """The assignment-attention backends dispatch picked during ``probe()`` (comma-separated;
+    None: none). Usage is not counted inside compiled graphs: probe with an eager module."""
+    before = backend_usage()
+    probe()
+    return ",".join(sorted(k for k, n in backend_usage().items() if n > before.get(k, 0))) or None
 
 
 def fresh_compile(fn, **kwargs):

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import IMAGE_TEXT_CONFIGS, ModelBank
-from .runner import Runner
+from .family import BuildContext, Family, throughput_record
+from .model import IMAGE_TEXT_CONFIGS, ModelBank, model_bank
+from .runner import Runner, dispatched_backends
 
 #: The 21 PASCAL VOC class names (background first), the class set of the segmentation cases.
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -102,8 +103,6 @@ def build_segment_runner(case: SegmentCase, impl: str, bank: SegmentBank) -> Run
     """``reference``: the step-by-step path (groupvit_fast.reference.segmentation) with the
     reference-formulation model, one crop at a time, the encoder twice per crop; ``ours``:
     GroupViTSegmenter with the default model (one pass per batch of crops, batched scoring)."""
-    from groupvit_fast.ops import backend_usage
-
     if impl not in SEGMENT_IMPLS:
         raise ValueError(f"unknown segmentation implementation {impl!r}")
     last: list[torch.Tensor] = []
@@ -130,8 +129,46 @@ def build_segment_runner(case: SegmentCase, impl: str, bank: SegmentBank) -> Run
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     runner = Runner(fn=fn, images=case.images, owned_storages=params, error=error,
                     error_vs=None if error is None else "fraction of pixels labelled differently from the reference")
-    before = backend_usage()
     with torch.no_grad():
-        model.img_encoder(bank.images[0].new_zeros(1, 3, case.crop, case.crop, dtype=torch.float32))
-    runner.backend = ",".join(sorted(k for k, n in backend_usage().items() if n > before.get(k, 0))) or None
+        runner.backend = dispatched_backends(
+            lambda: model.img_encoder(bank.images[0].new_zeros(1, 3, case.crop, case.crop, dtype=torch.float32)))
     return runner
+
+
+# --- the segment family: its cases per tier, its records -------------------------------------
+
+#: Zero-shot segmentation per tier: GroupViT-S at 448 px with the 21 VOC classes (one 448 x 448
+#: window per image); the smoke tier's tiny model at 64 px (two windows of 64 at stride 32).
+SEGMENT_CASES: dict[str, tuple[SegmentCase, ...]] = {name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS)
+                                                     for name, cases in {
+    "gpu": (SegmentCase("groupvit-s-image-text", 8, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+    "gpu-quick": (SegmentCase("groupvit-s-image-text", 4, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+    "cpu": (SegmentCase("groupvit-s-image-text", 2, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+    "cpu-quick": (SegmentCase("groupvit-s-image-text", 1, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+    "smoke": (SegmentCase("groupvit-tiny-image-text", 1, (64, 96), VOC_CLASSES[:4], SEGMENT_IMPLS, crop=64,
+                          stride=32, bg_thresh=0.5),),
+}.items()}
+
+
+def segment_bank(case: SegmentCase, ctx: BuildContext) -> SegmentBank:
+    """The run's ``SegmentBank`` of ``case`` (built once, with the model bank of its configuration)."""
+    return ctx.shared(("segment-bank", case.id), lambda: SegmentBank(case, model_bank(ctx, case.config)))
+
+
+def _build(case: SegmentCase, impl: str, ctx: BuildContext) -> Runner:
+    return build_segment_runner(case, impl, segment_bank(case, ctx))
+
+
+def _record(case: SegmentCase, impl: str, stats: dict, runner: Runner, ctx: BuildContext) -> dict:
+    return throughput_record(case, impl, stats, runner)
+
+
+SEGMENT_NOTE = ("segment: zero-shot segmentation of B random images (448 px slide inference; smoke: 64 px), "
+                "`reference` the step-by-step path of groupvit_fast.reference.segmentation (one crop at a time, the "
+                "encoder twice per crop) with the reference model, `ours` GroupViTSegmenter with our model; its rel "
+                "err is the fraction of pixels labelled differently from the reference.")
+
+FAMILY = Family(name="segment", title="Zero-shot segmentation", cases=SEGMENT_CASES, build=_build, record=_record,
+                impl_info={"reference": "the step-by-step reference pipeline with the reference model",
+                           "ours": "GroupViTSegmenter with our model (same weights)"},
+                note=SEGMENT_NOTE)
