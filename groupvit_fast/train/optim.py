@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
-from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
@@ -64,45 +63,50 @@ def build_optimizer(model: nn.Module, train_cfg: DictConfig, lr: float) -> torch
                              betas=tuple(train_cfg.optimizer.betas), fused=on_cuda or None)
 
 
-class CosineWarmup(CosineLRScheduler):
+class CosineWarmup:
     """timm's per-step cosine schedule (module docstring) that counts its own optimiser steps.
 
     timm's ``step_update(t)`` wants the caller to track ``t``; this class holds it (``step()`` after each
     optimiser step) and keeps the checkpoint's ``lr_scheduler`` entry the small dict it always was, so
-    checkpoints written before and after timm took over the arithmetic resume alike.
+    checkpoints written before and after timm took over the arithmetic resume alike. timm is imported
+    here, not at the top: ``groupvit_fast.train`` imports without the ``train`` extra.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_lr: float, min_lr: float,
                  total_steps: int, warmup_steps: int):
+        from timm.scheduler import CosineLRScheduler
+
         if total_steps <= 0:
             raise ValueError(f"the schedule needs at least one step, got total_steps={total_steps}")
         # timm reads the peak from ``initial_lr`` and only sets it where absent: the optimiser was built
         # at ``warmup_lr``, so the peak is written here.
         for group in optimizer.param_groups:
             group["initial_lr"] = base_lr
-        super().__init__(optimizer, t_initial=total_steps, lr_min=min_lr, warmup_t=warmup_steps,
-                         warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False)
+        self.timm = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=min_lr, warmup_t=warmup_steps,
+                                      warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False)
+        self.optimizer = optimizer
         self.base_lr, self.warmup_lr, self.min_lr = base_lr, warmup_lr, min_lr
-        self.total_steps, self.warmup_steps_count = total_steps, warmup_steps
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.step_count = 0
-        self.step_update(0)
+        self.timm.step_update(0)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of optimiser step ``step`` (timm's ``_get_lr``, the hook its schedulers define)."""
-        return self._get_lr(step)[0]
+        """The learning rate of optimiser step ``step``: timm's ``_get_lr``, the one hook every timm
+        scheduler defines (``step_update`` is ``_get_lr`` plus writing the optimiser's groups)."""
+        return self.timm._get_lr(step)[0]
 
-    def step(self) -> None:  # type: ignore[override]  # timm's step(epoch) is a no-op when t_in_epochs=False
+    def step(self) -> None:
         """After an optimiser step: set the learning rate of the next one."""
         self.step_count += 1
-        self.step_update(self.step_count)
+        self.timm.step_update(self.step_count)
 
     def get_last_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "base_lr": self.base_lr, "warmup_lr": self.warmup_lr,
-                "min_lr": self.min_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps_count}
+                "min_lr": self.min_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
-        self.step_update(self.step_count)
+        self.timm.step_update(self.step_count)
