@@ -31,7 +31,6 @@ bilinearly to the original size, argmax.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image as PILImage
 
+from ..common.precision import autocast_context
 from .classes import ClassSet, resolve_classes
 from .text import TextEmbeddingCache
 
@@ -273,9 +273,7 @@ class GroupViTSegmenter:
         model = self.model
         # images are decoded as fp32; a model converted with .half() / .to(torch.bfloat16) gets its own dtype
         crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
-        ctx = (torch.autocast(crops.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
-        with ctx:
+        with autocast_context(crops.device.type, self.autocast_dtype):
             outs = model.img_encoder(crops, return_attn=True, return_feat=True, as_dict=True)
             image_x = model.img_projector(outs["x"])
             image_feat = model.img_projector(outs["feat"])

@@ -14,7 +14,7 @@ import torch
 from ...reference.assign_attention import assign_attention_reference
 from ...reference.assign_attention_grad import assign_attention_backward_math, assign_attention_forward_math
 from ...reference.philox import philox_gumbel_noise
-from ..backend import AssignBackend, AssignInputs, AssignParams
+from ..backend import AssignBackend, AssignParams
 
 
 @torch.library.custom_op("groupvit_fast::philox_gumbel_noise", mutates_args=())
@@ -43,11 +43,6 @@ class ReferenceBackend(AssignBackend):
         return assign_attention_reference(q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
                                           gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
                                           eps=params.eps, noise=noise)
-
-    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
-        if inputs.dtype not in self.dtypes:
-            return [f"dtype {inputs.dtype} not in {self.dtypes}"]
-        return []
 
     @staticmethod
     def _noise(q, noise, seed, offset, params: AssignParams, n_tokens: int):
