@@ -177,7 +177,8 @@ class GroupViT(nn.Module):
     with ``return_attn``; a tuple (or the bare tensor) unless ``as_dict``.
     """
 
-    def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
+    def __init__(  # noqa: C901  (NVlabs' constructor: one check per argument, each refused by name)
+                 self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 0, embed_dim: int = 384, embed_factors: Sequence[int] = (1, 1, 1),
                  depths: Sequence[int] = (6, 3, 3), num_heads: Sequence[int] = (6, 6, 6),
                  num_group_tokens: Sequence[int] = (64, 8, 0), num_output_groups: Sequence[int] = (64, 8),
