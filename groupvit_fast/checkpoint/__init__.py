@@ -32,6 +32,12 @@ from .read import Checkpoint, read_checkpoint
 from .save import save_checkpoint, save_safetensors
 
 __all__ = [
-    "Checkpoint", "read_checkpoint", "load_checkpoint", "save_safetensors", "save_checkpoint", "infer_config",
-    "omegaconf_safe_globals", "complete_from_hf",
+    "Checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "save_safetensors",
+    "save_checkpoint",
+    "infer_config",
+    "omegaconf_safe_globals",
+    "complete_from_hf",
 ]

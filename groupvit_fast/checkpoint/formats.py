@@ -16,8 +16,15 @@ import zipfile
 
 import torch
 
-__all__ = ["SAFETENSORS_CONFIG_KEY", "SAFETENSORS_FORMAT_KEY", "first_line", "load_safetensors_file",
-           "load_torch_file", "omegaconf_safe_globals", "sniff_format"]
+__all__ = [
+    "SAFETENSORS_CONFIG_KEY",
+    "SAFETENSORS_FORMAT_KEY",
+    "first_line",
+    "load_safetensors_file",
+    "load_torch_file",
+    "omegaconf_safe_globals",
+    "sniff_format",
+]
 
 SAFETENSORS_FORMAT_KEY = "format"
 SAFETENSORS_CONFIG_KEY = "groupvit_fast_config"
@@ -36,8 +43,19 @@ def omegaconf_safe_globals() -> list:
         from omegaconf.nodes import AnyNode
     except ImportError:
         return []
-    return [DictConfig, ListConfig, AnyNode, Metadata, ContainerMetadata, (typing.Any, "typing.Any"),
-            collections.defaultdict, dict, list, int, float]
+    return [
+        DictConfig,
+        ListConfig,
+        AnyNode,
+        Metadata,
+        ContainerMetadata,
+        (typing.Any, "typing.Any"),
+        collections.defaultdict,
+        dict,
+        list,
+        int,
+        float,
+    ]
 
 
 def sniff_format(path: str) -> str:
@@ -58,8 +76,9 @@ def sniff_format(path: str) -> str:
 def load_torch_file(path: str, trust_pickle: bool) -> typing.Any:
     """``torch.load`` on the CPU: ``weights_only`` with ``omegaconf_safe_globals`` unless ``trust_pickle``."""
     if trust_pickle:
-        warnings.warn(f"{path}: loading with full pickle (trust_pickle=True): this can run arbitrary code",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path}: loading with full pickle (trust_pickle=True): this can run arbitrary code", stacklevel=3
+        )
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001  (any failure of a corrupt file)
@@ -72,9 +91,11 @@ def load_torch_file(path: str, trust_pickle: bool) -> typing.Any:
         if "Weights only load failed" in msg or "Unsupported global" in msg:
             bad = _unsupported_global(msg)
             what = bad or _unpickler_reason(msg) or "a non-tensor object"
-            hint = ("install omegaconf (NVlabs checkpoints store an OmegaConf config)"
-                    if "omegaconf" in (bad or "") and not omegaconf_safe_globals()
-                    else "pass trust_pickle=True only if you trust the file")
+            hint = (
+                "install omegaconf (NVlabs checkpoints store an OmegaConf config)"
+                if "omegaconf" in (bad or "") and not omegaconf_safe_globals()
+                else "pass trust_pickle=True only if you trust the file"
+            )
             raise ValueError(f"{path}: refused to unpickle {what} with weights_only=True; {hint}") from None
         raise ValueError(f"{path}: corrupt PyTorch file ({first_line(err)})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
@@ -114,4 +135,3 @@ def load_safetensors_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str,
     except Exception as err:  # noqa: BLE001  (SafetensorError and friends)
         raise ValueError(f"{path}: corrupt safetensors file ({first_line(err)})") from None
     return tensors, metadata
-

@@ -31,7 +31,7 @@ def _prepare(model: nn.Module, ckpt: Checkpoint, strict: bool, where: str) -> tu
     target_full = hasattr(model, "img_encoder") and hasattr(model, "text_encoder")
     if ckpt.kind == "full" and not target_full:
         # the vision encoder of a full checkpoint, loaded into a bare GroupViT
-        state = {k[len("img_encoder."):]: v for k, v in state.items() if k.startswith("img_encoder.")}
+        state = {k[len("img_encoder.") :]: v for k, v in state.items() if k.startswith("img_encoder.")}
     elif ckpt.kind == "vision" and target_full:
         raise ValueError(f"{where}: holds only vision-encoder weights; load it into model.img_encoder")
     expected = model.state_dict()
@@ -56,18 +56,28 @@ def _prepare(model: nn.Module, ckpt: Checkpoint, strict: bool, where: str) -> tu
         if tensor.shape != value.shape:
             owner_name = key.rsplit(".", 1)[0] if "." in key else ""
             owner = model.get_submodule(owner_name) if owner_name else model
-            if key.endswith("pos_embed") and getattr(owner, "pos_embed_type", None) == "simple" \
-                    and tensor.dim() == 3 and tensor.shape[-1] == value.shape[-1]:
+            if (
+                key.endswith("pos_embed")
+                and getattr(owner, "pos_embed_type", None) == "simple"
+                and tensor.dim() == 3
+                and tensor.shape[-1] == value.shape[-1]
+            ):
                 tensor = _resize_pos_embed(tensor, owner)  # as NVlabs: a learned grid of another size
             else:
-                raise ValueError(f"{where}: {key} has shape {tuple(tensor.shape)}, the model expects "
-                                 f"{tuple(value.shape)}")
+                raise ValueError(
+                    f"{where}: {key} has shape {tuple(tensor.shape)}, the model expects {tuple(value.shape)}"
+                )
         merged[key] = tensor
     return merged, kept
 
 
-def load_checkpoint(path_or_dict: str | os.PathLike | Mapping, model: nn.Module | None = None, *,
-                    trust_pickle: bool = False, strict: bool = True) -> Checkpoint:
+def load_checkpoint(
+    path_or_dict: str | os.PathLike | Mapping,
+    model: nn.Module | None = None,
+    *,
+    trust_pickle: bool = False,
+    strict: bool = True,
+) -> Checkpoint:
     """Load GroupViT weights (NVlabs ``.pth``, HF weights, safetensors, state dicts) into a model.
 
     ``model``: a ``MultiLabelContrastive`` or a ``GroupViT`` (a full checkpoint's vision encoder
@@ -90,4 +100,3 @@ def load_checkpoint(path_or_dict: str | os.PathLike | Mapping, model: nn.Module 
     ckpt.model = model
     ckpt.kept_keys = kept
     return ckpt
-

@@ -73,8 +73,7 @@ def _extract(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict | None
         if isinstance(obj.get(key), Mapping):
             state = obj[key]
             config = _to_plain_config(obj.get("config"))
-            meta = {k: v for k, v in obj.items()
-                    if k not in (key, "config") and isinstance(v, (int, float, str, bool))}
+            meta = {k: v for k, v in obj.items() if k not in (key, "config") and isinstance(v, (int, float, str, bool))}
             break
     if not state:
         raise ValueError(f"{where}: the state dict is empty")
@@ -83,7 +82,7 @@ def _extract(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict | None
         raise ValueError(f"{where}: {len(bad)} entries are not tensors (e.g. {bad[0]!r}); not a state dict")
     state = dict(state)
     if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, config, meta
 
 
@@ -107,8 +106,9 @@ def read_checkpoint(path_or_dict: str | os.PathLike | Mapping, *, trust_pickle: 
     Raises ``ValueError`` naming the file and what is wrong with it.
     """
     if not isinstance(path_or_dict, (str, os.PathLike, Mapping)):
-        raise TypeError(f"path_or_dict must be a file path or a state/checkpoint dict, "
-                        f"got {type(path_or_dict).__name__}")
+        raise TypeError(
+            f"path_or_dict must be a file path or a state/checkpoint dict, got {type(path_or_dict).__name__}"
+        )
     config = None
     if isinstance(path_or_dict, Mapping):
         where = "checkpoint dict"
@@ -139,4 +139,3 @@ def read_checkpoint(path_or_dict: str | os.PathLike | Mapping, *, trust_pickle: 
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
     return Checkpoint(state_dict=state, kind=kind, source_format=source, config=config or stored_config, meta=meta)
-

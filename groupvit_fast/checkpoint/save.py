@@ -21,8 +21,13 @@ def _state_of(obj: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
-def save_safetensors(obj: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, *, hf: bool = False,
-                     config: Mapping | None = None) -> None:
+def save_safetensors(
+    obj: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    hf: bool = False,
+    config: Mapping | None = None,
+) -> None:
     """Write a model / NVlabs-keyed state dict as safetensors (HF keys with ``hf=True``).
 
     The model config (``config``, else ``model.groupvit_config`` set by ``build_model``) is stored
@@ -41,8 +46,13 @@ def save_safetensors(obj: nn.Module | Mapping[str, torch.Tensor], path: str | os
     save_file(state, os.fspath(path), metadata=metadata)
 
 
-def save_checkpoint(obj: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, *, hf: bool = False,
-                    config: Mapping | None = None) -> None:
+def save_checkpoint(
+    obj: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    hf: bool = False,
+    config: Mapping | None = None,
+) -> None:
     """``torch.save`` a model's weights: ``{'model': state_dict, 'config': dict}`` (NVlabs layout, loadable
     with ``weights_only=True``), or with ``hf=True`` a bare HF-keyed state dict (``pytorch_model.bin``)."""
     state = _state_of(obj)
@@ -52,4 +62,3 @@ def save_checkpoint(obj: nn.Module | Mapping[str, torch.Tensor], path: str | os.
         torch.save(nvlabs_to_hf(state), os.fspath(path))
     else:
         torch.save({"model": state, "config": dict(config) if config is not None else None}, os.fspath(path))
-

@@ -13,14 +13,23 @@ import torch
 __all__ = ["autocast_dtype", "autocast_context"]
 
 _BY_NAME: dict[str, torch.dtype | None] = {
-    "fp32": None, "float32": None, "none": None,  # None: fp32, autocast off
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
+    "fp32": None,
+    "float32": None,
+    "none": None,  # None: fp32, autocast off
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
 }
 
 
-def autocast_dtype(choice: str | torch.dtype | bool | None, device: torch.device | None = None, *,
-                   key: str = "autocast", fp16_needs_cuda: bool = False) -> torch.dtype | None:
+def autocast_dtype(
+    choice: str | torch.dtype | bool | None,
+    device: torch.device | None = None,
+    *,
+    key: str = "autocast",
+    fp16_needs_cuda: bool = False,
+) -> torch.dtype | None:
     """The autocast dtype ``choice`` names: ``None`` (fp32: no autocast), ``torch.bfloat16`` or ``torch.float16``.
 
     ``choice``: ``None``/``False``/``'fp32'``/``'none'``, ``'bf16'``/``'bfloat16'``, ``'fp16'``/``'float16'``,
@@ -51,8 +60,9 @@ def _parse(choice: str | torch.dtype | bool | None, device: torch.device | None,
     raise ValueError(f"{key} must be auto, bf16, fp16 or fp32, got {choice!r}")
 
 
-def autocast_context(device_type: str, dtype: torch.dtype | None, *,
-                     disable_outer: bool = False) -> contextlib.AbstractContextManager:
+def autocast_context(
+    device_type: str, dtype: torch.dtype | None, *, disable_outer: bool = False
+) -> contextlib.AbstractContextManager:
     """``torch.autocast(device_type, dtype)``; for ``dtype=None`` nothing (an enclosing autocast stays on),
     or, with ``disable_outer=True``, autocast switched off (a timed fp32 run stays fp32 whatever encloses it)."""
     if dtype is not None:

@@ -278,5 +278,5 @@ def gumbel_noise(shape: Sequence[int], *, seed: int, offset: int = 0, backend: s
     if seed is None:
         raise TypeError("seed must be an int, got None")
     _check_seed(seed)
-    return get_backend(backend).gumbel_noise(tuple(int(s) for s in shape), int(seed) % _SEED_BOUND, int(offset),
-                                             device)
+    b, h, g, n = (int(s) for s in shape)
+    return get_backend(backend).gumbel_noise((b, h, g, n), int(seed) % _SEED_BOUND, int(offset), device)

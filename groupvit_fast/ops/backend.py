@@ -17,8 +17,18 @@ import torch
 
 from .._availability import USABLE, Availability
 
-__all__ = ["Backend", "AssignParams", "AssignInputs", "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
+__all__ = ["Backend", "ForwardOutputs", "BackwardOutputs", "NoiseShape", "AssignParams", "AssignInputs",
+           "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
            "backward_outputs_like"]
+
+
+Tensor = torch.Tensor
+#: ``(out [B,G,C], r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``: what a backend's forward returns.
+ForwardOutputs = tuple[Tensor, Tensor, Tensor, Tensor]
+#: ``(dq, dk, dv)``: what a backend's backward returns.
+BackwardOutputs = tuple[Tensor, Tensor, Tensor]
+#: ``(B, h, G, N)``: the shape of the Gumbel noise.
+NoiseShape = tuple[int, int, int, int]
 
 
 class AssignParams(NamedTuple):
@@ -51,8 +61,11 @@ class AssignInputs:
 class _StaticFacts(Protocol):
     """What every op's ``inputs`` dataclass holds at least (``AssignInputs``, ``AttentionInputs``)."""
 
-    device_type: str
-    dtype: torch.dtype
+    @property
+    def device_type(self) -> str: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
 
 
 InputsT = TypeVar("InputsT", bound=_StaticFacts)
@@ -105,20 +118,19 @@ class AssignBackend(Backend[AssignInputs]):
         ``seed`` is the ``[seed, offset]`` tensor when the caller gave a seed, else None."""
         raise NotImplementedError(f"backend {self.name!r} has no eager path")
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, noise: torch.Tensor | None, seed: int,
-                offset: int, params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
+                params: AssignParams) -> ForwardOutputs:
         """Returns ``(out [B,G,C] in q's dtype, r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``;
         ``hard``/``soft`` are empty tensors unless ``params.return_attn``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
     def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                  r: torch.Tensor, noise: torch.Tensor | None, seed: int, offset: int,
-                 params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 params: AssignParams) -> BackwardOutputs:
         """Returns ``(dq, dk, dv)`` in the input dtype, recomputing logits, noise and assignment."""
         raise NotImplementedError(f"backend {self.name!r} has no backward")
 
-    def gumbel_noise(self, shape: tuple[int, int, int, int], seed: int, offset: int,
-                     device: torch.device) -> torch.Tensor:
+    def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
         """The float32 ``[B, H, G, N]`` noise this backend's kernels draw for ``(seed, offset)``."""
         raise NotImplementedError(f"backend {self.name!r} draws no in-kernel noise")
 

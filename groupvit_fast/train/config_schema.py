@@ -37,13 +37,16 @@ class DatasetMeta:
 def _nvlabs_datasets() -> dict[str, DatasetMeta]:
     return {
         "gcc3m": DatasetMeta("img_txt_pair", "local_data/gcc3m_shards", "gcc-train-{000000..00436}.tar", 2891445),
-        "gcc12m": DatasetMeta("img_txt_pair", "local_data/gcc12m_shards", "gcc-conceptual-12m-{000000..001943}.tar",
-                              11156203),
+        "gcc12m": DatasetMeta(
+            "img_txt_pair", "local_data/gcc12m_shards", "gcc-conceptual-12m-{000000..001943}.tar", 11156203
+        ),
         "yfcc14m": DatasetMeta("img_txt_pair", "local_data/yfcc14m_shards", "yfcc14m-{000000..001888}.tar", 14615499),
-        "redcap12m": DatasetMeta("img_txt_pair", "local_data/redcap12m_shards", "redcap12m-{000000..001211}.tar",
-                                 11866987),
-        "imagenet": DatasetMeta("img_cls_pair", "local_data/imagenet_shards", "imagenet-val-{000000..000049}.tar",
-                                50000),
+        "redcap12m": DatasetMeta(
+            "img_txt_pair", "local_data/redcap12m_shards", "redcap12m-{000000..001211}.tar", 11866987
+        ),
+        "imagenet": DatasetMeta(
+            "img_cls_pair", "local_data/imagenet_shards", "imagenet-val-{000000..000049}.tar", 50000
+        ),
     }
 
 

@@ -14,12 +14,24 @@ from groupvit_fast.common.precision import autocast_context, autocast_dtype
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.mark.parametrize("choice, device, expected", [
-    (None, CPU, None), (False, CPU, None), ("fp32", CPU, None), ("none", CPU, None), (torch.float32, CPU, None),
-    ("bf16", CPU, torch.bfloat16), ("BFloat16", CPU, torch.bfloat16), (torch.bfloat16, CPU, torch.bfloat16),
-    ("fp16", CPU, torch.float16), ("float16", CUDA, torch.float16), (torch.float16, CUDA, torch.float16),
-    ("auto", CPU, None), ("auto", CUDA, torch.bfloat16),
-])
+@pytest.mark.parametrize(
+    "choice, device, expected",
+    [
+        (None, CPU, None),
+        (False, CPU, None),
+        ("fp32", CPU, None),
+        ("none", CPU, None),
+        (torch.float32, CPU, None),
+        ("bf16", CPU, torch.bfloat16),
+        ("BFloat16", CPU, torch.bfloat16),
+        (torch.bfloat16, CPU, torch.bfloat16),
+        ("fp16", CPU, torch.float16),
+        ("float16", CUDA, torch.float16),
+        (torch.float16, CUDA, torch.float16),
+        ("auto", CPU, None),
+        ("auto", CUDA, torch.bfloat16),
+    ],
+)
 def test_autocast_names(choice, device, expected):
     assert autocast_dtype(choice, device) == expected
 

@@ -16,8 +16,9 @@ import pytest
 from groupvit_fast.kernels.triton_compat import interpreter_index_fix, needs_interpreter_index_fix
 
 
-@pytest.mark.parametrize("version, needed", [("3.6.0", True), ("3.6.1", True), ("3.7.0", False), ("3.8.0", False),
-                                             ("4.0.0", False)])
+@pytest.mark.parametrize(
+    "version, needed", [("3.6.0", True), ("3.6.1", True), ("3.7.0", False), ("3.8.0", False), ("4.0.0", False)]
+)
 def test_the_index_fix_is_for_triton_3_6_only(version, needed):
     assert needs_interpreter_index_fix(version) is needed
 
@@ -57,12 +58,19 @@ def test_what_the_fix_works_around():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="not available: triton is not installed")
 def test_the_interpreter_gets_exactly_the_fixes_its_release_needs():
     # a fresh process: TRITON_INTERPRET must be set before triton is imported
-    code = ("import json, triton; from groupvit_fast.kernels import assign_attention as a; "
-            "from triton.runtime import interpreter as i; "
-            "print(json.dumps([triton.__version__, a.INTERPRET, list(a.INTERPRETER_FIXES), "
-            "getattr(i._patch_lang_tensor, '_groupvit_fast_index_fix', False)]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TRITON_INTERPRET": "1"})
+    code = (
+        "import json, triton; from groupvit_fast.kernels import assign_attention as a; "
+        "from triton.runtime import interpreter as i; "
+        "print(json.dumps([triton.__version__, a.INTERPRET, list(a.INTERPRETER_FIXES), "
+        "getattr(i._patch_lang_tensor, '_groupvit_fast_index_fix', False)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     version, interpreting, fixes, wrapped = json.loads(out.stdout.strip().splitlines()[-1])
     needed = needs_interpreter_index_fix(version)

@@ -11,14 +11,17 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None,
-                                reason="not available: open_clip_torch is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("open_clip") is None, reason="not available: open_clip_torch is not installed"
+)
 
 
 def test_the_tokenizer_module_loads_by_path_without_the_package():
     # a fresh process: whether open_clip's __init__ ran is a property of the whole process
-    code = ("import json, sys; from groupvit_fast.tokenizer import _load_open_clip_tokenizer_module as load; "
-            "m = load(); print(json.dumps([m.__name__, 'open_clip' in sys.modules, hasattr(m, 'SimpleTokenizer')]))")
+    code = (
+        "import json, sys; from groupvit_fast.tokenizer import _load_open_clip_tokenizer_module as load; "
+        "m = load(); print(json.dumps([m.__name__, 'open_clip' in sys.modules, hasattr(m, 'SimpleTokenizer')]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     name, package_imported, has_tokenizer = json.loads(out.stdout.strip().splitlines()[-1])
