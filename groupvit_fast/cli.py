@@ -192,7 +192,7 @@ def _cmd_convert(args) -> int:
         raise CliError(str(err)) from None
     hf = args.to == "hf"
     added = [] if hf or ckpt.source_format != "hf" else complete_from_hf(ckpt.state_dict, config)
-    from .segmentation.io import atomic_write
+    from .common.files import atomic_write
 
     def write(tmp: str) -> None:
         if ext == ".safetensors":

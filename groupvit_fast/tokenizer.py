@@ -38,10 +38,13 @@ _tokenizer = None
 def _load_open_clip_tokenizer_module():
     """``open_clip.tokenizer`` without running ``open_clip/__init__.py``.
 
-    The package's ``__init__`` imports torchvision, timm and every model (about 7 s on a small
-    CPU); the tokenizer module itself needs only ftfy, regex, numpy and torch. So we load that
-    one file by path from the installed package and fall back to the normal import if the
-    layout ever changes.
+    Why not the public API (``open_clip.tokenizer.SimpleTokenizer`` or ``open_clip.get_tokenizer``):
+    any import of the package runs its ``__init__``, which imports torchvision, timm and every model
+    (about 7 s on a small CPU, for every ``groupvit-fast segment`` call), while the tokenizer module
+    itself needs only ftfy, regex, numpy and torch. So we load that one file by path from the
+    installed package (open_clip_torch 2.x and 3.x: ``open_clip/tokenizer.py``, standard-library and
+    third-party imports only) and fall back to the normal, slow import if the layout ever changes;
+    tests/models/test_tokenizer_loading.py fails on a release where the fast path no longer applies.
     """
     spec = importlib.util.find_spec("open_clip")  # a top-level find_spec imports nothing
     if spec is None or not spec.submodule_search_locations:

@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from groupvit_fast.kernels.triton_compat import install_interpreter_fixes
+
 __all__ = ["INTERPRET", "MAX_GROUPS", "assign_attention_backward", "assign_attention_forward", "gumbel_noise"]
 
 
@@ -53,21 +55,9 @@ def _interpreting() -> bool:
 #: then they run on CPU tensors, with one fixed config and no autotuning.
 INTERPRET: bool = _interpreting()
 
-# Triton 3.6's interpreter turns a runtime scalar into a Python int (as `range` needs for the loops over
-# the head dim, `for d0 in range(0, D, BLOCK_D)`) with int() of its 1-element 1-D numpy array, which
-# numpy >= 2.4 refuses ("only 0-dimensional arrays can be converted"); triton >= 3.7 squeezes the
-# array first. tl.range or a host-computed chunk count hit the same conversion, so the interpreter gets
-# triton 3.7's conversion back-ported here instead: the compiled (GPU) kernels are untouched.
-if INTERPRET and triton.__version__.startswith("3.6."):
-    from triton.runtime import interpreter as _interpreter
-
-    _patch_lang_tensor_36 = _interpreter._patch_lang_tensor
-
-    def _patch_lang_tensor(tensor, scope):
-        _patch_lang_tensor_36(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-    _interpreter._patch_lang_tensor = _patch_lang_tensor
+# Fixes for Triton releases whose interpreter mis-runs these kernels (triton 3.6 with numpy >= 2.4): see
+# triton_compat, which says which releases need each and when it can go.
+INTERPRETER_FIXES: tuple[str, ...] = install_interpreter_fixes(INTERPRET)
 
 #: Largest G: the [G_PAD, BLOCK_N] logits tile of all groups must stay on chip.
 MAX_GROUPS = 256

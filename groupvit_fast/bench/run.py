@@ -96,7 +96,8 @@ def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_
         r["speedup_vs_fp32"] = fp32["median_ms"] / r["median_ms"] if fp32 else None
 
 
-def run_tier(tier: Tier, *, pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
+def run_tier(tier: Tier, *,  # noqa: C901  (filters, budget and per-case errors of one measuring loop)
+             pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
              only: tuple[str, ...] | None = None, max_minutes: float | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Measure every (case, implementation) of ``tier`` (of the families ``only``, default all);

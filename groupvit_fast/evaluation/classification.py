@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..segmentation.io import atomic_write
+from ..common.files import atomic_write
+from ..common.precision import autocast_context, autocast_dtype
 from ..segmentation.text import class_text_embeddings
 from .data_files import read_names
 from .distributed import all_gather_errors, all_reduce_sum, compute_once_and_broadcast, rank_and_world, rank_slice
@@ -126,7 +127,7 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
     ``.tar``, a glob or ``name-{000000..000049}.tar``). ``class_names``: one per class folder /
     ``cls`` index (default: the 1000 ImageNet names). ``options``: ``cache_dir`` and
     ``checkpoint`` (cache the classifier on disk per checkpoint file, class list and templates),
-    ``max_images``, ``autocast`` (None | 'bf16').
+    ``max_images``, ``autocast`` (None | 'bf16' | 'fp16', as ``evaluate_segmentation``).
 
     Returns ``{'top1', 'top5', 'mean_per_class_top1'}`` (percent), ``'per_class'``
     ``{name: {'top1', 'top5', 'images'}}``, ``'num_images'``, ``'settings'``, ``'seconds'``,
@@ -174,8 +175,7 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
                                              collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None)
         # rows: images of the class, top-1 hits, top-5 hits
         counts = torch.zeros(3, k, dtype=torch.int64)
-        ac = (torch.autocast(device.type, dtype=torch.bfloat16) if opts["autocast"] in ("bf16", torch.bfloat16)
-              else _null())
+        ac = autocast_context(device.type, autocast_dtype(opts["autocast"], device, fp16_needs_cuda=True))
         error, start = None, time.perf_counter()
         bar = _progress(len(records), progress and rank == 0)
         with torch.no_grad(), bar:
@@ -240,12 +240,6 @@ def _class_names(data: str, folders: list[str] | None,
             raise ValueError(f"{data}: class folder {stray!r} is no ImageNet WordNet id and no class names were "
                              f"given ({len(folders)} folders): pass class_names (--class-names FILE)")
     return imagenet_classes(), "imagenet"
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _progress(total: int, enabled: bool):

@@ -17,19 +17,17 @@ __all__ = ["add_eval_parser", "add_prepare_parser"]
 
 
 def _init_distributed(args) -> tuple[int, int]:
-    import torch
-    import torch.distributed as dist
+    """``(rank, world)``; under torchrun, joins the process group and sets ``args.device`` to this rank's."""
+    from ..common.distributed import join_process_group, launched_world_size, rank_and_world
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or dist.is_initialized():
-        return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and (args.device is None or args.device.startswith("cuda"))
-    if use_cuda:
-        torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    if launched_world_size() <= 1:
+        return rank_and_world()
+    try:
+        info = join_process_group(args.device)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    args.device = str(info.device)
+    return info.rank, info.world
 
 
 def _check_out(out: str) -> None:
@@ -39,9 +37,8 @@ def _check_out(out: str) -> None:
 
 def _run(args, evaluate) -> int:
     """Shared driver: distributed set-up, model, evaluation, report on rank 0."""
-    import torch.distributed as dist
-
     from ..cli_support import build_model_from_args as _build_model
+    from ..common.distributed import launched_world_size, leave_process_group
     from .report import markdown_table, write_report
 
     _check_out(args.out)
@@ -59,8 +56,8 @@ def _run(args, evaluate) -> int:
             print(markdown_table(result).splitlines()[0].lstrip("# "))
             print(f"wrote {', '.join(paths[:2])}" + (f" and {len(paths) - 2} overlay(s)" if len(paths) > 2 else ""))
     finally:
-        if dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            dist.destroy_process_group()
+        if launched_world_size() > 1:
+            leave_process_group()
     return 0
 
 

@@ -12,14 +12,9 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from ..common.distributed import rank_and_world
+
 __all__ = ["rank_and_world", "rank_slice", "all_reduce_sum", "compute_once_and_broadcast", "all_gather_errors"]
-
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def rank_slice(num_items: int, rank: int, world: int) -> list[int]:

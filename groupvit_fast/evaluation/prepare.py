@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from ..segmentation.io import atomic_write
+from ..common.files import atomic_write
 
 __all__ = ["CONTEXT_CATEGORY_IDS", "COCO_THING_IDS", "decode_rle", "context_label_map", "convert_context",
            "coco_object_labels", "convert_coco_object"]

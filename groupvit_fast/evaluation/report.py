@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..segmentation.io import atomic_write, save_json, save_overlay_png
+from ..common.files import atomic_write
+from ..segmentation.io import save_json, save_overlay_png
 
 __all__ = ["markdown_table", "write_report"]
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.precision import autocast_dtype as parse_autocast
 from ..segmentation.classes import ClassSet
 from ..segmentation.inference import GroupViTSegmenter, check_assignment
 from ..segmentation.metrics import ConfusionMatrix
@@ -56,18 +57,6 @@ def _collate(batch: list[dict]) -> list[dict]:
 
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode and resize; the main process keeps the cores for the model
-
-
-def _autocast_dtype(autocast, device: torch.device) -> torch.dtype | None:
-    if autocast in (None, False, "none", "fp32"):
-        return None
-    if autocast in ("bf16", "bfloat16", torch.bfloat16):
-        return torch.bfloat16
-    if autocast in ("fp16", "float16", torch.float16):
-        if device.type != "cuda":
-            raise ValueError("autocast='fp16' needs a CUDA device")
-        return torch.float16
-    raise ValueError(f"autocast must be None, 'bf16' or 'fp16', got {autocast!r}")
 
 
 def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_thresh: float | None = None,
@@ -111,7 +100,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     check_sizes(samples)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device)
-    autocast_dtype = _autocast_dtype(opts["autocast"], device)
+    autocast_dtype = parse_autocast(opts["autocast"], device, fp16_needs_cuda=True)
     class_set = ClassSet(preset.class_names, thresh if thresh is not None else 0.95)
 
     rank, world = rank_and_world()

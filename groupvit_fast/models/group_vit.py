@@ -109,6 +109,7 @@ class GroupingLayer(nn.Module):
         self.depth = depth
         self.use_checkpoint = use_checkpoint
         self.num_group_token = num_group_token
+        self.group_token: nn.Parameter | None
         if num_group_token > 0:
             self.group_token = nn.Parameter(torch.zeros(1, num_group_token, dim))
             if not zero_init_group_token:
@@ -116,7 +117,7 @@ class GroupingLayer(nn.Module):
         else:
             self.group_token = None
         if not isinstance(drop_path, (list, tuple)):
-            drop_path = [drop_path] * depth
+            drop_path = [float(drop_path)] * depth  # type: ignore[arg-type]  # a float here
         self.blocks = nn.ModuleList([
             AttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                       drop=drop, attn_drop=attn_drop, drop_path=drop_path[i], norm_layer=norm_layer,
@@ -144,7 +145,7 @@ class GroupingLayer(nn.Module):
     def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None = None, return_attn: bool = False,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, AttnMaps | None]:
         """``x [B, L, C]`` -> (tokens after the stage, its group tokens or None, its attention maps or None)."""
-        if self.with_group_token:
+        if self.group_token is not None:  # with_group_token
             group_token = self.group_token.expand(x.size(0), -1, -1)
             if self.group_projector is not None:
                 group_token = group_token + self.group_projector(prev_group_token)
@@ -177,7 +178,8 @@ class GroupViT(nn.Module):
     with ``return_attn``; a tuple (or the bare tensor) unless ``as_dict``.
     """
 
-    def __init__(self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
+    def __init__(  # noqa: C901  (NVlabs' constructor: one check per argument, each refused by name)
+                 self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 0, embed_dim: int = 384, embed_factors: Sequence[int] = (1, 1, 1),
                  depths: Sequence[int] = (6, 3, 3), num_heads: Sequence[int] = (6, 6, 6),
                  num_group_tokens: Sequence[int] = (64, 8, 0), num_output_groups: Sequence[int] = (64, 8),
@@ -351,7 +353,7 @@ class GroupViT(nn.Module):
     def forward(self, x: torch.Tensor, *, return_feat: bool = False, return_attn: bool = False, as_dict: bool = False,
                 ) -> torch.Tensor | tuple[torch.Tensor | list[AttnMaps | None], ...] | dict[str, Any]:
         feat, _group_token, attn_dicts = self.forward_features(x, return_attn=return_attn)
-        outs = {"x": self.forward_image_head(feat)}
+        outs: dict[str, Any] = {"x": self.forward_image_head(feat)}
         if return_feat:
             outs["feat"] = feat
         if return_attn:

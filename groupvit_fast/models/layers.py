@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ __all__ = ["Mlp", "MixerMlp", "DropPath", "trunc_normal_", "to_2tuple"]
 T = TypeVar("T")
 
 
-def to_2tuple(x: T | Sequence[T]) -> tuple[T, ...]:
+def to_2tuple(x: T | Sequence[T]) -> tuple[Any, ...]:
     """``7 -> (7, 7)``; a tuple or list is returned as a tuple unchanged."""
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 

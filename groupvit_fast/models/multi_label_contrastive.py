@@ -32,16 +32,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.distributed import rank_and_world
 from .registry import build_model, register_model
 
 __all__ = ["MultiLabelContrastive", "ProjectMLP", "gather_with_grad", "dist_rank_and_world"]
 
 
-def dist_rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)``, ``(0, 1)`` outside ``torch.distributed``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+#: ``(rank, world_size)``, ``(0, 1)`` outside ``torch.distributed`` (the package's one definition).
+dist_rank_and_world = rank_and_world
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -78,7 +76,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     Backward sums the incoming gradients of all ranks into each rank's slice; ``x`` itself when
     not distributed.
     """
-    _, world = dist_rank_and_world()
+    _, world = rank_and_world()
     if world == 1:
         return x
     return _AllGatherWithGrad.apply(x.contiguous())
@@ -191,7 +189,7 @@ class MultiLabelContrastive(nn.Module):
         if image_x.shape != text_x.shape or image_x.dim() != 2:
             raise ValueError(f"image_x and text_x must both be [B, C], got {tuple(image_x.shape)} and "
                              f"{tuple(text_x.shape)}")
-        rank, _ = dist_rank_and_world()
+        rank, _ = rank_and_world()
         batch = image_x.shape[0]
         labels = torch.arange(batch, device=image_x.device) + batch * rank
         image_x = F.normalize(image_x, dim=-1)
@@ -210,7 +208,7 @@ class MultiLabelContrastive(nn.Module):
         if image_feat.dim() != 3 or text_feat.dim() != 3 or image_feat.shape[0] != text_feat.shape[0]:
             raise ValueError(f"image_feat [B, L1, C] and text_feat [B, L2, C] expected, got "
                              f"{tuple(image_feat.shape)} and {tuple(text_feat.shape)}")
-        rank, world = dist_rank_and_world()
+        rank, world = rank_and_world()
         batch, img_len, _ = image_feat.shape
         text_len = text_feat.shape[1]
         image_x = F.normalize(image_feat, dim=-1).flatten(0, 1)  # [(B L1), C]

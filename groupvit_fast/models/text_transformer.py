@@ -16,6 +16,7 @@ Batch-first layout throughout (NVlabs permutes to ``[L, B, W]`` for ``nn.Multihe
 
 from __future__ import annotations
 
+import typing
 from collections import OrderedDict
 
 import torch
@@ -109,11 +110,11 @@ class Transformer(nn.Module):
         proj_std = (width**-0.5) * ((2 * layers) ** -0.5)
         attn_std = width**-0.5
         fc_std = (2 * width) ** -0.5
-        for block in self.resblocks:
+        for block in typing.cast(list[ResidualAttentionBlock], list(self.resblocks)):
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
-            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)  # type: ignore[union-attr,arg-type]  # nn.Sequential
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)  # type: ignore[union-attr,arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:

@@ -122,6 +122,15 @@ _assign_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backend) -> None:
+    """Every argument of ``assign_attention``, in this order: the first wrong one raises, by name."""
+    _check_tensors(q, k, v)
+    _check_shapes(q, k, v)
+    _check_scalars(q.shape[2], num_heads, tau, eps, sum_assign, backend)
+    if noise is not None:
+        _check_noise(noise, gumbel, q, k, num_heads)
+
+
+def _check_tensors(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -133,6 +142,9 @@ def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backe
         raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+
+
+def _check_shapes(q, k, v) -> None:
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     if q.shape[0] != k.shape[0]:
@@ -145,10 +157,13 @@ def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backe
         raise ValueError("k must hold at least one token (N >= 1), got N = 0")
     if q.shape[2] == 0:
         raise ValueError("q, k, v must have at least one channel (C >= 1), got C = 0")
+
+
+def _check_scalars(channels, num_heads, tau, eps, sum_assign, backend) -> None:
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
-    if q.shape[2] % num_heads:
-        raise ValueError(f"num_heads={num_heads} must divide the channel count C={q.shape[2]}")
+    if channels % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the channel count C={channels}")
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps)):
@@ -157,18 +172,20 @@ def _check_inputs(q, k, v, num_heads, tau, eps, sum_assign, gumbel, noise, backe
         raise ValueError(f"eps must be >= 0 when sum_assign=False (it keeps r + eps > 0), got {eps!r}")
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-    if noise is not None:
-        if not gumbel:
-            raise ValueError("noise is only used with gumbel=True; pass gumbel=True or drop noise")
-        if not isinstance(noise, Tensor):
-            raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
-        expected = (q.shape[0], num_heads, q.shape[1], k.shape[1])
-        if tuple(noise.shape) != expected:
-            raise ValueError(f"noise must have shape [B, h, G, N] = {list(expected)}, got {list(noise.shape)}")
-        if not noise.is_floating_point():
-            raise TypeError(f"noise must be a floating tensor, got {noise.dtype}")
-        if noise.device != q.device:
-            raise ValueError(f"noise must be on q's device {q.device}, got {noise.device}")
+
+
+def _check_noise(noise, gumbel, q, k, num_heads) -> None:
+    if not gumbel:
+        raise ValueError("noise is only used with gumbel=True; pass gumbel=True or drop noise")
+    if not isinstance(noise, Tensor):
+        raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
+    expected = (q.shape[0], num_heads, q.shape[1], k.shape[1])
+    if tuple(noise.shape) != expected:
+        raise ValueError(f"noise must have shape [B, h, G, N] = {list(expected)}, got {list(noise.shape)}")
+    if not noise.is_floating_point():
+        raise TypeError(f"noise must be a floating tensor, got {noise.dtype}")
+    if noise.device != q.device:
+        raise ValueError(f"noise must be on q's device {q.device}, got {noise.device}")
 
 
 def _check_seed(seed) -> None:
@@ -261,5 +278,5 @@ def gumbel_noise(shape: Sequence[int], *, seed: int, offset: int = 0, backend: s
     if seed is None:
         raise TypeError("seed must be an int, got None")
     _check_seed(seed)
-    return get_backend(backend).gumbel_noise(tuple(int(s) for s in shape), int(seed) % _SEED_BOUND, int(offset),
-                                             device)
+    b, h, g, n = (int(s) for s in shape)
+    return get_backend(backend).gumbel_noise((b, h, g, n), int(seed) % _SEED_BOUND, int(offset), device)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._availability import USABLE, Availability
+from .backend import Backend
 from .dispatch import Dispatcher
 
 __all__ = ["multi_head_attention", "attention_backend_usage", "select_attention_backend", "attention_backend_table",
@@ -43,26 +44,11 @@ class AttentionInputs:
     dropout: bool
 
 
-class AttentionBackend:
-    """One way to compute attention. Subclasses set ``name`` and implement ``attention``."""
+class AttentionBackend(Backend[AttentionInputs]):
+    """One way to compute attention. Subclasses set ``name`` and implement ``attention``; what they
+    declare (devices, dtypes, availability, ``not_supported_reasons``) is ``Backend``'s."""
 
-    name: str = "?"
-    devices: tuple[str, ...] = ()  # empty: any device
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-    def availability(self) -> Availability:
-        return USABLE
-
-    def not_supported_reasons(self, inputs: AttentionInputs) -> list[str]:
-        reasons = []
-        status = self.availability()
-        if not status.usable:
-            reasons.append(status.reason)
-        if self.devices and inputs.device_type not in self.devices:
-            reasons.append(f"device type {inputs.device_type!r} not in {self.devices}")
-        if inputs.dtype not in self.dtypes:
-            reasons.append(f"dtype {inputs.dtype} not in {self.dtypes}")
-        return reasons
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask: Tensor | None, causal: bool,
                   dropout_p: float) -> Tensor:

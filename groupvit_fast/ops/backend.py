@@ -1,4 +1,5 @@
-"""What every assignment-attention backend declares and implements (xformers-style).
+"""What every backend declares (``Backend``, shared by ``assign_attention`` and ``multi_head_attention``),
+and what every assignment-attention backend implements (xformers-style).
 
 A backend says which inputs it can take (``not_supported_reasons``), whether it is built and
 usable on this machine at all (``availability``: usable, absent, or broken), and implements the three entry points of
@@ -10,14 +11,24 @@ forward and the backward saw the same noise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import torch
 
 from .._availability import USABLE, Availability
 
-__all__ = ["AssignParams", "AssignInputs", "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
+__all__ = ["Backend", "ForwardOutputs", "BackwardOutputs", "NoiseShape", "AssignParams", "AssignInputs",
+           "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
            "backward_outputs_like"]
+
+
+Tensor = torch.Tensor
+#: ``(out [B,G,C], r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``: what a backend's forward returns.
+ForwardOutputs = tuple[Tensor, Tensor, Tensor, Tensor]
+#: ``(dq, dk, dv)``: what a backend's backward returns.
+BackwardOutputs = tuple[Tensor, Tensor, Tensor]
+#: ``(B, h, G, N)``: the shape of the Gumbel noise.
+NoiseShape = tuple[int, int, int, int]
 
 
 class AssignParams(NamedTuple):
@@ -47,11 +58,28 @@ class AssignInputs:
     has_noise: bool
 
 
-class AssignBackend:
-    """Base class. Subclasses set ``name`` and override the methods they support."""
+class _StaticFacts(Protocol):
+    """What every op's ``inputs`` dataclass holds at least (``AssignInputs``, ``AttentionInputs``)."""
+
+    @property
+    def device_type(self) -> str: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+InputsT = TypeVar("InputsT", bound=_StaticFacts)
+
+
+class Backend(Generic[InputsT]):
+    """One way to run one op: what it declares, for the op's ``Dispatcher`` (``dispatch.py``).
+
+    Subclasses set ``name``, ``devices`` and ``dtypes``, override ``availability`` when they need
+    something this machine may lack, and extend ``not_supported_reasons`` with their own limits.
+    """
 
     name: str = "?"
-    #: device types this backend can run on
+    #: device types this backend can run on (empty: any)
     devices: tuple[str, ...] = ()
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -61,19 +89,24 @@ class AssignBackend:
 
     def unavailable_reason(self) -> str | None:
         """``None`` when built and usable on this machine, else why not."""
-        return self.availability().reason if not self.availability().usable else None
+        status = self.availability()
+        return None if status.usable else status.reason
 
-    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
+    def not_supported_reasons(self, inputs: InputsT) -> list[str]:
         """Every reason this backend cannot run ``inputs`` (empty list: it can)."""
         reasons = []
-        unavailable = self.unavailable_reason()
-        if unavailable is not None:
-            reasons.append(unavailable)
-        if inputs.device_type not in self.devices:
+        status = self.availability()
+        if not status.usable:
+            reasons.append(str(status.reason))
+        if self.devices and inputs.device_type not in self.devices:
             reasons.append(f"device type {inputs.device_type!r} not in {self.devices}")
         if inputs.dtype not in self.dtypes:
             reasons.append(f"dtype {inputs.dtype} not in {self.dtypes}")
         return reasons
+
+
+class AssignBackend(Backend[AssignInputs]):
+    """An ``assign_attention`` backend. Subclasses set ``name`` and override the methods they support."""
 
     #: True for a backend that is plain PyTorch under autograd: the public function then calls
     #: ``eager`` instead of the custom op (one path for every backend, chosen by this property).
@@ -85,20 +118,19 @@ class AssignBackend:
         ``seed`` is the ``[seed, offset]`` tensor when the caller gave a seed, else None."""
         raise NotImplementedError(f"backend {self.name!r} has no eager path")
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, noise: torch.Tensor | None, seed: int,
-                offset: int, params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
+                params: AssignParams) -> ForwardOutputs:
         """Returns ``(out [B,G,C] in q's dtype, r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``;
         ``hard``/``soft`` are empty tensors unless ``params.return_attn``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
     def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                  r: torch.Tensor, noise: torch.Tensor | None, seed: int, offset: int,
-                 params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 params: AssignParams) -> BackwardOutputs:
         """Returns ``(dq, dk, dv)`` in the input dtype, recomputing logits, noise and assignment."""
         raise NotImplementedError(f"backend {self.name!r} has no backward")
 
-    def gumbel_noise(self, shape: tuple[int, int, int, int], seed: int, offset: int,
-                     device: torch.device) -> torch.Tensor:
+    def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
         """The float32 ``[B, H, G, N]`` noise this backend's kernels draw for ``(seed, offset)``."""
         raise NotImplementedError(f"backend {self.name!r} draws no in-kernel noise")
 

@@ -121,7 +121,7 @@ class Dispatcher:
 
 ENV_VAR = "GROUPVIT_FAST_BACKEND"
 
-#: Best first, per device type. Triton leads on CUDA tensors (autotuned, visible to torch.compile);
+#: Best first, per device type. Triton leads on CUDA tensors (autotuned; behind the opaque custom op, as the others);
 #: the compiled CUDA C++ kernels are next; the reference always works.
 PRIORITY: dict[str, tuple[str, ...]] = {
     "cuda": ("triton", "cuda", "reference"),

@@ -31,19 +31,22 @@ bilinearly to the original size, argmax.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    import numpy as np
-    from PIL.Image import Image as PILImage
-
+from ..common.precision import autocast_context
 from .classes import ClassSet, resolve_classes
+from .preprocess import (
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    _as_chw_tensor,
+    preprocess_image,
+    rescale_size,
+    sliding_windows,
+)
 from .text import TextEmbeddingCache
 
 __all__ = [
@@ -51,11 +54,6 @@ __all__ = [
     "crop_class_scores", "sliding_windows", "rescale_size",
     "preprocess_image", "GroupViTSegmenter", "IMAGENET_MEAN_255", "IMAGENET_STD_255",
 ]
-
-#: mmseg's ``img_norm_cfg`` for GroupViT (RGB, 0..255 scale)
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
-
 
 # ---- batched per-crop math -------------------------------------------------------------------
 
@@ -144,65 +142,6 @@ def crop_class_scores(maps: torch.Tensor, grid_hw: tuple[int, int], crop_hw: tup
     return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
 
 
-# ---- whole-image protocol --------------------------------------------------------------------
-
-
-def rescale_size(h: int, w: int, short_side: int = 448, max_long_side: int = 2048) -> tuple[int, int]:
-    """mmcv's ``rescale_size`` for ``img_scale=(max_long_side, short_side)`` with ``keep_ratio``."""
-    scale = min(max_long_side / max(h, w), short_side / min(h, w))
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
-
-
-def sliding_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> list[tuple[int, int, int, int]]:
-    """``(y1, y2, x1, x2)`` of mmseg's ``slide_inference`` windows over an ``h x w`` image."""
-    h_grids = max(h - crop + stride - 1, 0) // stride + 1
-    w_grids = max(w - crop + stride - 1, 0) // stride + 1
-    windows = []
-    for i in range(h_grids):
-        for j in range(w_grids):
-            y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
-            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    return windows
-
-
-def preprocess_image(image: PILImage | np.ndarray | torch.Tensor, short_side: int = 448,
-                     max_long_side: int = 2048) -> torch.Tensor:
-    """RGB image (PIL image, ``uint8 [H, W, 3]`` array, or ``uint8``/float ``[3, H, W]`` tensor in 0..255)
-    -> normalised float ``[3, h, w]`` at the test scale.
-
-    Bilinear resize (half-pixel centres, no antialias) rounded to 8 bits, as mmcv's cv2 resize of
-    the uint8 image, then ``(x - mean) / std``.
-    """
-    t = _as_chw_tensor(image).float()
-    h, w = t.shape[-2:]
-    nh, nw = rescale_size(h, w, short_side, max_long_side)
-    if (nh, nw) != (h, w):
-        t = F.interpolate(t[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        t = t.round().clamp_(0, 255)
-    mean = torch.tensor(IMAGENET_MEAN_255, dtype=t.dtype, device=t.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD_255, dtype=t.dtype, device=t.device)[:, None, None]
-    return (t - mean) / std
-
-
-def _as_chw_tensor(image) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):
-        t = image
-        if t.dim() == 3 and t.shape[0] != 3 and t.shape[-1] == 3:
-            t = t.permute(2, 0, 1)
-    else:
-        try:
-            import numpy as np
-        except ImportError as err:  # pragma: no cover - numpy ships with torch wheels
-            raise TypeError("image must be a tensor") from err
-        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-        if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"image must be RGB [H, W, 3], got shape {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-    if t.dim() != 3 or t.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W] or [H, W, 3] RGB, got shape {tuple(t.shape)}")
-    return t
-
-
 class GroupViTSegmenter:
     """Zero-shot segmentation of images into ``classes`` with a ``MultiLabelContrastive`` model.
 
@@ -273,9 +212,7 @@ class GroupViTSegmenter:
         model = self.model
         # images are decoded as fp32; a model converted with .half() / .to(torch.bfloat16) gets its own dtype
         crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
-        ctx = (torch.autocast(crops.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
-        with ctx:
+        with autocast_context(crops.device.type, self.autocast_dtype):
             outs = model.img_encoder(crops, return_attn=True, return_feat=True, as_dict=True)
             image_x = model.img_projector(outs["x"])
             image_feat = model.img_projector(outs["feat"])

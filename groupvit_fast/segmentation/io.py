@@ -1,20 +1,20 @@
 """Image and result files: reading RGB images and label masks, writing label / overlay PNGs and JSON.
 
-Every writer goes through a temporary file in the same folder and ``os.replace``: a file that
-exists is either the old one or the complete new one, never a half-written one.
+Every writer goes through ``atomic_write`` (``groupvit_fast.common.files``, re-exported here): a file
+that exists is either the old one or the complete new one, never a half-written one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..common.files import atomic_write
 from .classes import BACKGROUND, pascal_palette
 
 __all__ = [
@@ -68,28 +68,6 @@ def label_palette(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
     offset = 0 if class_names and class_names[0] == BACKGROUND else 1
     n = len(class_names)
     return [colors[(i + offset) % 256] for i in range(n)]
-
-
-def _file_mode() -> int:
-    """What ``open(path, 'w')`` would give a new file: 0o666 less the umask (mkstemp uses 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: readers see the old file or the whole new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) -> None:

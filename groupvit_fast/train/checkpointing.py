@@ -24,6 +24,8 @@ import re
 import numpy as np
 import torch
 
+from ..common.files import atomic_write
+
 __all__ = ["atomic_save", "find_latest", "load_training_checkpoint", "rng_state", "set_rng_state",
            "prune_epoch_files", "LATEST", "epoch_file"]
 
@@ -36,19 +38,9 @@ def epoch_file(folder: str, epoch: int) -> str:
 
 
 def atomic_save(obj: dict, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace`` (all or nothing)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save(obj, path)`` through ``atomic_write`` (all or nothing, flushed to the disk)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), durable=True)
 
 
 def prune_epoch_files(folder: str, max_kept: int) -> list[str]:

@@ -1,33 +1,36 @@
 """Training configs: OmegaConf YAML with ``_base_`` inheritance and ``--opts key=value`` overrides.
 
 The format is NVlabs GroupViT's (``configs/default.yml`` and the recipes inheriting from it), so
-the original files load as they are. ``configs/default.yml`` in this package lists every key a
-config may set: a key it does not have, or a value of another type, is refused with a one-line
-``ValueError`` naming the key and where it came from, before anything is built. Two sections
-are free-form: ``model`` (checked by ``build_model``) and ``data.dataset.meta`` (each entry is
-checked by ``check_dataset_meta``).
+the original files load as they are. Every key, its type and its default live in one place, the
+structured config ``config_schema.TrainingConfig``; the files and ``--opts`` are merged onto it, so a
+key it does not have, or a value that does not convert to the key's type, is refused with a one-line
+``ValueError`` naming the key and where it came from, before anything is built. Two sections are
+free-form: ``model`` (checked by ``build_model``) and the names under ``data.dataset.meta``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .config_schema import DATASET_TYPES, TrainingConfig
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from omegaconf import DictConfig
 
-__all__ = ["CONFIG_DIR", "RECIPES", "load_config", "resolve_config_path", "run_name", "validate_keys"]
+__all__ = ["CONFIG_DIR", "RECIPES", "load_config", "resolve_config_path", "run_name"]
 
 #: The shipped recipes (package data).
 CONFIG_DIR = os.fspath(resources.files("groupvit_fast.train") / "configs")
 RECIPES = ("default", "tiny", "group_vit_gcc_yfcc_30e", "group_vit_gcc_redcap_30e")
 
-# Sections whose keys are not fixed by default.yml.
-_FREE_FORM = ("model", "data.dataset.meta")
-_DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic")
+#: Keys ``load_config`` itself fills in after checking: still missing while the files are checked.
+_FILLED_IN = ("output", "local_rank")
 
 
 def resolve_config_path(name: str) -> str:
@@ -69,66 +72,47 @@ def _load_with_bases(path: str, seen: tuple[str, ...] = ()):
     return OmegaConf.merge(merged, cfg)
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, Sequence):
-        return "list"
-    return "null" if value is None else type(value).__name__
+def _one_line(err: Exception, where: str) -> ValueError:
+    """An OmegaConf error as one line naming the key and where its value came from."""
+    from omegaconf.errors import ConfigKeyError
+
+    key = getattr(err, "full_key", None)
+    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
+    if isinstance(err, ConfigKeyError) and key:
+        # OmegaConf's own hint names the field only; ours the dotted key, as --opts takes it
+        owner = getattr(err, "object_type", None)
+        fields = [f.name for f in dataclasses.fields(owner)] if dataclasses.is_dataclass(owner) else []
+        prefix, _, leaf = str(key).rpartition(".")
+        close = difflib.get_close_matches(leaf, fields, n=1)
+        hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+        return ValueError(f"unknown config key {key!r} in {where}{hint}")
+    if key:
+        return ValueError(f"config key {key!r} in {where}: {msg}")
+    return ValueError(f"{where}: {msg}")
 
 
-def _accepts(expected: Any, value: Any) -> bool:
-    want, got = _kind(expected), _kind(value)
-    for interpolated in (expected, value):
-        if isinstance(interpolated, str) and (interpolated == "???" or interpolated.startswith("${")):
-            return True  # mandatory or interpolated: checked again once resolved
-    if want == "null" or got == want:
-        return True
-    return want == "float" and got == "int"
+@contextlib.contextmanager
+def _naming_the_key(where: str) -> Iterator[None]:
+    """OmegaConf's errors inside the block, reworded by ``_one_line``."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except OmegaConfBaseException as err:
+        raise _one_line(err, where) from None
 
 
-def validate_keys(cfg: Mapping, schema: Mapping, where: str, prefix: str = "") -> None:
-    """Refuse keys of ``cfg`` (resolved, plain) that ``schema`` lacks and values of another type."""
-    for key, value in cfg.items():
-        dotted = f"{prefix}{key}"
-        if dotted in _FREE_FORM:
-            continue
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown config key {dotted!r} in {where}{hint}")
-        expected = schema[key]
-        if not _accepts(expected, value):
-            raise ValueError(f"config key {dotted!r} in {where} must be a {_kind(expected)}, got "
-                             f"{_kind(value)} {value!r}")
-        if isinstance(value, Mapping) and isinstance(expected, Mapping):
-            validate_keys(value, expected, where, dotted + ".")
+def _check_filled(cfg: DictConfig, path: str) -> None:
+    """Every mandatory key has a value, and each dataset's ``type`` is one the loader reads."""
+    from omegaconf import OmegaConf
 
-
-def check_dataset_meta(meta: Mapping, where: str) -> None:
-    """Each ``data.dataset.meta`` entry: ``type`` (one of ``_DATASET_TYPES``), ``path``, ``prefix``, ``length``."""
-    for name, entry in meta.items():
-        key = f"data.dataset.meta.{name}"
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"config key {key!r} in {where} must be a mapping (type, path, prefix, length)")
-        unknown = sorted(set(entry) - {"type", "path", "prefix", "length"})
-        if unknown:
-            raise ValueError(f"unknown config key '{key}.{unknown[0]}' in {where} (known: type, path, prefix, length)")
-        if entry.get("type") not in _DATASET_TYPES:
-            raise ValueError(f"config key '{key}.type' in {where} must be one of {_DATASET_TYPES}, got "
-                             f"{entry.get('type')!r}")
-        for field, kind in (("path", str), ("prefix", str), ("length", int)):
-            value = entry.get(field, "" if field == "prefix" else None)
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"config key '{key}.{field}' in {where} must be a {kind.__name__}, got {value!r}")
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k not in _FILLED_IN)
+    if missing:
+        raise ValueError(f"config key {missing[0]!r} in {path} has no value (it has no default)")
+    for name, entry in cfg.data.dataset.meta.items():
+        if entry.type not in DATASET_TYPES:
+            raise ValueError(f"config key 'data.dataset.meta.{name}.type' in {path} must be one of {DATASET_TYPES}, "
+                             f"got {entry.type!r}")
 
 
 def run_name(cfg: DictConfig, config_path: str, world_size: int) -> str:
@@ -144,15 +128,15 @@ def load_config(path: str, opts: Sequence[str] = (), *, output: str | None = Non
     ``path``: a YAML file or a shipped recipe name; ``opts``: ``key=value`` overrides (OmegaConf
     dot-list syntax, values parsed as YAML). ``output`` defaults to ``output/<run name>`` and gets
     ``/<tag>`` appended when a tag is given, as NVlabs does. Raises ``ValueError`` (one line, naming
-    the key and the file or ``--opts``) for an unknown key or a value of the wrong type.
+    the key and the file or ``--opts``) for an unknown key or a value of the wrong type. The result is
+    in struct mode: setting a key that ``TrainingConfig`` lacks raises too.
     """
     from omegaconf import OmegaConf
 
     path = resolve_config_path(path)
-    schema = OmegaConf.to_container(OmegaConf.load(os.path.join(CONFIG_DIR, "default.yml")), resolve=False)
-    cfg = _load_with_bases(path)
-    validate_keys(OmegaConf.to_container(cfg, resolve=False), schema, path)
-    cfg = OmegaConf.merge(_load_with_bases(os.path.join(CONFIG_DIR, "default.yml")), cfg)
+    schema = OmegaConf.structured(TrainingConfig)
+    with _naming_the_key(path):
+        cfg = OmegaConf.merge(schema, _load_with_bases(path))
     for opt in opts:
         if "=" not in opt or opt.startswith("="):
             raise ValueError(f"--opts expects key=value, got {opt!r}")
@@ -160,16 +144,15 @@ def load_config(path: str, opts: Sequence[str] = (), *, output: str | None = Non
             layer = OmegaConf.from_dotlist([opt])
         except Exception as err:  # noqa: BLE001
             raise ValueError(f"--opts {opt!r}: {str(err).splitlines()[0]}") from None
-        validate_keys(OmegaConf.to_container(layer, resolve=False), schema, f"--opts {opt}")
-        cfg = OmegaConf.merge(cfg, layer)
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    except Exception as err:  # noqa: BLE001  (a dangling ${...})
-        raise ValueError(f"{path}: cannot resolve the config ({str(err).splitlines()[0]})") from None
-    validate_keys(plain, schema, path)  # interpolated values, now resolved
-    check_dataset_meta(plain["data"]["dataset"]["meta"], path)
-    if "model" not in plain or not isinstance(plain["model"], Mapping) or "type" not in plain["model"]:
+        with _naming_the_key(f"--opts {opt}"):
+            cfg = OmegaConf.merge(cfg, layer)
+    # interpolated values, resolved and converted to their key's type (a dangling ${...} names its key)
+    with _naming_the_key(path):
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    _check_filled(cfg, path)
+    if "type" not in cfg.model:
         raise ValueError(f"{path}: no 'model' section with a 'type' (e.g. MultiLabelContrastive)")
+    OmegaConf.set_struct(cfg, True)  # a key the schema lacks is refused on assignment too
     name = run_name(cfg, path, world_size)
     cfg.model_name = name
     out = output or (cfg.output if not OmegaConf.is_missing(cfg, "output") else os.path.join("output", name))

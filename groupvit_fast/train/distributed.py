@@ -1,55 +1,22 @@
-"""torch.distributed setup from torchrun's environment, and the model wrappers (DDP, FSDP2).
+"""torch.distributed for training: the model wrappers (DDP, FSDP2) and the collectives the loop uses.
 
-A plain ``python -m groupvit_fast.train`` / ``groupvit-fast train`` is one process and needs no
-process group. Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` set,
-one or many nodes through its rendezvous) the group is NCCL on GPUs and gloo on CPUs; each
-process uses GPU ``LOCAL_RANK``.
+Joining torchrun's process group is ``groupvit_fast.common.distributed`` (shared with the evaluation
+CLI), re-exported here as ``init_distributed`` / ``cleanup`` / ``DistInfo``. A plain
+``python -m groupvit_fast.train`` / ``groupvit-fast train`` is one process and needs no process group.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import os
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..common.distributed import DistInfo, rank_and_world
+from ..common.distributed import join_process_group as init_distributed
+from ..common.distributed import leave_process_group as cleanup
+
 __all__ = ["DistInfo", "init_distributed", "wrap_model", "unwrap", "barrier", "all_reduce_mean", "cleanup",
            "fsdp_state_to_checkpoint", "checkpoint_state_to_fsdp"]
-
-
-@dataclasses.dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join torchrun's process group (if launched by it) and pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available")
-        dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                device_id=dev if dev.type == "cuda" else None)
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
 def _fsdp_units(model: nn.Module) -> list[nn.Module]:
@@ -135,19 +102,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if rank_and_world()[1] > 1:
         dist.barrier()
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """The mean over ranks of a tensor (itself in one process)."""
-    if dist.is_available() and dist.is_initialized():
+    world = rank_and_world()[1]
+    if world > 1:
         values = values.clone()
         dist.all_reduce(values)
-        values /= dist.get_world_size()
+        values /= world
     return values
-
-
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..common.precision import autocast_dtype
 from .checkpointing import (
     LATEST,
     atomic_save,
@@ -52,19 +53,10 @@ if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
 
 __all__ = ["train", "Trainer", "autocast_dtype_for"]
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
 def autocast_dtype_for(train_cfg: DictConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: ``None`` (fp32) with ``amp_opt_level: O0``; ``auto`` is bf16 on CUDA, fp32 elsewhere."""
-    choice = str(train_cfg.amp_dtype)
-    if choice not in (*_DTYPES, "auto"):
-        raise ValueError(f"train.amp_dtype must be auto, bf16, fp16 or fp32, got {choice!r}")
-    if str(train_cfg.amp_opt_level).upper() == "O0":
-        return None
-    if choice == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return _DTYPES[choice]
+    dtype = autocast_dtype(str(train_cfg.amp_dtype), device, key="train.amp_dtype")
+    return None if str(train_cfg.amp_opt_level).upper() == "O0" else dtype
 
 
 def _peak_memory_mb(device: torch.device) -> float:

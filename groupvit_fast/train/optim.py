@@ -9,15 +9,14 @@
   accumulation does not enlarge it (each micro-batch is its own contrastive batch, with its own
   negatives), so it does not count, where NVlabs also multiplied by the accumulation steps
   (docs/training.md, "Batch sizes and the learning rate").
-* Schedule, per optimiser step ``t`` (timm's ``CosineLRScheduler(t_initial=T, warmup_t=W,
-  t_in_epochs=False)`` as NVlabs uses it): ``warmup_lr + t * (base_lr - warmup_lr) / W`` for
+* Schedule, per optimiser step ``t``: timm's ``CosineLRScheduler(t_initial=T, warmup_t=W,
+  t_in_epochs=False)`` itself, as NVlabs builds it: ``warmup_lr + t * (base_lr - warmup_lr) / W`` for
   ``t < W``, then ``min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * t / T))``, and ``min_lr``
   from ``T`` on, with ``T = epochs * steps_per_epoch`` and ``W = warmup_epochs * steps_per_epoch``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -69,34 +68,41 @@ def build_optimizer(model: nn.Module, train_cfg: DictConfig, lr: float) -> torch
 
 
 class CosineWarmup:
-    """The per-step learning rate (module docstring); ``state_dict``/``load_state_dict`` hold the step."""
+    """timm's per-step cosine schedule (module docstring) that counts its own optimiser steps.
+
+    timm's ``step_update(t)`` wants the caller to track ``t``; this class holds it (``step()`` after each
+    optimiser step) and keeps the checkpoint's ``lr_scheduler`` entry the small dict it always was, so
+    checkpoints written before and after timm took over the arithmetic resume alike. timm is imported
+    here, not at the top: ``groupvit_fast.train`` imports without the ``train`` extra.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_lr: float, min_lr: float,
                  total_steps: int, warmup_steps: int):
+        from timm.scheduler import CosineLRScheduler
+
         if total_steps <= 0:
             raise ValueError(f"the schedule needs at least one step, got total_steps={total_steps}")
+        # timm reads the peak from ``initial_lr`` and only sets it where absent: the optimiser was built
+        # at ``warmup_lr``, so the peak is written here.
+        for group in optimizer.param_groups:
+            group["initial_lr"] = base_lr
+        self.timm = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=min_lr, warmup_t=warmup_steps,
+                                      warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False)
         self.optimizer = optimizer
         self.base_lr, self.warmup_lr, self.min_lr = base_lr, warmup_lr, min_lr
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.step_count = 0
-        self._apply()
+        self.timm.step_update(0)
 
     def lr_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.warmup_lr + step * (self.base_lr - self.warmup_lr) / self.warmup_steps
-        if step >= self.total_steps:
-            return self.min_lr
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * step / self.total_steps))
-
-    def _apply(self) -> None:
-        lr = self.lr_at(self.step_count)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        """The learning rate of optimiser step ``step``: timm's ``_get_lr``, the one hook every timm
+        scheduler defines (``step_update`` is ``_get_lr`` plus writing the optimiser's groups)."""
+        return self.timm._get_lr(step)[0]
 
     def step(self) -> None:
         """After an optimiser step: set the learning rate of the next one."""
         self.step_count += 1
-        self._apply()
+        self.timm.step_update(self.step_count)
 
     def get_last_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -107,4 +113,4 @@ class CosineWarmup:
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])
-        self._apply()
+        self.timm.step_update(self.step_count)

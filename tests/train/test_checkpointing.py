@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from groupvit_fast.common.files import TEMP_PREFIX
 from groupvit_fast.train.checkpointing import atomic_save, find_latest, load_training_checkpoint, prune_epoch_files
 
 
@@ -29,7 +30,7 @@ def test_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "start"
     deadline = time.time() + 60
-    while not any(".tmp." in name for name in os.listdir(tmp_path)) and time.time() < deadline:
+    while not any(name.startswith(TEMP_PREFIX) for name in os.listdir(tmp_path)) and time.time() < deadline:
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait()

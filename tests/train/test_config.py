@@ -57,6 +57,9 @@ def test_base_chain_and_override_order(tmp_path):
     ("data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a, length: 1, size: 3}\n", [],
      "unknown config key 'data.dataset.meta.x.size'"),
     ("train: [1, 2\n", [], "not a valid YAML config"),
+    ("data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a}\n", [],
+     "config key 'data.dataset.meta.x.length' in"),
+    ("data:\n  seed: ${train.nothing}\n", [], "config key 'data.seed' in"),
 ])
 def test_bad_configs_are_refused_in_one_line(tmp_path, text, opts, message):
     path = tmp_path / "bad.yml"
@@ -64,6 +67,15 @@ def test_bad_configs_are_refused_in_one_line(tmp_path, text, opts, message):
     with pytest.raises(ValueError) as err:
         load_config(str(path), opts)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_loaded_config_refuses_a_key_it_lacks(tmp_path):
+    from omegaconf.errors import ConfigAttributeError
+
+    cfg = load_config("tiny", output=str(tmp_path))
+    cfg.train.epochs = 3  # a key of the schema: fine
+    with pytest.raises(ConfigAttributeError):
+        cfg.train.epochz = 3
 
 
 def test_a_config_without_model_is_refused(tmp_path):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ...common.precision import autocast_context
 from .family import BuildContext, Family
 from .grad_cache import grad_cache_impls
 from .runner import Runner, fresh_compile
@@ -77,9 +78,8 @@ class ModelCase:
 
 
 def _autocast(device: str, dtype: str):
-    if dtype == "bf16-autocast":
-        return torch.autocast(device_type=device, dtype=torch.bfloat16)
-    return torch.autocast(device_type=device, enabled=False)
+    # fp32 cases switch autocast off: a timed fp32 run stays fp32 whatever encloses it
+    return autocast_context(device, torch.bfloat16 if dtype == "bf16-autocast" else None, disable_outer=True)
 
 
 def hf_config(config: str):

@@ -9,12 +9,14 @@ reference backend, e.g. by ``torch.library.opcheck`` and the parity tests' ``ref
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ...reference.assign_attention import assign_attention_reference
 from ...reference.assign_attention_grad import assign_attention_backward_math, assign_attention_forward_math
 from ...reference.philox import philox_gumbel_noise
-from ..backend import AssignBackend, AssignInputs, AssignParams
+from ..backend import AssignBackend, AssignParams, BackwardOutputs, ForwardOutputs, NoiseShape, Tensor
 
 
 @torch.library.custom_op("groupvit_fast::philox_gumbel_noise", mutates_args=())
@@ -22,7 +24,8 @@ def philox_gumbel_noise_op(like: torch.Tensor, shape: list[int], seed: torch.Ten
     """The documented Philox noise (reference/philox.py) on ``like``'s device. An op, so that
     torch.compile treats the 10-round integer hash as one opaque call rather than inlining it."""
     seed_value, offset = (int(x) for x in seed.tolist())
-    return philox_gumbel_noise(tuple(shape), seed_value, offset, like.device)
+    b, h, g, n = shape
+    return philox_gumbel_noise((b, h, g, n), seed_value, offset, like.device)
 
 
 @philox_gumbel_noise_op.register_fake
@@ -35,7 +38,8 @@ class ReferenceBackend(AssignBackend):
     dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
     runs_eagerly = True
 
-    def eager(self, q, k, v, noise, seed, params: AssignParams):
+    def eager(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: Tensor | None,
+              params: AssignParams) -> tuple[Tensor, Tensor, Tensor]:
         # An explicit seed selects the documented Philox noise, the same the fused backends draw for
         # that seed; without one the reference draws torch's own Gumbel noise (sample_gumbel).
         if params.gumbel and noise is None and seed is not None:
@@ -43,11 +47,6 @@ class ReferenceBackend(AssignBackend):
         return assign_attention_reference(q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
                                           gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
                                           eps=params.eps, noise=noise)
-
-    def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
-        if inputs.dtype not in self.dtypes:
-            return [f"dtype {inputs.dtype} not in {self.dtypes}"]
-        return []
 
     @staticmethod
     def _noise(q, noise, seed, offset, params: AssignParams, n_tokens: int):
@@ -57,13 +56,15 @@ class ReferenceBackend(AssignBackend):
             noise = philox_gumbel_noise((q.shape[0], params.num_heads, q.shape[1], n_tokens), seed, offset, q.device)
         return noise.to(torch.float32)
 
-    def forward(self, q, k, v, noise, seed, offset, params: AssignParams):
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
+                params: AssignParams) -> ForwardOutputs:
         noise = self._noise(q, noise, seed, offset, params, k.shape[1])
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         qc, kc, vc = q.to(compute), k.to(compute), v.to(compute)
         noise_c = None if noise is None else noise.to(compute)
-        kwargs = dict(num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
-                      tau=params.tau, sum_assign=params.sum_assign, eps=params.eps)
+        kwargs: dict[str, Any] = dict(num_heads=params.num_heads, scale=params.scale, hard=params.hard,
+                                      gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
+                                      eps=params.eps)
         out, r = assign_attention_forward_math(qc, kc, vc, noise=noise_c, **kwargs)
         if params.return_attn:
             _, hard, soft = assign_attention_reference(qc, kc, vc, noise=noise_c, **kwargs)
@@ -75,7 +76,8 @@ class ReferenceBackend(AssignBackend):
             hard, soft = q.new_empty(0), q.new_empty(0)
         return out.to(q.dtype), r.to(torch.float32), hard, soft
 
-    def backward(self, grad_out, q, k, v, out, r, noise, seed, offset, params: AssignParams):
+    def backward(self, grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor,
+                 noise: Tensor | None, seed: int, offset: int, params: AssignParams) -> BackwardOutputs:
         noise = self._noise(q, noise, seed, offset, params, k.shape[1])
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         tensors = [t.to(compute) for t in (grad_out, q, k, v, out, r)]
@@ -83,7 +85,8 @@ class ReferenceBackend(AssignBackend):
             *tensors, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
             tau=params.tau, sum_assign=params.sum_assign, eps=params.eps,
             noise=None if noise is None else noise.to(compute))
-        return tuple(g.to(q.dtype) for g in grads)
+        dq, dk, dv = (g.to(q.dtype) for g in grads)
+        return dq, dk, dv
 
-    def gumbel_noise(self, shape, seed, offset, device):
-        return philox_gumbel_noise(tuple(shape), seed, offset, device)
+    def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
+        return philox_gumbel_noise(shape, seed, offset, device)

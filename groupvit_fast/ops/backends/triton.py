@@ -17,7 +17,17 @@ import os
 
 import torch
 
-from ..backend import USABLE, AssignBackend, AssignInputs, AssignParams, Availability
+from ..backend import (
+    USABLE,
+    AssignBackend,
+    AssignInputs,
+    AssignParams,
+    Availability,
+    BackwardOutputs,
+    ForwardOutputs,
+    NoiseShape,
+    Tensor,
+)
 
 logger = logging.getLogger("groupvit_fast")
 
@@ -36,8 +46,9 @@ _broken_logged: set[str] = set()
 
 
 def _log_broken_once(status: Availability) -> None:
-    if status.reason not in _broken_logged:
-        _broken_logged.add(status.reason)
+    reason = str(status.reason)
+    if reason not in _broken_logged:
+        _broken_logged.add(reason)
         logger.error("groupvit_fast: triton backend BROKEN: %s", status.reason)
 
 
@@ -85,17 +96,19 @@ class TritonBackend(AssignBackend):
                            "on chip)")
         return reasons
 
-    def forward(self, q, k, v, noise, seed: int, offset: int, params: AssignParams):
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
+                params: AssignParams) -> ForwardOutputs:
         return _kernels().assign_attention_forward(
             q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
             tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, return_attn=params.return_attn,
             noise=noise, seed=seed, offset=offset)
 
-    def backward(self, grad_out, q, k, v, out, r, noise, seed: int, offset: int, params: AssignParams):
+    def backward(self, grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor,
+                 noise: Tensor | None, seed: int, offset: int, params: AssignParams) -> BackwardOutputs:
         return _kernels().assign_attention_backward(
             grad_out, q, k, v, out, r, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
             gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, noise=noise,
             seed=seed, offset=offset)
 
-    def gumbel_noise(self, shape, seed: int, offset: int, device) -> torch.Tensor:
+    def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
         return _kernels().gumbel_noise(tuple(shape), seed, offset, device=device)

@@ -56,8 +56,10 @@ def _pattern_of(prefix: str, name: str) -> str:
 class TrainData:
     """The training datasets of a config, checked, for one rank of ``world``."""
 
-    def __init__(self, cfg: DictConfig, rank: int, world: int, *, accumulation: int = 1,
-                 text_transform: Callable | None = None, image_transform: Callable | None = None) -> None:
+    def __init__(  # noqa: C901  (one branch per dataset type and per config key it checks, read top to bottom)
+        self, cfg: DictConfig, rank: int, world: int, *, accumulation: int = 1,
+        text_transform: Callable | None = None, image_transform: Callable | None = None,
+    ) -> None:
         from ..augment import build_train_transform
         from ..prompts import TextTransform
 

@@ -14,6 +14,8 @@ import os
 import random
 from typing import TYPE_CHECKING
 
+from ...common.files import atomic_write
+
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
 
@@ -52,7 +54,7 @@ def write_synthetic_shards(folder: str, num_shards: int, length: int, *, image_s
                            pattern: str = "synthetic-{:06d}.tar") -> list[str]:
     """Write ``length`` samples over ``num_shards`` shards into ``folder``; returns the shard paths.
 
-    Shards are written to a temporary name and renamed, so a folder holds only complete shards.
+    Shards are written through ``atomic_write``, so a folder holds only complete shards.
     """
     from webdataset import TarWriter
 
@@ -64,16 +66,19 @@ def write_synthetic_shards(folder: str, num_shards: int, length: int, *, image_s
     paths = []
     for shard in range(num_shards):
         path = os.path.join(folder, pattern.format(shard))
-        tmp = path + ".tmp"
-        with TarWriter(tmp) as sink:
-            for index in range(shard * length // num_shards, (shard + 1) * length // num_shards):
-                label = rng.randrange(len(names))
-                colour, shape = names[label].split()
-                buffer = io.BytesIO()
-                draw_shape(colour, shape, image_size, rng).save(buffer, format="JPEG", quality=90)
-                caption = f"a photo of a {colour} {shape}"
-                sink.write({"__key__": f"{index:09d}", "jpg": buffer.getvalue(), "txt": caption,
-                            "json": json.dumps({"caption": caption, "label": label}).encode()})
-        os.replace(tmp, path)
+        indices = range(shard * length // num_shards, (shard + 1) * length // num_shards)
+
+        def write(tmp: str, indices: range = indices) -> None:
+            with TarWriter(tmp) as sink:
+                for index in indices:
+                    label = rng.randrange(len(names))
+                    colour, shape = names[label].split()
+                    buffer = io.BytesIO()
+                    draw_shape(colour, shape, image_size, rng).save(buffer, format="JPEG", quality=90)
+                    caption = f"a photo of a {colour} {shape}"
+                    sink.write({"__key__": f"{index:09d}", "jpg": buffer.getvalue(), "txt": caption,
+                                "json": json.dumps({"caption": caption, "label": label}).encode()})
+
+        atomic_write(path, write)
         paths.append(path)
     return paths
