@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sys
 
 __all__ = ["require_extra", "extra_requirements"]
 
@@ -67,3 +68,22 @@ def require_extra(feature: str, extra: str) -> None:
     if missing:
         raise ModuleNotFoundError(f"{feature} needs {', '.join(missing)}: pip install 'groupvit_fast[{extra}]'",
                                   name=missing[0])
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m groupvit_fast._extras EXTRA [--beyond OTHER]``: the distributions of ``EXTRA`` (less
+    those of ``OTHER``), one per line: what CI installs for its linters (the ``dev`` extra beyond ``test``)."""
+    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--beyond"):
+        print("usage: python -m groupvit_fast._extras EXTRA [--beyond OTHER]", file=sys.stderr)
+        return 2
+    other = set(extra_requirements(argv[2])) if len(argv) == 3 else set()
+    wanted = [name for name in extra_requirements(argv[0]) if name not in other]
+    if not wanted:
+        print(f"groupvit_fast[{argv[0]}]: no such extra, or groupvit_fast is not installed", file=sys.stderr)
+        return 1
+    print("\n".join(wanted))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

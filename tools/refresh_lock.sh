@@ -23,6 +23,8 @@ import re, sys
 print(re.findall(r"```bash\n(.*?)```", open(sys.argv[1]).read(), flags=re.S)[0])
 PY
 GROUPVIT_FAST_SKIP_EXTENSION=1 bash -euo pipefail "$venv/setup.sh"
+# ...and the linters CI runs (.ci/run: the dev extra beyond test), so that they are locked too
+python -m pip install $(python -m groupvit_fast._extras dev --beyond test)
 {
   echo "# CI's lock: exact versions of everything the README's set-up installs (tools/refresh_lock.sh,"
   echo "# $(date -u +%Y-%m-%d), $(python -V)). Used as PIP_CONSTRAINT by .ci/run; reproduce CI with"

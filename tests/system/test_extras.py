@@ -59,3 +59,16 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
 
 def test_the_test_extra_is_installed_where_the_suite_runs():
     _extras.require_extra("the test suite", "test")
+
+
+@pytest.mark.parametrize("argv, code, out", [
+    (["dev", "--beyond", "test"], 0, "ruff\nmypy\npre-commit\n"),   # what CI installs for tools/lint.sh
+    (["hf"], 0, "transformers\n"),
+    (["nope"], 1, ""),
+    (["dev", "--without", "test"], 2, ""),
+])
+def test_the_extras_command_lists_an_extras_distributions(argv, code, out, capsys):
+    assert _extras._main(argv) == code
+    captured = capsys.readouterr()
+    assert captured.out == out
+    assert (code == 0) == (captured.err == "")

@@ -38,9 +38,10 @@ def test_every_line_is_an_exact_pin_and_the_stack_is_locked():
 
 
 def test_the_lock_covers_the_set_up():
-    """Everything the README's set-up asks for (the test extra, nested extras expanded, and the core)."""
+    """Everything the README's set-up asks for (the test extra, nested extras expanded, and the core),
+    and the dev extra's linters that CI adds (.ci/run)."""
     pins = _pins()
-    wanted = _extras.extra_requirements("test") + [
+    wanted = _extras.extra_requirements("dev") + [
         re.match(r"[A-Za-z0-9._-]+", line).group(0) for line in importlib.metadata.requires("groupvit_fast") or []
         if "extra ==" not in line]
     missing = sorted({_canonical(name) for name in wanted} - set(pins))
