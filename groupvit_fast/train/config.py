@@ -23,11 +23,11 @@ __all__ = ["CONFIG_DIR", "RECIPES", "load_config", "resolve_config_path", "run_n
 
 #: The shipped recipes (package data).
 CONFIG_DIR = os.fspath(resources.files("groupvit_fast.train") / "configs")
-RECIPES = ("default", "tiny", "group_vit_gcc_yfcc_30e", "group_vit_gcc_redcap_30e")
+RECIPES = ("default", "tiny", "scenes", "group_vit_gcc_yfcc_30e", "group_vit_gcc_redcap_30e")
 
 # Sections whose keys are not fixed by default.yml.
 _FREE_FORM = ("model", "data.dataset.meta")
-_DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic")
+_DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic", "scenes")
 
 
 def resolve_config_path(name: str) -> str:
