@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_support import CliError, add_assign_argument, positive_int
+from ..cli_support import CliError, add_assign_argument, add_test_time_arguments, positive_int, test_time_settings
 
 __all__ = ["add_eval_parser", "add_prepare_parser"]
 
@@ -77,11 +77,17 @@ def _cmd_eval_seg(args) -> int:
         raise CliError(str(err)) from None
 
     def evaluate(model):
+        # flags, else the checkpoint's training config, else the dataset's (docs/segmentation.md,
+        # "Test-time settings from the checkpoint")
+        tt = test_time_settings(args, {"short_side": None, "crop_size": None, "stride": None,
+                                       "bg_thresh": None})
         result = evaluate_segmentation(
-            model, dataset=preset.name, data_root=args.data_root, bg_thresh=args.bg_thresh, topk=args.topk,
+            model, dataset=preset.name, data_root=args.data_root, bg_thresh=tt["bg_thresh"], topk=args.topk,
             batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet, split=args.split,
             templates=args.templates, crop_batch_size=args.crop_batch_size, autocast=args.autocast,
-            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign)
+            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign,
+            short_side=tt["short_side"], crop_size=tt["crop_size"], stride=tt["stride"])
+        result["settings"]["source"] = tt["source"]
         return result, preset.name, preset.class_names
 
     return _run(args, evaluate)
@@ -139,7 +145,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     seg.add_argument("--dataset", required=True, choices=tuple(DATASETS), metavar="|".join(DATASETS))
     seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
-    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the dataset's)")
+    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the checkpoint config's "
+                     "evaluate.seg.bg_thresh, else the dataset's)")
+    add_test_time_arguments(seg, "the dataset's")
     seg.add_argument("--topk", type=positive_int, default=5, help="image-level class filter (default: %(default)s)")
     add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")

@@ -13,6 +13,7 @@ over ranks, so every rank returns the single-process numbers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -34,7 +35,7 @@ __all__ = ["evaluate_segmentation", "segmentation_metrics", "SEG_OPTIONS"]
 #: keyword options of ``evaluate_segmentation`` besides the named ones, with their defaults
 SEG_OPTIONS = {
     "split": "val", "templates": "simple", "crop_batch_size": 8, "autocast": None, "max_images": None,
-    "keep_predictions": 0, "assignment": "soft",
+    "keep_predictions": 0, "assignment": "soft", "short_side": None, "crop_size": None, "stride": None,
 }
 
 
@@ -83,7 +84,9 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     ('simple'), ``crop_batch_size`` (8), ``autocast`` (None | 'bf16' | 'fp16'), ``max_images``
     (evaluate the first N only), ``keep_predictions`` (return the label maps ``[H, W]`` of the first
     N images of rank 0, with their images, under ``'predictions'``), ``assignment`` (``'soft'``,
-    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md).
+    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md),
+    ``short_side`` / ``crop_size`` / ``stride`` (the preset's when ``None``: a recipe trained at 64 px is
+    scored at its own resolution; docs/segmentation.md, "Test-time settings from the checkpoint").
 
     Returns ``{'mIoU', 'mAcc', 'aAcc'}`` (percent), ``'per_class'`` ``{name: {'IoU', 'Acc'}}``,
     ``'num_images'``, ``'dataset'``, ``'settings'``, ``'seconds'``, ``'images_per_s'``; identical on
@@ -102,6 +105,17 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
     preset = get_preset(dataset)
+    changes = {}
+    for key, field in (("short_side", "short_side"), ("crop_size", "crop"), ("stride", "stride")):
+        value = opts[key]
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+            changes[field] = value
+    if "short_side" in changes:  # keep the preset's long-side bound in proportion
+        changes["max_long_side"] = max(changes["short_side"],
+                                       preset.max_long_side * changes["short_side"] // preset.short_side)
+    preset = dataclasses.replace(preset, **changes)
     if bg_thresh is not None and not 0.0 <= float(bg_thresh) <= 1.0:
         raise ValueError(f"bg_thresh must be in [0, 1], got {bg_thresh}")
     thresh = preset.bg_thresh if bg_thresh is None else float(bg_thresh)
