@@ -22,6 +22,7 @@ import math
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +34,7 @@ from ..segmentation.metrics import ConfusionMatrix
 from ..train.data.scenes import SCENE_CLASSES
 from .datasets import find_samples
 
-__all__ = ["scene_emergence", "group_usage"]
+__all__ = ["scene_emergence", "group_usage", "emergence_figure"]
 
 
 def _pct(value: float) -> float | None:
@@ -116,3 +117,116 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
             "seconds": time.perf_counter() - start,
             "settings": {"short_side": short_side, "crop_size": crop_size, "stride": stride, "bg_thresh": bg_thresh,
                          "assignment": assignment, "data_root": os.fspath(data_root)}}
+
+
+def _palette(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
+    import colorsys
+    import random
+
+    rng = random.Random(seed)
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618 + rng.random() * 0.05) % 1.0, 0.65, 0.95))
+            for i in range(n)]
+
+
+@torch.no_grad()
+def emergence_figure(model: nn.Module, data_root: str, path: str, *, count: int = 6, cell: int = 96,
+                     short_side: int = 64, crop_size: int = 64, stride: int = 32, bg_thresh: float = 0.5) -> None:
+    """A PNG of ``count`` held-out scenes, one row each: the image, the stage-1 groups, the stage-2
+    groups (the composed hard maps' argmax, one colour per group), the prediction and the ground truth
+    (label colours of ``segment``'s PNGs), each ``cell`` pixels square (nearest-neighbour)."""
+    from PIL import Image, ImageDraw
+
+    from ..segmentation.io import label_palette
+
+    samples = find_samples("scenes", data_root)[:count]
+    names = list(SCENE_CLASSES)
+    labels_rgb = label_palette(names)
+    was_training = model.training
+    model.eval()
+    try:
+        segmenter = GroupViTSegmenter(model, ClassSet(SCENE_CLASSES, bg_thresh), bg_thresh=bg_thresh,
+                                      crop_size=crop_size, stride=stride, short_side=short_side,
+                                      max_long_side=2 * short_side)
+        header = 14
+        sheet = Image.new("RGB", (5 * cell, header + count * cell), (255, 255, 255))
+        draw = ImageDraw.Draw(sheet)
+        for col, title in enumerate(("image", "stage-1 groups", "stage-2 groups", "prediction", "ground truth")):
+            draw.text((col * cell + 3, 1), title, fill=(0, 0, 0))
+        for row, sample in enumerate(samples):
+            raw = load_image(sample.image)
+            mask = load_label_mask(sample.mask)
+            pred = segmenter.predict([raw])[0].cpu()
+            x = preprocess_image(raw, short_side, 2 * short_side)[None].to(segmenter.device)
+            outs = model.img_encoder(x, return_attn=True, as_dict=True)
+            grid = segmenter._grid(*x.shape[-2:])
+            maps, panels = None, []
+            for attn in outs["attn_dicts"]:
+                if attn is None:
+                    continue
+                step = attn["soft"][:, 0].transpose(1, 2).float()  # [1, N_i, G_i]
+                step = F.one_hot(step.argmax(-1), step.shape[-1]).float()
+                maps = step if maps is None else maps @ step
+                groups = maps[0].argmax(-1).reshape(grid).numpy()
+                colours = _palette(maps.shape[-1])
+                panels.append(Image.fromarray(
+                    np.asarray([[colours[g] for g in r] for r in groups], dtype=np.uint8)))
+            image = Image.fromarray(raw.permute(1, 2, 0).numpy())
+
+            def paint(labels: torch.Tensor) -> Image.Image:
+                lut = np.asarray(labels_rgb, dtype=np.uint8)
+                return Image.fromarray(lut[labels.numpy().clip(0, len(names) - 1)])
+
+            row_panels = [image, *(panels + panels[-1:])[:2], paint(pred), paint(mask)]
+            for col, panel in enumerate(row_panels):
+                sheet.paste(panel.resize((cell, cell), Image.NEAREST), (col * cell, header + row * cell))
+    finally:
+        model.train(was_training)
+    from ..segmentation.io import atomic_write
+
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m groupvit_fast.evaluation.emergence --checkpoint CKPT --data DIR --out DIR``: the trained
+    model, the same architecture untrained (seed 0) and the baselines on the held-out scenes; writes
+    ``emergence.json`` and ``emergence.png``. Test-time settings: the checkpoint config's (flags override)."""
+    import argparse
+    import json
+    import sys
+
+    from ..checkpoint import load_checkpoint
+    from ..models.registry import build_model
+
+    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.evaluation.emergence")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="held-out scenes (prepare-data scenes' --out or its eval/)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--bg-thresh", type=float)
+    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--figure-count", type=int, default=6)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        print(f"{parser.prog}: error: {args.checkpoint}: no such checkpoint file", file=sys.stderr)
+        return 1
+    ckpt = load_checkpoint(args.checkpoint)
+    tt = {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.5, **(ckpt.meta.get("test_time") or {})}
+    if args.bg_thresh is not None:
+        tt["bg_thresh"] = args.bg_thresh
+    torch.manual_seed(0)
+    untrained = build_model(ckpt.config)
+    report = {"checkpoint": args.checkpoint, "step": ckpt.meta.get("step"), "test_time": tt,
+              "trained": scene_emergence(ckpt.model, args.data, max_images=args.max_images, **tt),
+              "untrained": scene_emergence(untrained, args.data, max_images=args.max_images, **tt)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "emergence.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    emergence_figure(ckpt.model, args.data, os.path.join(args.out, "emergence.png"), count=args.figure_count, **tt)
+    t, u = report["trained"], report["untrained"]
+    print(f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
+          f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
+          f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
