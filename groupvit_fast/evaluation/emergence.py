@@ -60,11 +60,11 @@ def group_usage(attn_dicts: list[dict | None]) -> list[torch.Tensor]:
 @torch.no_grad()
 def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, crop_size: int = 64, stride: int = 32,
                     bg_thresh: float = 0.5, max_images: int | None = None, batch_size: int = 32,
-                    assignment: str = "soft") -> dict:
+                    assignment: str = "soft", topk: int = 5) -> dict:
     """Scores of ``model`` on the held-out scenes under ``data_root`` (see the module docstring).
 
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
-    ``max_images``: the first N only. Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU',
+    ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``. Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU',
     'per_class', 'groups', 'image_top1_present', 'num_images', 'seconds', 'settings'}``.
     """
     samples = find_samples("scenes", data_root)
@@ -77,7 +77,7 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
     try:
         segmenter = GroupViTSegmenter(model, classes, bg_thresh=bg_thresh, crop_size=crop_size, stride=stride,
                                       short_side=short_side, max_long_side=max(short_side, 2 * short_side),
-                                      assignment=assignment, crop_batch_size=batch_size)
+                                      assignment=assignment, crop_batch_size=batch_size, topk=topk)
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
         ours, no_group, all_bg = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
@@ -116,7 +116,7 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
             "image_top1_present": present / max(1, len(samples)), "num_images": len(samples),
             "seconds": time.perf_counter() - start,
             "settings": {"short_side": short_side, "crop_size": crop_size, "stride": stride, "bg_thresh": bg_thresh,
-                         "assignment": assignment, "data_root": os.fspath(data_root)}}
+                         "assignment": assignment, "topk": topk, "data_root": os.fspath(data_root)}}
 
 
 def _palette(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
