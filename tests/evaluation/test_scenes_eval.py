@@ -176,3 +176,16 @@ def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_roo
     for stage in result["groups"]:
         assert 1 <= stage["min"] <= stage["mean"] <= stage["max"] <= stage["of"]
     assert 0 <= result["mIoU"] <= 100 and 0 <= result["no_grouping_mIoU"] <= 100
+
+
+@pytest.mark.parametrize("winners, expected", [([0, 0, 0, 0], 1), ([0, 1, 0, 1], 2), ([3, 2, 1, 0], 4),
+                                               ([2, 2, 2, 1], 2)])
+def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
+    from groupvit_fast.evaluation.emergence import group_usage
+
+    logits = torch.full((1, 1, 5, 4), -3.0)  # [B, 1, G, N]
+    for token, group in enumerate(winners):
+        logits[0, 0, group, token] = 3.0
+    soft = logits.softmax(dim=2)
+    counts = group_usage([{"soft": soft, "hard": soft}, None])
+    assert len(counts) == 1 and counts[0].tolist() == [expected]
