@@ -64,8 +64,9 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
     """Scores of ``model`` on the held-out scenes under ``data_root`` (see the module docstring).
 
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
-    ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``. Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU',
-    'per_class', 'groups', 'image_top1_present', 'num_images', 'seconds', 'settings'}``.
+    ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``.
+    Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU', 'per_class', 'groups',
+    'image_top1_present', 'num_images', 'seconds', 'settings'}``.
     """
     samples = find_samples("scenes", data_root)
     if max_images is not None:
