@@ -189,3 +189,19 @@ def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
     soft = logits.softmax(dim=2)
     counts = group_usage([{"soft": soft, "hard": soft}, None])
     assert len(counts) == 1 and counts[0].tolist() == [expected]
+
+
+def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_root, tmp_path):
+    from PIL import Image
+
+    from groupvit_fast.evaluation.emergence import main
+
+    out = tmp_path / "report"
+    assert main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "3"]) == 0
+    report = json.loads((out / "emergence.json").read_text())
+    assert report["test_time"] == {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
+    assert set(report) >= {"trained", "untrained"} and report["step"] == 7
+    for key in ("trained", "untrained"):
+        assert report[key]["num_images"] == 6 and report[key]["settings"]["bg_thresh"] == 0.4
+    with Image.open(out / "emergence.png") as png:  # 5 panels of 96 px, a 14 px header, 3 rows
+        assert png.size == (5 * 96, 14 + 3 * 96)
