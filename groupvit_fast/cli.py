@@ -24,7 +24,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .cli_support import PROG, CliError, add_assign_argument, build_model_from_args, positive_int
+from .cli_support import (
+    PROG,
+    CliError,
+    add_assign_argument,
+    add_test_time_arguments,
+    build_model_from_args,
+    positive_int,
+    test_time_settings,
+)
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -99,9 +107,16 @@ def _cmd_segment(args) -> int:
     os.makedirs(out_dir, exist_ok=True)
 
     model = build_model_from_args(args)
+    # flags, else the checkpoint's training config, else NVlabs' protocol (docs/segmentation.md,
+    # "Test-time settings from the checkpoint"): a 64 px recipe is not cut into 448 px windows
+    tt = test_time_settings(args, {"short_side": 448, "crop_size": 448, "stride": 224, "bg_thresh": None})
     try:
+        if tt["bg_thresh"] is not None and class_set.with_bg:
+            class_set = resolve_classes(list(class_set.names), tt["bg_thresh"])
         segmenter = GroupViTSegmenter(model, class_set, templates=args.templates, crop_batch_size=args.crop_batch_size,
-                                      assignment=args.assign)
+                                      assignment=args.assign, short_side=tt["short_side"], crop_size=tt["crop_size"],
+                                      stride=tt["stride"],
+                                      max_long_side=max(tt["short_side"], 2048 * tt["short_side"] // 448))
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
     except (ImportError, ValueError) as err:
         raise CliError(str(err)) from None
@@ -137,7 +152,9 @@ def _cmd_segment(args) -> int:
             save_json(os.path.join(out_dir, f"{stem}.json"), {"classes": names, **record})
             per_image[stem] = {k: v for k, v in fractions.items() if v > 0}
     summary = {"classes": names, "background_threshold": class_set.bg_thresh if class_set.with_bg else None,
-               "assignment": args.assign, "checkpoint": args.checkpoint, "images": per_image}
+               "assignment": args.assign, "checkpoint": args.checkpoint,
+               "test_time": {k: tt[k] for k in ("short_side", "crop_size", "stride")} | {"source": tt["source"]},
+               "images": per_image}
     if confusion is not None:
         ious = confusion.iou()
         summary["miou"] = confusion.miou()
@@ -231,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
     seg.add_argument("--out", default="groupvit_out", help="output folder (default: %(default)s)")
     seg.add_argument("--gt", help="ground-truth label PNG, or a folder of <stem>.png masks: report mIoU")
-    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: preset's, else 0.95)")
+    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the checkpoint config's "
+                     "evaluate.seg.bg_thresh, else the preset's, else 0.95)")
+    add_test_time_arguments(seg, "448, 448 and 224, NVlabs' protocol")
     add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     seg.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int", "add_assign_argument"]
+__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int", "add_assign_argument",
+           "add_test_time_arguments", "test_time_settings"]
 
 PROG = "groupvit-fast"
 
@@ -65,6 +66,7 @@ def build_model_from_args(args: argparse.Namespace) -> nn.Module:
             model = build_model(config) if config is not None else None
             ckpt = load_checkpoint(args.checkpoint, model, trust_pickle=args.trust_pickle)
             model = ckpt.model
+            args.checkpoint_test_time = dict(ckpt.meta.get("test_time") or {})
             if ckpt.kind != "full":
                 raise CliError(f"{args.checkpoint}: holds only vision-encoder weights; segmentation needs the "
                                "image-text model")
@@ -98,3 +100,33 @@ def add_assign_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assign", choices=ASSIGNMENTS, default="soft",
                         help="compose the grouping blocks' soft maps (NVlabs' protocol, default) or their one-hot "
                              "hard maps (ablation)")
+
+
+def add_test_time_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--short-side``, ``--crop-size``, ``--stride``: override the test-time resolution and window that
+    the checkpoint's training config sets (docs/segmentation.md, "Test-time settings from the checkpoint")."""
+    parser.add_argument("--short-side", type=positive_int, help=f"resize images to this short side (default: the "
+                        f"checkpoint config's evaluate.seg.short_side, else {what})")
+    parser.add_argument("--crop-size", type=positive_int, help=f"sliding-window size (default: the checkpoint "
+                        f"config's evaluate.seg.crop_size, else {what})")
+    parser.add_argument("--stride", type=positive_int, help=f"sliding-window stride (default: the checkpoint "
+                        f"config's evaluate.seg.stride, else {what})")
+
+
+def test_time_settings(args: argparse.Namespace, defaults: dict) -> dict:
+    """``{short_side, crop_size, stride, bg_thresh}``: a flag given on the command line, else the
+    checkpoint's training config (``evaluate.seg``), else ``defaults``; also ``source`` per key."""
+    stored = getattr(args, "checkpoint_test_time", None) or {}
+    out, source = {}, {}
+    for key in ("short_side", "crop_size", "stride", "bg_thresh"):
+        flag = getattr(args, key, None)
+        if flag is not None:
+            out[key], source[key] = flag, "flag"
+        elif key in stored:
+            out[key], source[key] = stored[key], "checkpoint"
+        else:
+            out[key], source[key] = defaults.get(key), "default"
+    if out["bg_thresh"] is not None and not 0.0 <= out["bg_thresh"] <= 1.0:
+        raise CliError(f"--bg-thresh must be in [0, 1], got {out['bg_thresh']}")
+    out["source"] = source
+    return out

@@ -63,6 +63,27 @@ def _to_plain_config(config: Any) -> dict | None:
     return None
 
 
+#: ``evaluate.seg`` keys of a training config that set how its checkpoint is segmented (0: not set)
+TEST_TIME_KEYS = ("short_side", "crop_size", "stride", "bg_thresh")
+
+
+def _test_time_settings(config: Any) -> dict:
+    """The non-zero ``evaluate.seg.{short_side, crop_size, stride, bg_thresh}`` of a training config
+    (docs/segmentation.md, "Test-time settings from the checkpoint"); ``{}`` when there are none."""
+    try:
+        seg = config["evaluate"]["seg"]
+        found = {key: seg[key] for key in TEST_TIME_KEYS if key in seg}
+    except (KeyError, TypeError, AttributeError):
+        return {}
+    except Exception:  # noqa: BLE001  (an OmegaConf config that cannot resolve: no settings)
+        return {}
+    out = {}
+    for key, value in found.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            out[key] = float(value) if key == "bg_thresh" else int(value)
+    return out
+
+
 def _extract(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
     """``(state_dict, model config, meta)`` of a loaded object."""
     if not isinstance(obj, Mapping):
@@ -74,6 +95,9 @@ def _extract(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict | None
             state = obj[key]
             config = _to_plain_config(obj.get("config"))
             meta = {k: v for k, v in obj.items() if k not in (key, "config") and isinstance(v, (int, float, str, bool))}
+            test_time = _test_time_settings(obj.get("config"))
+            if test_time:
+                meta["test_time"] = test_time
             break
     if not state:
         raise ValueError(f"{where}: the state dict is empty")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli_support import CliError, add_assign_argument, positive_int
+from ..cli_support import CliError, add_assign_argument, add_test_time_arguments, positive_int, test_time_settings
 
 __all__ = ["add_eval_parser", "add_prepare_parser"]
 
@@ -74,11 +74,17 @@ def _cmd_eval_seg(args) -> int:
         raise CliError(str(err)) from None
 
     def evaluate(model):
+        # flags, else the checkpoint's training config, else the dataset's (docs/segmentation.md,
+        # "Test-time settings from the checkpoint")
+        tt = test_time_settings(args, {"short_side": None, "crop_size": None, "stride": None,
+                                       "bg_thresh": None})
         result = evaluate_segmentation(
-            model, dataset=preset.name, data_root=args.data_root, bg_thresh=args.bg_thresh, topk=args.topk,
+            model, dataset=preset.name, data_root=args.data_root, bg_thresh=tt["bg_thresh"], topk=args.topk,
             batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet, split=args.split,
             templates=args.templates, crop_batch_size=args.crop_batch_size, autocast=args.autocast,
-            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign)
+            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign,
+            short_side=tt["short_side"], crop_size=tt["crop_size"], stride=tt["stride"])
+        result["settings"]["source"] = tt["source"]
         return result, preset.name, preset.class_names
 
     return _run(args, evaluate)
@@ -136,7 +142,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     seg.add_argument("--dataset", required=True, choices=tuple(DATASETS), metavar="|".join(DATASETS))
     seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
-    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the dataset's)")
+    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the checkpoint config's "
+                     "evaluate.seg.bg_thresh, else the dataset's)")
+    add_test_time_arguments(seg, "the dataset's")
     seg.add_argument("--topk", type=positive_int, default=5, help="image-level class filter (default: %(default)s)")
     add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
@@ -163,7 +171,15 @@ def _cmd_prepare(args) -> int:
     from .prepare import convert_coco_object, convert_context
 
     try:
-        if args.dataset == "context":
+        if args.dataset == "scenes":
+            from ..train.data.scenes import SceneSpec, write_scenes
+
+            spec = SceneSpec(args.min_size, args.max_size, args.min_objects, args.max_objects)
+            folders = write_scenes(args.out, train_length=args.train_length, num_shards=args.shards,
+                                   eval_count=args.eval_count, seed=args.seed, spec=spec)
+            print(f"wrote {args.train_length} training scenes in {args.shards} shards under {folders['train']} and "
+                  f"{args.eval_count} held-out scenes with masks under {folders['eval']}")
+        elif args.dataset == "context":
             counts = convert_context(args.devkit, args.json, progress=not args.quiet)
             print(f"wrote PASCAL Context labels: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
         else:
@@ -176,9 +192,25 @@ def _cmd_prepare(args) -> int:
 
 def add_prepare_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                        ) -> argparse.ArgumentParser:
-    """Register ``prepare-data context`` and ``prepare-data coco-object``."""
-    prep = subparsers.add_parser("prepare-data", help="build PASCAL Context / COCO-Object label maps")
+    """Register ``prepare-data context``, ``prepare-data coco-object`` and ``prepare-data scenes``."""
+    prep = subparsers.add_parser("prepare-data", help="build PASCAL Context / COCO-Object label maps, or generate "
+                                 "the scenes dataset")
     sub = prep.add_subparsers(dest="dataset", required=True)
+    scenes = sub.add_parser("scenes", help="generated scenes: training shards (captions + nouns) and a held-out "
+                            "split with label masks (docs/training.md)")
+    scenes.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
+    scenes.add_argument("--train-length", type=positive_int, default=16384, help="training scenes "
+                        "(default: %(default)s)")
+    scenes.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
+    scenes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: "
+                        "%(default)s)")
+    scenes.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    scenes.add_argument("--min-size", type=positive_int, default=64, help="smallest image side (default: "
+                        "%(default)s)")
+    scenes.add_argument("--max-size", type=positive_int, default=128, help="largest image side (default: "
+                        "%(default)s)")
+    scenes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
+    scenes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
     ctx = sub.add_parser("context", help="SegmentationClassContext from Detail's trainval_merged.json")
     ctx.add_argument("--devkit", required=True, help="the VOCdevkit folder (holding VOC2010)")
     ctx.add_argument("--json", required=True, help="trainval_merged.json")
@@ -186,7 +218,7 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     coco.add_argument("--stuff-dir", required=True, help="stuffthingmaps_trainval2017/val2017")
     coco.add_argument("--out-root", required=True, help="the COCO-Object root (gets annotations/<split>2017)")
     coco.add_argument("--split", default="val", help="default: %(default)s")
-    for p in (ctx, coco):
+    for p in (ctx, coco, scenes):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_prepare)
     return prep

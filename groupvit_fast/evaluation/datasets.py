@@ -20,6 +20,7 @@ import torch
 from ..segmentation.classes import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES
 from ..segmentation.inference import preprocess_image
 from ..segmentation.io import load_image, load_label_mask
+from ..train.data.scenes import SCENE_CLASSES
 from .data_files import read_names
 
 __all__ = ["DatasetPreset", "DATASETS", "Sample", "get_preset", "find_samples", "check_sizes", "SegmentationSamples"]
@@ -54,6 +55,9 @@ DATASETS: dict[str, DatasetPreset] = {
     "coco-object": DatasetPreset("coco-object", COCO_OBJECT_CLASSES, 0.95),
     "ade20k": DatasetPreset("ade20k", read_names("ade20k_classes.txt"), None, reduce_zero_label=True),
     "cityscapes": DatasetPreset("cityscapes", read_names("cityscapes_classes.txt"), None, short_side=1024),
+    # the held-out split of `prepare-data scenes` (docs/training.md, "Scenes: segmentation from captions"):
+    # images of 64-128 px seen at the 64 px the recipe trains at, one 64 px window per square image
+    "scenes": DatasetPreset("scenes", SCENE_CLASSES, 0.5, short_side=64, max_long_side=128, crop=64, stride=32),
 }
 
 
@@ -144,6 +148,9 @@ def find_samples(dataset: str, data_root: str, split: str = "val") -> list[Sampl
         folder = {"val": "validation", "train": "training"}.get(split, split)
         samples = _pairs_from_folder(os.path.join(base, "images", folder), os.path.join(base, "annotations", folder),
                                      ".jpg", ".png")
+    elif preset.name == "scenes":  # <root>/{images,masks}/<stem>.png, or the --out folder of prepare-data scenes
+        base = _descend(root, "eval" if split == "val" else split)
+        samples = _pairs_from_folder(os.path.join(base, "images"), os.path.join(base, "masks"), ".png", ".png")
     else:  # cityscapes: leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png
         samples = _pairs_from_folder(os.path.join(root, "leftImg8bit", split), os.path.join(root, "gtFine", split),
                                      "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True)

@@ -13,6 +13,7 @@ over ranks, so every rank returns the single-process numbers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -27,7 +28,7 @@ from ..segmentation.classes import ClassSet
 from ..segmentation.inference import GroupViTSegmenter, check_assignment
 from ..segmentation.metrics import ConfusionMatrix
 from ..segmentation.text import TextEmbeddingCache, class_text_embeddings
-from .datasets import IGNORE_INDEX, SegmentationSamples, check_sizes, find_samples, get_preset
+from .datasets import IGNORE_INDEX, DatasetPreset, SegmentationSamples, check_sizes, find_samples, get_preset
 from .distributed import all_gather_errors, all_reduce_sum, compute_once_and_broadcast, rank_and_world, rank_slice
 
 __all__ = ["evaluate_segmentation", "segmentation_metrics", "SEG_OPTIONS"]
@@ -35,7 +36,7 @@ __all__ = ["evaluate_segmentation", "segmentation_metrics", "SEG_OPTIONS"]
 #: keyword options of ``evaluate_segmentation`` besides the named ones, with their defaults
 SEG_OPTIONS = {
     "split": "val", "templates": "simple", "crop_batch_size": 8, "autocast": None, "max_images": None,
-    "keep_predictions": 0, "assignment": "soft",
+    "keep_predictions": 0, "assignment": "soft", "short_side": None, "crop_size": None, "stride": None,
 }
 
 
@@ -59,6 +60,22 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode and resize; the main process keeps the cores for the model
 
 
+def _with_test_time(preset: DatasetPreset, opts: dict[str, Any]) -> DatasetPreset:
+    """``preset`` with the ``short_side`` / ``crop_size`` / ``stride`` of ``opts`` that are set (docs/segmentation.md,
+    "Test-time settings from the checkpoint"); a bad value is a one-line ``ValueError`` naming it."""
+    changes = {}
+    for key, field in (("short_side", "short_side"), ("crop_size", "crop"), ("stride", "stride")):
+        value = opts[key]
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+            changes[field] = value
+    if "short_side" in changes:  # keep the preset's long-side bound in proportion
+        changes["max_long_side"] = max(changes["short_side"],
+                                       preset.max_long_side * changes["short_side"] // preset.short_side)
+    return dataclasses.replace(preset, **changes)
+
+
 def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_thresh: float | None = None,
                           topk: int = 5, batch_size: int = 4, num_workers: int = 2,
                           device: str | torch.device | None = None, progress: bool = True,
@@ -72,7 +89,9 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     ('simple'), ``crop_batch_size`` (8), ``autocast`` (None | 'bf16' | 'fp16'), ``max_images``
     (evaluate the first N only), ``keep_predictions`` (return the label maps ``[H, W]`` of the first
     N images of rank 0, with their images, under ``'predictions'``), ``assignment`` (``'soft'``,
-    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md).
+    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md),
+    ``short_side`` / ``crop_size`` / ``stride`` (the preset's when ``None``: a recipe trained at 64 px is
+    scored at its own resolution; docs/segmentation.md, "Test-time settings from the checkpoint").
 
     Returns ``{'mIoU', 'mAcc', 'aAcc'}`` (percent), ``'per_class'`` ``{name: {'IoU', 'Acc'}}``,
     ``'num_images'``, ``'dataset'``, ``'settings'``, ``'seconds'``, ``'images_per_s'``; identical on
@@ -90,7 +109,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     check_assignment(opts["assignment"])
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
-    preset = get_preset(dataset)
+    preset = _with_test_time(get_preset(dataset), opts)
     if bg_thresh is not None and not 0.0 <= float(bg_thresh) <= 1.0:
         raise ValueError(f"bg_thresh must be in [0, 1], got {bg_thresh}")
     thresh = preset.bg_thresh if bg_thresh is None else float(bg_thresh)

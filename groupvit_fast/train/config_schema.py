@@ -23,7 +23,7 @@ __all__ = ["DATASET_TYPES", "DatasetMeta", "TrainingConfig"]
 MISSING = "???"
 
 #: The values ``data.dataset.meta.<name>.type`` may take.
-DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic")
+DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic", "scenes")
 
 
 @dataclass
@@ -149,6 +149,10 @@ class SegmentationEvalConfig:
     images: str = ""  # ours: fallback: a folder of images ...
     gt: str = ""  # ours: ... with <stem>.png label masks
     classes: str = "voc"  # ours: the fallback's classes (a preset or a comma-separated list)
+    short_side: int = 0  # ours: test-time short side (0: the dataset's, 448 for the benchmarks)
+    crop_size: int = 0  # ours: sliding-window size (0: the dataset's, 448)
+    stride: int = 0  # ours: sliding-window stride (0: the dataset's, 224)
+    bg_thresh: float = 0.0  # ours: background threshold (0: the dataset's)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 With ``multi_label = k > 0`` a caption becomes ``k + 1`` texts: the caption itself, then up to
 ``k`` distinct words of it tagged NN, NNS, NNP or VB* by NLTK (``word_tokenize`` + ``pos_tag``, as
 NVlabs), each put into a randomly chosen one of CLIP's 80 ImageNet prompt templates; when the
-caption has fewer than ``k`` such words the caption itself fills the remaining places.
+caption has fewer than ``k`` such words the caption itself fills the remaining places. When the
+sample carries its nouns (generated scenes do, docs/training.md "Scenes: segmentation from
+captions"), those are the words and no tagger is used.
 """
 
 from __future__ import annotations
@@ -92,14 +94,15 @@ class TextTransform:
         words = [word for word, tag in self.tagger.tag(tokens) if tag in PROMPT_TAGS]
         return list(dict.fromkeys(words))
 
-    def texts(self, caption: str, rng: random.Random) -> list[str]:
-        """The ``1 + multi_label`` strings for one caption."""
+    def texts(self, caption: str, rng: random.Random, nouns: Sequence[str] | None = None) -> list[str]:
+        """The ``1 + multi_label`` strings for one caption; ``nouns``: the caption's nouns when known
+        (then the tagger is not used)."""
         if self.multi_label == 0:
             return [caption]
-        words = self.prompt_words(caption)
+        words = list(dict.fromkeys(nouns)) if nouns is not None else self.prompt_words(caption)
         chosen = rng.sample(words, min(self.multi_label, len(words)))
         prompts = [rng.choice(CLIP_TEMPLATES).format(word) for word in chosen]
         return [caption, *prompts, *[caption] * (self.multi_label - len(prompts))]
 
-    def __call__(self, caption: str, rng: random.Random) -> torch.Tensor:
-        return self._tokenize(self.texts(caption, rng), self.context_length)
+    def __call__(self, caption: str, rng: random.Random, nouns: Sequence[str] | None = None) -> torch.Tensor:
+        return self._tokenize(self.texts(caption, rng, nouns), self.context_length)

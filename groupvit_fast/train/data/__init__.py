@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .manifest import read_manifest
+from .scenes import write_scenes
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
 from .synthetic import write_synthetic_shards
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from omegaconf import DictConfig
 
 __all__ = ["TrainData", "ImageTextBatches", "ShardSource", "ManifestSource", "read_manifest",
-           "write_synthetic_shards", "expand_shards"]
+           "write_synthetic_shards", "write_scenes", "expand_shards"]
 
 
 def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, seed: int) -> str:
@@ -37,6 +38,25 @@ def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, see
     if rank == 0 and not all(os.path.isfile(s) for s in shards):
         write_synthetic_shards(folder, len(shards), entry["length"], image_size=image_size, seed=seed,
                                pattern=_pattern_of(entry["prefix"], name))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return folder
+
+
+def _prepare_scenes(name: str, entry: dict, output: str, seed: int) -> str:
+    """The scenes dataset's shard folder (``<path>/train``), written by rank 0 with the held-out split
+    (``<path>/eval``) when its shards are missing (docs/training.md, "Scenes: segmentation from captions")."""
+    import torch.distributed as dist
+
+    root = entry["path"] or os.path.join(output, "scenes")
+    folder = os.path.join(root, "train")
+    shards = expand_shards(folder, entry["prefix"])
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0 and not all(os.path.isfile(s) for s in shards):
+        if _pattern_of(entry["prefix"], name) != "scenes-{:06d}.tar":
+            raise ValueError(f"data.dataset.meta.{name}.prefix: generated scenes are named "
+                             f"'scenes-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}")
+        write_scenes(root, train_length=entry["length"], num_shards=len(shards), seed=seed)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return folder
@@ -77,6 +97,7 @@ class TrainData:
         if not names:
             raise ValueError("data.dataset.train names no dataset")
         shards, rows, self.length = [], [], 0
+        carries_nouns = all(meta[n]["type"] == "scenes" for n in names if n in meta)
         for name in names:
             if name not in meta:
                 raise ValueError(f"data.dataset.train names {name!r}, which data.dataset.meta does not define "
@@ -93,6 +114,8 @@ class TrainData:
             folder = entry["path"]
             if entry["type"] == "synthetic":
                 folder = _prepare_synthetic(name, entry, cfg.output, int(data.img_aug.img_size), self.seed)
+            elif entry["type"] == "scenes":
+                folder = _prepare_scenes(name, entry, cfg.output, self.seed)
             if not os.path.isdir(folder):
                 raise ValueError(f"data.dataset.meta.{name}.path: {folder}: no such folder")
             found = expand_shards(folder, entry["prefix"])
@@ -128,7 +151,7 @@ class TrainData:
         self.image_transform = image_transform or build_train_transform(data.img_aug)
         self.pin_memory = bool(data.pin_memory) and torch.cuda.is_available()
         self.prefetch_factor = int(data.prefetch_factor)
-        if int(text.multi_label) > 0 and text_transform is None:
+        if int(text.multi_label) > 0 and text_transform is None and not carries_nouns:
             _ = self.text_transform.tagger  # a missing NLTK tagger is an error now, not in a worker
 
     @staticmethod

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .decode import decode_record
+from .decode import decode_record, record_nouns
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from .sources import ShardSource
@@ -75,7 +75,9 @@ class ImageTextBatches(IterableDataset):
             rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}-{position}")
             with seeded(rng.getrandbits(63)):
                 images.append(self.image_transform(image))
-            texts.append(self.text_transform(caption, rng))
+            nouns = record_nouns(record)  # carried by generated shards: the prompts need no tagger then
+            texts.append(self.text_transform(caption, rng) if nouns is None else
+                         self.text_transform(caption, rng, nouns=nouns))
             if len(images) == self.batch_size:
                 yield {"image": torch.stack(images), "text": torch.stack(texts), "worker": worker,
                        "position": position + 1, "skipped": skipped}

@@ -1,0 +1,233 @@
+"""Does segmentation emerge? A trained GroupViT against baselines on the held-out scenes, with group usage.
+
+``scene_emergence(model, data_root)`` scores one model on a folder of held-out scenes
+(``prepare-data scenes``: ``images/*.png`` + ``masks/*.png``; docs/training.md, "Scenes:
+segmentation from captions") at the recipe's test-time settings and returns, besides the
+protocol's mIoU (``GroupViTSegmenter``, soft maps, background by threshold):
+
+* ``no_grouping_mIoU``: each image's top zero-shot class (from the pooled image embedding) painted
+  on every pixel the same pipeline calls foreground: what the image-level classifier alone gives;
+* ``all_background_mIoU``: every pixel background;
+* ``groups``: per grouping stage, the mean number of groups that receive at least one token of an
+  image under the hard (argmax) assignment in eval mode, and the number of groups available: a
+  collapsed model routes every token to one or two groups;
+* ``image_top1_present``: the fraction of images whose top zero-shot class is drawn in them.
+
+All mIoUs are in percent, over 7 classes (background included), exactly as ``eval seg`` counts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..segmentation.classes import ClassSet
+from ..segmentation.inference import GroupViTSegmenter, preprocess_image
+from ..segmentation.io import load_image, load_label_mask
+from ..segmentation.metrics import ConfusionMatrix
+from ..train.data.scenes import SCENE_CLASSES
+from .datasets import find_samples
+
+__all__ = ["scene_emergence", "group_usage", "emergence_figure"]
+
+
+def _pct(value: float) -> float | None:
+    return None if math.isnan(value) else 100.0 * value
+
+
+@torch.no_grad()
+def group_usage(attn_dicts: list[dict | None]) -> list[torch.Tensor]:
+    """Per grouping stage, ``[B]`` counts of groups that get at least one token (argmax over groups of
+    the stage's ``soft`` map, which is what the hard assignment takes in eval mode)."""
+    out = []
+    for attn in attn_dicts:
+        if attn is None:
+            continue
+        soft = attn["soft"][:, 0]  # [B, G, N]
+        winners = soft.argmax(dim=1)  # [B, N]
+        used = torch.zeros(soft.shape[0], soft.shape[1], dtype=torch.bool, device=soft.device)
+        used.scatter_(1, winners, True)
+        out.append(used.sum(dim=1))
+    return out
+
+
+@torch.no_grad()
+def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, crop_size: int = 64, stride: int = 32,
+                    bg_thresh: float = 0.5, max_images: int | None = None, batch_size: int = 32,
+                    assignment: str = "soft", topk: int = 5) -> dict:
+    """Scores of ``model`` on the held-out scenes under ``data_root`` (see the module docstring).
+
+    ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
+    ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``.
+    Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU', 'per_class', 'groups',
+    'image_top1_present', 'num_images', 'seconds', 'settings'}``.
+    """
+    samples = find_samples("scenes", data_root)
+    if max_images is not None:
+        samples = samples[:max_images]
+    classes = ClassSet(SCENE_CLASSES, bg_thresh)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        segmenter = GroupViTSegmenter(model, classes, bg_thresh=bg_thresh, crop_size=crop_size, stride=stride,
+                                      short_side=short_side, max_long_side=max(short_side, 2 * short_side),
+                                      assignment=assignment, crop_batch_size=batch_size, topk=topk)
+        text = segmenter.text_embedding()  # [6, C]
+        k = len(SCENE_CLASSES)
+        ours, no_group, all_bg = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
+        usage: list[list[torch.Tensor]] = []
+        present = 0
+        device = segmenter.device
+        for first in range(0, len(samples), batch_size):
+            chunk = samples[first:first + batch_size]
+            raws = [load_image(s.image) for s in chunk]
+            masks = [load_label_mask(s.mask) for s in chunk]
+            scores = segmenter.predict_scores(raws)
+            # one whole-image pass at the test resolution: the image-level class and the group usage
+            resized = [preprocess_image(r, short_side, max(short_side, 2 * short_side)) for r in raws]
+            side = min(min(t.shape[-2:]) for t in resized)
+            batch = torch.stack([F.interpolate(t[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+                                 for t in resized]).to(device)
+            outs = model.img_encoder(batch, return_attn=True, return_feat=True, as_dict=True)
+            image = F.normalize(model.img_projector(outs["x"]).float(), dim=-1)
+            top = (image @ text.float().t()).argmax(dim=-1) + 1  # label of the top class (background is 0)
+            usage.append(group_usage(outs["attn_dicts"]))
+            for score, mask, label in zip(scores, masks, top.tolist(), strict=True):
+                pred = score.argmax(dim=0).cpu()
+                ours.update(pred, mask)
+                no_group.update(torch.where(pred > 0, label, 0), mask)
+                all_bg.update(torch.zeros_like(mask), mask)
+                present += bool((mask == label).any())
+        stages = [torch.cat([u[i] for u in usage]).float() for i in range(len(usage[0]))] if usage else []
+        available = [attn["soft"].shape[2] for attn in outs["attn_dicts"] if attn is not None] if usage else []
+    finally:
+        model.train(was_training)
+    per_class = {name: _pct(v) for name, v in zip(SCENE_CLASSES, ours.iou(), strict=True)}
+    return {"mIoU": _pct(ours.miou()), "no_grouping_mIoU": _pct(no_group.miou()),
+            "all_background_mIoU": _pct(all_bg.miou()), "per_class": per_class,
+            "groups": [{"mean": float(s.mean()), "min": int(s.min()), "max": int(s.max()), "of": g}
+                       for s, g in zip(stages, available, strict=True)],
+            "image_top1_present": present / max(1, len(samples)), "num_images": len(samples),
+            "seconds": time.perf_counter() - start,
+            "settings": {"short_side": short_side, "crop_size": crop_size, "stride": stride, "bg_thresh": bg_thresh,
+                         "assignment": assignment, "topk": topk, "data_root": os.fspath(data_root)}}
+
+
+def _palette(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
+    import colorsys
+    import random
+
+    rng = random.Random(seed)
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618 + rng.random() * 0.05) % 1.0, 0.65, 0.95))
+            for i in range(n)]
+
+
+@torch.no_grad()
+def emergence_figure(model: nn.Module, data_root: str, path: str, *, count: int = 6, cell: int = 96,
+                     short_side: int = 64, crop_size: int = 64, stride: int = 32, bg_thresh: float = 0.5) -> None:
+    """A PNG of ``count`` held-out scenes, one row each: the image, the stage-1 groups, the stage-2
+    groups (the composed hard maps' argmax, one colour per group), the prediction and the ground truth
+    (label colours of ``segment``'s PNGs), each ``cell`` pixels square (nearest-neighbour)."""
+    from PIL import Image, ImageDraw
+
+    from ..segmentation.io import label_palette
+
+    samples = find_samples("scenes", data_root)[:count]
+    names = list(SCENE_CLASSES)
+    labels_rgb = label_palette(names)
+    was_training = model.training
+    model.eval()
+    try:
+        segmenter = GroupViTSegmenter(model, ClassSet(SCENE_CLASSES, bg_thresh), bg_thresh=bg_thresh,
+                                      crop_size=crop_size, stride=stride, short_side=short_side,
+                                      max_long_side=2 * short_side)
+        header = 14
+        sheet = Image.new("RGB", (5 * cell, header + count * cell), (255, 255, 255))
+        draw = ImageDraw.Draw(sheet)
+        for col, title in enumerate(("image", "stage-1 groups", "stage-2 groups", "prediction", "ground truth")):
+            draw.text((col * cell + 3, 1), title, fill=(0, 0, 0))
+        for row, sample in enumerate(samples):
+            raw = load_image(sample.image)
+            mask = load_label_mask(sample.mask)
+            pred = segmenter.predict([raw])[0].cpu()
+            x = preprocess_image(raw, short_side, 2 * short_side)[None].to(segmenter.device)
+            outs = model.img_encoder(x, return_attn=True, as_dict=True)
+            grid = segmenter._grid(*x.shape[-2:])
+            maps, panels = None, []
+            for attn in outs["attn_dicts"]:
+                if attn is None:
+                    continue
+                step = attn["soft"][:, 0].transpose(1, 2).float()  # [1, N_i, G_i]
+                step = F.one_hot(step.argmax(-1), step.shape[-1]).float()
+                maps = step if maps is None else maps @ step
+                groups = maps[0].argmax(-1).reshape(grid).numpy()
+                colours = _palette(maps.shape[-1])
+                panels.append(Image.fromarray(
+                    np.asarray([[colours[g] for g in r] for r in groups], dtype=np.uint8)))
+            image = Image.fromarray(raw.permute(1, 2, 0).numpy())
+
+            def paint(labels: torch.Tensor) -> Image.Image:
+                lut = np.asarray(labels_rgb, dtype=np.uint8)
+                return Image.fromarray(lut[labels.numpy().clip(0, len(names) - 1)])
+
+            row_panels = [image, *(panels + panels[-1:])[:2], paint(pred), paint(mask)]
+            for col, panel in enumerate(row_panels):
+                sheet.paste(panel.resize((cell, cell), Image.NEAREST), (col * cell, header + row * cell))
+    finally:
+        model.train(was_training)
+    from ..segmentation.io import atomic_write
+
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m groupvit_fast.evaluation.emergence --checkpoint CKPT --data DIR --out DIR``: the trained
+    model, the same architecture untrained (seed 0) and the baselines on the held-out scenes; writes
+    ``emergence.json`` and ``emergence.png``. Test-time settings: the checkpoint config's (flags override)."""
+    import argparse
+    import json
+    import sys
+
+    from ..checkpoint import load_checkpoint
+    from ..models.registry import build_model
+
+    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.evaluation.emergence")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="held-out scenes (prepare-data scenes' --out or its eval/)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--bg-thresh", type=float)
+    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--figure-count", type=int, default=6)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        print(f"{parser.prog}: error: {args.checkpoint}: no such checkpoint file", file=sys.stderr)
+        return 1
+    ckpt = load_checkpoint(args.checkpoint)
+    tt = {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.5, **(ckpt.meta.get("test_time") or {})}
+    if args.bg_thresh is not None:
+        tt["bg_thresh"] = args.bg_thresh
+    torch.manual_seed(0)
+    untrained = build_model(ckpt.config)
+    report = {"checkpoint": args.checkpoint, "step": ckpt.meta.get("step"), "test_time": tt,
+              "trained": scene_emergence(ckpt.model, args.data, max_images=args.max_images, **tt),
+              "untrained": scene_emergence(untrained, args.data, max_images=args.max_images, **tt)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "emergence.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    emergence_figure(ckpt.model, args.data, os.path.join(args.out, "emergence.png"), count=args.figure_count, **tt)
+    t, u = report["trained"], report["untrained"]
+    print(f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
+          f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
+          f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

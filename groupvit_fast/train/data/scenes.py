@@ -1,0 +1,320 @@
+"""Scenes of 1 to 3 coloured objects with captions, for training GroupViT and scoring its segmentation.
+
+The vocabulary (docs/training.md, "Scenes: segmentation from captions") is fixed; the class name
+is the noun, and label ``i`` of an evaluation mask is ``SCENE_CLASSES[i]``:
+
+======  ==============================  =====
+label   noun: appearance                hue
+======  ==============================  =====
+0       background (textured, muted)    any, saturation <= 0.18
+1       apple: red disc                 ~0 deg
+2       lemon: yellow ellipse, 1.5 : 1  ~54 deg
+3       leaf: green triangle            ~120 deg
+4       box: brown square               ~28 deg, dark
+5       ball: blue disc                 ~220 deg
+6       star: orange five-pointed star  ~32 deg, bright
+======  ==============================  =====
+
+A scene is ``size x size`` pixels (``size`` drawn from ``[min_size, max_size]``): a muted
+background (a base grey-ish colour of saturation <= 0.12 with stripes and blotches of saturation
+<= 0.18) and 1 to 3 objects of distinct classes, each with its own size, position, rotation and
+hue/brightness jitter, never overlapping (their bounding circles are apart). Objects are filled
+with one saturated colour (saturation >= 0.55), so no background pixel can be taken for an
+object's colour. Each object is rasterised once as a polygon; the same polygon paints the image
+and, for the evaluation split, the label mask, so mask and image agree pixel for pixel.
+
+Captions name exactly the drawn objects' nouns, in random order, in one of ``CAPTION_TEMPLATES``
+("an apple and a star", "a photo of a ball next to a box", "there is a leaf", ...). Training
+shards carry the nouns next to the caption (``<key>.json``: ``{"caption", "nouns"}``), so the
+multi-label prompts need no part-of-speech tagger (``prompts.TextTransform``).
+
+``write_scenes(out)`` writes ``out/train/scenes-{000000..}.tar`` (webdataset: ``<key>.png``,
+``<key>.txt``, ``<key>.json``; no masks) and ``out/eval/{images,masks}/<stem>.png`` (the held-out
+split, drawn from another random stream than the training shards).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import io
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
+    from PIL import Image
+
+__all__ = ["SCENE_CLASSES", "SCENE_NOUNS", "CAPTION_TEMPLATES", "SceneObject", "Scene", "draw_scene",
+           "scene_caption", "write_scene_shards", "write_scene_eval", "write_scenes", "SceneSpec"]
+
+#: label order of the evaluation masks: background, then the nouns
+SCENE_CLASSES: tuple[str, ...] = ("background", "apple", "lemon", "leaf", "box", "ball", "star")
+SCENE_NOUNS: tuple[str, ...] = SCENE_CLASSES[1:]
+
+# (hue in [0, 1), saturation range, value range); hue jitter is +-_HUE_JITTER
+_COLOURS = {
+    "apple": (0.0, (0.75, 0.95), (0.70, 0.95)),
+    "lemon": (0.15, (0.75, 0.95), (0.85, 1.0)),
+    "leaf": (0.33, (0.65, 0.90), (0.45, 0.75)),
+    "box": (0.078, (0.60, 0.80), (0.35, 0.50)),
+    "ball": (0.61, (0.70, 0.95), (0.65, 0.95)),
+    "star": (0.09, (0.85, 1.0), (0.90, 1.0)),
+}
+_HUE_JITTER = 0.02
+#: background saturation bound (objects are >= 0.60 before rounding to 8 bits)
+BACKGROUND_MAX_SATURATION = 0.18
+OBJECT_MIN_SATURATION = 0.55
+
+#: caption templates; ``{}`` is the list of noun phrases ("an apple", "an apple and a star", ...)
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "{}", "a photo of {}", "there is {}", "a picture of {}", "an image with {}", "{} on the ground",
+    "a drawing of {}", "look at {}", "i see {}", "a simple scene with {}",
+)
+_JOINERS = (" and ", " next to ", " with ", " beside ")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One drawn object: its noun, label, polygon (pixel coordinates) and fill colour."""
+
+    noun: str
+    label: int
+    polygon: tuple[tuple[float, float], ...]
+    colour: tuple[int, int, int]
+
+
+@dataclass
+class Scene:
+    """A rendered scene: ``image`` (RGB ``PIL.Image``), ``mask`` (``uint8 [H, W]``, labels of
+    ``SCENE_CLASSES``), the drawn ``objects`` and the ``caption``."""
+
+    image: Image.Image
+    mask: np.ndarray
+    objects: list[SceneObject]
+    caption: str
+    nouns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What scenes look like: image side range (pixels) and objects per scene."""
+
+    min_size: int = 64
+    max_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 3
+
+    def check(self) -> None:
+        if not 32 <= self.min_size <= self.max_size <= 1024:
+            raise ValueError(f"scene sizes must satisfy 32 <= min_size <= max_size <= 1024, got "
+                             f"{self.min_size} and {self.max_size}")
+        if not 1 <= self.min_objects <= self.max_objects <= 3:
+            raise ValueError(f"objects per scene must satisfy 1 <= min <= max <= 3, got {self.min_objects} and "
+                             f"{self.max_objects}")
+
+
+def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def _regular(cx: float, cy: float, radius: float, n: int, angle: float) -> list[tuple[float, float]]:
+    return [(cx + radius * math.cos(angle + 2 * math.pi * i / n), cy + radius * math.sin(angle + 2 * math.pi * i / n))
+            for i in range(n)]
+
+
+def _polygon(noun: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """The outline of ``noun`` inside the circle of radius ``r`` around ``(cx, cy)``."""
+    if noun in ("apple", "ball"):
+        return _regular(cx, cy, r, 48, 0.0)
+    if noun == "lemon":  # ellipse of axes r and r / 1.5, rotated
+        ca, sa = math.cos(angle), math.sin(angle)
+        pts = []
+        for i in range(48):
+            t = 2 * math.pi * i / 48
+            x, y = r * math.cos(t), r / 1.5 * math.sin(t)
+            pts.append((cx + ca * x - sa * y, cy + sa * x + ca * y))
+        return pts
+    if noun == "leaf":
+        return _regular(cx, cy, r, 3, angle)
+    if noun == "box":
+        return _regular(cx, cy, r, 4, angle)
+    # star: 5 outer points at r, 5 inner at 0.45 r
+    pts = []
+    for i in range(10):
+        radius = r if i % 2 == 0 else 0.45 * r
+        a = angle + math.pi * i / 5
+        pts.append((cx + radius * math.cos(a), cy + radius * math.sin(a)))
+    return pts
+
+
+def _background(size: int, rng: random.Random) -> Image.Image:
+    """A muted textured background: a base colour, then stripes and blotches, all of low saturation."""
+    from PIL import Image, ImageDraw
+
+    def muted(max_s: float) -> tuple[int, int, int]:
+        return _rgb(rng.random(), rng.uniform(0.0, max_s), rng.uniform(0.35, 0.85))
+
+    image = Image.new("RGB", (size, size), muted(0.12))
+    draw = ImageDraw.Draw(image)
+    if rng.random() < 0.5:  # stripes
+        width = rng.randint(max(2, size // 24), max(3, size // 8))
+        colour = muted(BACKGROUND_MAX_SATURATION - 0.02)
+        angle = rng.uniform(0, math.pi)
+        dx, dy = math.cos(angle), math.sin(angle)
+        for offset in range(-2 * size, 2 * size, 2 * width):
+            cx, cy = size / 2 + offset * -dy, size / 2 + offset * dx
+            a = (cx - 2 * size * dx, cy - 2 * size * dy)
+            b = (cx + 2 * size * dx, cy + 2 * size * dy)
+            draw.line([a, b], fill=colour, width=width)
+    for _ in range(rng.randint(3, 8)):  # blotches
+        r = rng.uniform(size / 16, size / 5)
+        x, y = rng.uniform(0, size), rng.uniform(0, size)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=muted(BACKGROUND_MAX_SATURATION - 0.02))
+    return image
+
+
+def scene_caption(nouns: list[str], rng: random.Random) -> str:
+    """A caption naming exactly ``nouns`` (in the given order), e.g. ``'a photo of an apple next to a box'``."""
+    phrases = [("an " if noun[0] in "aeiou" else "a ") + noun for noun in nouns]
+    if len(phrases) == 1:
+        listed = phrases[0]
+    elif len(phrases) == 2:
+        listed = phrases[0] + rng.choice(_JOINERS) + phrases[1]
+    else:
+        listed = rng.choice((f"{phrases[0]}, {phrases[1]} and {phrases[2]}",
+                             f"{phrases[0]}{rng.choice(_JOINERS)}{phrases[1]} and {phrases[2]}"))
+    return rng.choice(CAPTION_TEMPLATES).format(listed)
+
+
+def draw_scene(rng: random.Random, spec: SceneSpec = SceneSpec(), *, with_mask: bool = True) -> Scene:
+    """One random scene (see the module docstring); the mask is all zeros unless ``with_mask``."""
+    from PIL import Image, ImageDraw
+
+    size = rng.randint(spec.min_size, spec.max_size)
+    count = rng.randint(spec.min_objects, spec.max_objects)
+    image = _background(size, rng)
+    mask_img = Image.new("L", (size, size), 0)
+    draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask_img)
+    nouns = rng.sample(SCENE_NOUNS, count)
+    # radii as fractions of the side; smaller when there are more objects, so that they fit
+    r_max = {1: 0.30, 2: 0.22, 3: 0.18}[count] * size
+    r_min = 0.11 * size
+    placed: list[tuple[float, float, float]] = []
+    objects: list[SceneObject] = []
+    for noun in nouns:
+        for _ in range(200):
+            r = rng.uniform(r_min, r_max)
+            cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
+            if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
+                break
+        else:  # no room left (rare with these radii): draw fewer objects
+            continue
+        placed.append((cx, cy, r))
+        hue, s_range, v_range = _COLOURS[noun]
+        colour = _rgb(hue + rng.uniform(-_HUE_JITTER, _HUE_JITTER), rng.uniform(*s_range), rng.uniform(*v_range))
+        polygon = tuple(_polygon(noun, cx, cy, r, rng.uniform(0, 2 * math.pi)))
+        label = SCENE_CLASSES.index(noun)
+        draw.polygon(polygon, fill=colour)
+        if with_mask:
+            draw_mask.polygon(polygon, fill=label)
+        objects.append(SceneObject(noun, label, polygon, colour))
+    drawn = [o.noun for o in objects]
+    return Scene(image, np.asarray(mask_img, dtype=np.uint8).copy(), objects, scene_caption(drawn, rng), drawn)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _check_counts(length: int, num_shards: int) -> None:
+    if num_shards <= 0 or length < num_shards:
+        raise ValueError(f"the training split needs at least one scene per shard, got {length} scene(s) for "
+                         f"{num_shards} shard(s)")
+
+
+def write_scene_shards(folder: str, num_shards: int, length: int, *, seed: int = 0, spec: SceneSpec = SceneSpec(),
+                       pattern: str = "scenes-{:06d}.tar") -> list[str]:
+    """Write ``length`` training scenes over ``num_shards`` webdataset shards; returns their paths.
+
+    Each record: ``<key>.png`` (the image, lossless), ``<key>.txt`` (the caption) and ``<key>.json``
+    (``{"caption", "nouns"}``). No mask is written. Shards appear complete or not at all (written to
+    a temporary name, then renamed).
+    """
+    from webdataset import TarWriter
+
+    spec.check()
+    _check_counts(length, num_shards)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for shard in range(num_shards):
+        path = os.path.join(folder, pattern.format(shard))
+        tmp = path + ".tmp"
+        with TarWriter(tmp) as sink:
+            for index in range(shard * length // num_shards, (shard + 1) * length // num_shards):
+                # one stream per sample, keyed by the split's name: the evaluation split ('eval') never
+                # draws from these streams, so no training scene is an evaluation scene by construction
+                scene = draw_scene(random.Random(f"scenes-train-{seed}-{index}"), spec, with_mask=False)
+                sink.write({"__key__": f"{index:09d}", "png": _png(scene.image), "txt": scene.caption,
+                            "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode()})
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def write_scene_eval(folder: str, count: int, *, seed: int = 0, spec: SceneSpec = SceneSpec()) -> list[str]:
+    """Write ``count`` held-out scenes as ``folder/images/<stem>.png`` + ``folder/masks/<stem>.png``
+    (label PNG, values 0..6 as ``SCENE_CLASSES``) and ``folder/captions.jsonl``; returns the stems."""
+    from ...segmentation.io import atomic_write
+
+    spec.check()
+    if count <= 0:
+        raise ValueError(f"the held-out split needs at least one scene, got {count}")
+    images, masks = os.path.join(folder, "images"), os.path.join(folder, "masks")
+    os.makedirs(images, exist_ok=True)
+    os.makedirs(masks, exist_ok=True)
+    stems, lines = [], []
+    for index in range(count):
+        scene = draw_scene(random.Random(f"scenes-eval-{seed}-{index}"), spec, with_mask=True)
+        stem = f"scene_{index:05d}"
+        from PIL import Image
+
+        atomic_write(os.path.join(images, stem + ".png"), lambda tmp, im=scene.image: im.save(tmp, format="PNG"))
+        mask = Image.fromarray(scene.mask, mode="L")
+        atomic_write(os.path.join(masks, stem + ".png"), lambda tmp, m=mask: m.save(tmp, format="PNG"))
+        stems.append(stem)
+        lines.append(json.dumps({"stem": stem, "caption": scene.caption, "nouns": scene.nouns}))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+
+    # written last: a folder with captions.jsonl is a complete split
+    atomic_write(os.path.join(folder, "captions.jsonl"), write)
+    return stems
+
+
+def write_scenes(out: str, *, train_length: int = 16384, num_shards: int = 8, eval_count: int = 200, seed: int = 0,
+                 spec: SceneSpec = SceneSpec(), eval_spec: SceneSpec | None = None) -> dict[str, str]:
+    """Both splits under ``out``: ``out/train`` (shards) and ``out/eval`` (images, masks, captions).
+
+    ``eval_spec`` (default: ``spec``) sets the held-out scenes' sizes and object counts.
+    Returns ``{'train': folder, 'eval': folder}``.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: exists and is not a folder")
+    spec.check()
+    (eval_spec or spec).check()
+    _check_counts(train_length, num_shards)
+    if eval_count <= 0:
+        raise ValueError(f"the held-out split needs at least one scene, got {eval_count}")
+    train_dir, eval_dir = os.path.join(out, "train"), os.path.join(out, "eval")
+    write_scene_shards(train_dir, num_shards, train_length, seed=seed, spec=spec)
+    write_scene_eval(eval_dir, eval_count, seed=seed, spec=eval_spec or spec)
+    return {"train": train_dir, "eval": eval_dir}

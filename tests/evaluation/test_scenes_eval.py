@@ -1,0 +1,207 @@
+"""The held-out scenes as an evaluation dataset, and test-time settings taken from the checkpoint's
+training config (docs/segmentation.md, "Test-time settings from the checkpoint"): a recipe trained at
+64 px is cut into its own windows by `eval seg` and `segment`, flags override, others keep NVlabs' 448."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from eval_data import EVAL_CONFIG
+
+SCENE_NAMES = ["background", "apple", "lemon", "leaf", "box", "ball", "star"]
+
+
+@pytest.fixture(scope="module")
+def scenes_root(tmp_path_factory):
+    from groupvit_fast.train.data.scenes import write_scene_eval
+
+    root = tmp_path_factory.mktemp("scenes")
+    write_scene_eval(str(root / "eval"), 6, seed=3)
+    return str(root)
+
+
+def _checkpoint(path, model, seg: dict | None) -> str:
+    config = {"model": EVAL_CONFIG}
+    if seg is not None:
+        config["evaluate"] = {"seg": seg}
+    torch.save({"model": model.state_dict(), "config": config, "step": 7}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpt_64(tmp_path_factory, eval_model):
+    # what the scenes recipe's checkpoint carries (train.loop writes the resolved config)
+    seg = {"dataset": "scenes", "short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
+    return _checkpoint(tmp_path_factory.mktemp("c") / "c64.pth", eval_model, seg)
+
+
+@pytest.fixture(scope="module")
+def ckpt_plain(tmp_path_factory, eval_model):
+    # a training config that leaves the test-time keys at 0 ("not set"), as NVlabs' recipes do
+    seg = {"dataset": "", "short_side": 0, "crop_size": 0, "stride": 0, "bg_thresh": 0.0}
+    return _checkpoint(tmp_path_factory.mktemp("c") / "plain.pth", eval_model, seg)
+
+
+class _CropSpy:
+    """Records the spatial sizes the image encoder is called with."""
+
+    def __init__(self, monkeypatch):
+        from groupvit_fast.models.group_vit import GroupViT
+
+        self.sizes = set()
+        original = GroupViT.forward
+
+        def forward(module, x, *args, **kwargs):
+            self.sizes.add(tuple(x.shape[-2:]))
+            return original(module, x, *args, **kwargs)
+
+        monkeypatch.setattr(GroupViT, "forward", forward)
+
+
+def test_the_scenes_layout_is_found_at_either_level(scenes_root):
+    from groupvit_fast.evaluation.datasets import find_samples
+
+    top = find_samples("scenes", scenes_root)
+    assert len(top) == 6 and top == find_samples("scenes", os.path.join(scenes_root, "eval"))
+    assert all(os.path.basename(s.image) == os.path.basename(s.mask) for s in top)
+
+
+def test_a_missing_mask_is_one_line(tmp_path):
+    from groupvit_fast.evaluation.datasets import find_samples
+    from groupvit_fast.train.data.scenes import write_scene_eval
+
+    write_scene_eval(str(tmp_path / "eval"), 2, seed=0)
+    os.remove(tmp_path / "eval" / "masks" / "scene_00001.png")
+    with pytest.raises(ValueError, match="scene_00001.png: no such mask file"):
+        find_samples("scenes", str(tmp_path))
+
+
+@pytest.mark.parametrize("flags, expected, source", [
+    ([], {"short_side": 64, "crop_size": 64, "stride": 32}, "checkpoint"),
+    (["--short-side", "96", "--crop-size", "48", "--stride", "24"], {"short_side": 96, "crop_size": 48, "stride": 24},
+     "flag"),
+])
+def test_segment_takes_resolution_and_window_from_the_checkpoint(ckpt_64, scenes_root, tmp_path, monkeypatch, capsys,
+                                                                 flags, expected, source):
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    out = tmp_path / "out"
+    argv = ["segment", os.path.join(scenes_root, "eval", "images"), "--classes", *SCENE_NAMES, "--checkpoint",
+            ckpt_64, "--gt", os.path.join(scenes_root, "eval", "masks"), "--out", str(out), "--device", "cpu",
+            "--quiet", "--no-overlay", *flags]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k: summary["test_time"][k] for k in expected} == expected
+    assert set(summary["test_time"]["source"].values()) >= {source}
+    assert summary["background_threshold"] == 0.4  # from the checkpoint: no --bg-thresh given
+    crop = expected["crop_size"]
+    # images of 64-128 px become short side `short_side`; every window is at most `crop` square
+    assert spy.sizes and all(max(s) <= crop for s in spy.sizes)
+    assert (crop, crop) in spy.sizes or all(min(s) == expected["short_side"] for s in spy.sizes)
+    assert summary["miou"] is not None
+
+
+def test_segment_without_settings_in_the_checkpoint_keeps_nvlabs_windows(ckpt_plain, scenes_root, tmp_path,
+                                                                         monkeypatch):
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    out = tmp_path / "out"
+    image = os.path.join(scenes_root, "eval", "images", "scene_00000.png")
+    assert main(["segment", image, "--classes", *SCENE_NAMES, "--checkpoint", ckpt_plain, "--out", str(out),
+                 "--device", "cpu", "--quiet", "--no-overlay", "--bg-thresh", "0.7"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_time"]["short_side"] == 448 and summary["test_time"]["crop_size"] == 448
+    assert summary["background_threshold"] == 0.7
+    assert spy.sizes == {(448, 448)}
+
+
+@pytest.mark.parametrize("flags, crop, thresh", [([], 64, 0.4), (["--crop-size", "32", "--bg-thresh", "0.6"], 32, 0.6)])
+def test_eval_seg_scenes_uses_the_checkpoint_settings(ckpt_64, scenes_root, tmp_path, monkeypatch, flags, crop, thresh):
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    out = tmp_path / "ev"
+    assert main(["eval", "seg", "--dataset", "scenes", "--data-root", scenes_root, "--checkpoint", ckpt_64, "--out",
+                 str(out), "--workers", "0", "--device", "cpu", "--quiet", *flags]) == 0
+    result = json.loads((out / "scenes.json").read_text())
+    assert result["settings"]["crop"] == crop and result["settings"]["bg_thresh"] == thresh
+    assert result["settings"]["img_scale"][1] == 64 and result["num_images"] == 6
+    assert spy.sizes == {(crop, crop)}
+
+
+def test_eval_seg_scenes_defaults_to_the_presets_64_px(ckpt_plain, scenes_root, tmp_path, monkeypatch):
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    out = tmp_path / "ev"
+    assert main(["eval", "seg", "--dataset", "scenes", "--data-root", scenes_root, "--checkpoint", ckpt_plain, "--out",
+                 str(out), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    result = json.loads((out / "scenes.json").read_text())
+    assert result["settings"]["crop"] == 64 and result["settings"]["bg_thresh"] == 0.5
+    assert spy.sizes == {(64, 64)}
+
+
+def test_bad_test_time_flags_are_usage_errors(ckpt_64, scenes_root, tmp_path, capsys):
+    from groupvit_fast.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["segment", scenes_root, "--classes", *SCENE_NAMES, "--checkpoint", ckpt_64, "--crop-size", "0"])
+    assert err.value.code == 2 and "--crop-size" in capsys.readouterr().err
+    assert main(["segment", os.path.join(scenes_root, "eval", "images"), "--classes", *SCENE_NAMES, "--checkpoint",
+                 ckpt_64, "--bg-thresh", "1.5", "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--bg-thresh" in err
+
+
+def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_root):
+    from groupvit_fast.evaluation.emergence import scene_emergence
+    from groupvit_fast.segmentation.io import load_label_mask
+
+    result = scene_emergence(eval_model, scenes_root + "/eval", bg_thresh=0.5)
+    masks = [load_label_mask(os.path.join(scenes_root, "eval", "masks", f)).numpy()
+             for f in sorted(os.listdir(os.path.join(scenes_root, "eval", "masks")))]
+    labels = np.concatenate([m.ravel() for m in masks])
+    # all background: IoU of background = its pixel share, every drawn class IoU 0, the rest left out
+    present = np.unique(labels)
+    expected = 100 * (labels == 0).mean() / len(present)
+    assert result["all_background_mIoU"] == pytest.approx(expected, rel=1e-12)
+    assert [g["of"] for g in result["groups"]] == EVAL_CONFIG["img_encoder"]["num_output_groups"]
+    for stage in result["groups"]:
+        assert 1 <= stage["min"] <= stage["mean"] <= stage["max"] <= stage["of"]
+    assert 0 <= result["mIoU"] <= 100 and 0 <= result["no_grouping_mIoU"] <= 100
+
+
+@pytest.mark.parametrize("winners, expected", [([0, 0, 0, 0], 1), ([0, 1, 0, 1], 2), ([3, 2, 1, 0], 4),
+                                               ([2, 2, 2, 1], 2)])
+def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
+    from groupvit_fast.evaluation.emergence import group_usage
+
+    logits = torch.full((1, 1, 5, 4), -3.0)  # [B, 1, G, N]
+    for token, group in enumerate(winners):
+        logits[0, 0, group, token] = 3.0
+    soft = logits.softmax(dim=2)
+    counts = group_usage([{"soft": soft, "hard": soft}, None])
+    assert len(counts) == 1 and counts[0].tolist() == [expected]
+
+
+def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_root, tmp_path):
+    from PIL import Image
+
+    from groupvit_fast.evaluation.emergence import main
+
+    out = tmp_path / "report"
+    assert main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "3"]) == 0
+    report = json.loads((out / "emergence.json").read_text())
+    assert report["test_time"] == {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
+    assert set(report) >= {"trained", "untrained"} and report["step"] == 7
+    for key in ("trained", "untrained"):
+        assert report[key]["num_images"] == 6 and report[key]["settings"]["bg_thresh"] == 0.4
+    with Image.open(out / "emergence.png") as png:  # 5 panels of 96 px, a 14 px header, 3 rows
+        assert png.size == (5 * 96, 14 + 3 * 96)
