@@ -57,9 +57,15 @@ def _extensions():
     want_cuda = os.environ.get("GROUPVIT_FAST_BUILD_CUDA", "1") not in ("", "0")
     with_cuda = bool(want_cuda and torch.version.cuda and CUDA_HOME and cuda_sources)
     if not with_cuda:
-        why = ("GROUPVIT_FAST_BUILD_CUDA=0" if not want_cuda else
-               "torch is a CPU-only build" if not torch.version.cuda else
-               "no CUDA toolkit found (set CUDA_HOME)" if not CUDA_HOME else "no CUDA sources")
+        why = (
+            "GROUPVIT_FAST_BUILD_CUDA=0"
+            if not want_cuda
+            else "torch is a CPU-only build"
+            if not torch.version.cuda
+            else "no CUDA toolkit found (set CUDA_HOME)"
+            if not CUDA_HOME
+            else "no CUDA sources"
+        )
         print(f"groupvit_fast: skipping the CUDA kernels ({why}); building the CPU kernels only")
 
     if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
@@ -79,8 +85,7 @@ def _extensions():
             sources=cpu_sources + cuda_sources,
             include_dirs=[str(ROOT / "csrc")] + _nvidia_include_dirs(),
             define_macros=define_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math",
-                                                             "-lineinfo"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             extra_link_args=["-fopenmp"],
         )
     else:
@@ -92,8 +97,12 @@ def _extensions():
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=["-fopenmp"],
         )
-    info = {"torch_version": torch.__version__, "with_cuda": with_cuda, "cuda_version": torch.version.cuda,
-            "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if with_cuda else None}
+    info = {
+        "torch_version": torch.__version__,
+        "with_cuda": with_cuda,
+        "cuda_version": torch.version.cuda,
+        "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if with_cuda else None,
+    }
 
     class BuildExtensionWithInfo(BuildExtension.with_options(use_ninja=True)):
         """Records the torch the extension is built against, so a mismatch is caught at import."""

@@ -23,8 +23,12 @@ from groupvit_fast.bench import cases
 
 def pytest_addoption(parser):
     group = parser.getgroup("groupvit_fast benchmarks")
-    group.addoption("--bench-tier", choices=sorted(cases.TIERS), default=None,
-                    help="case tier (default: gpu with a CUDA device, else smoke)")
+    group.addoption(
+        "--bench-tier",
+        choices=sorted(cases.TIERS),
+        default=None,
+        help="case tier (default: gpu with a CUDA device, else smoke)",
+    )
 
 
 def bench_tier(config):
@@ -88,6 +92,7 @@ def _run_benchmark(benchmark, fn, device: str, group: str, **extra_info):
     benchmark.group = group
     benchmark.extra_info.update(extra_info)
     if device == "cuda":
+
         def target():
             result = fn()
             torch.cuda.synchronize()

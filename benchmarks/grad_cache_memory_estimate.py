@@ -50,15 +50,19 @@ def main() -> int:
     per_pair = (peaks[large] - peaks[small]) / (large - small)
     params = sum(p.numel() for p in model.parameters())
     lines = [
-        "# GroupViT-S image-text training step: memory per pair", "",
+        "# GroupViT-S image-text training step: memory per pair",
+        "",
         f"- Device: {meta['device_name']}; torch {v['torch']}, Python {v['python']}, "
         f"groupvit_fast {v['groupvit_fast']}",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; git `{meta['git_commit']}`; load average "
         f"{os.getloadavg()[0]:.1f}",
         "- One plain AdamW step, fp32, after a first step; peak growth of the allocator "
-        "(groupvit_fast.bench.timing.peak_memory)", "",
-        "| batch | peak MB |", "| --- | --- |",
-        *(f"| {b} | {peaks[b] / 1e6:.1f} |" for b in args.batches), "",
+        "(groupvit_fast.bench.timing.peak_memory)",
+        "",
+        "| batch | peak MB |",
+        "| --- | --- |",
+        *(f"| {b} | {peaks[b] / 1e6:.1f} |" for b in args.batches),
+        "",
         f"Slope: **{per_pair / 1e6:.1f} MB per pair** (fp32 activations of both encoders, 1 image + 4 texts); "
         f"parameters {params / 1e6:.1f} M ({params * 4 / 1e6:.0f} MB in fp32).",
     ]

@@ -84,8 +84,17 @@ def _call(case: Case, backend: str):
     train = case.mode == "train"
     if train:
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
-    result = assign_attention(q, k, v, num_heads=case.shape.heads, hard=case.mode != "soft", gumbel=train, seed=1234,
-                              return_attn=case.return_attn, backend=backend)
+    result = assign_attention(
+        q,
+        k,
+        v,
+        num_heads=case.shape.heads,
+        hard=case.mode != "soft",
+        gumbel=train,
+        seed=1234,
+        return_attn=case.return_attn,
+        backend=backend,
+    )
     out, attn = result if case.return_attn else (result, None)
     tensors = [out]
     if attn is not None:
@@ -127,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in status.items():
             print(f"backend {name}: {'usable' if reason is None else reason}")
         for c in cases:
-            print(f"case {c.name}: {c.shape.dims()} {c.dtype} {c.mode}"
-                  + (" strided q" if c.strided_q else "") + (" return_attn" if c.return_attn else ""))
+            print(
+                f"case {c.name}: {c.shape.dims()} {c.dtype} {c.mode}"
+                + (" strided q" if c.strided_q else "")
+                + (" return_attn" if c.return_attn else "")
+            )
         return 0
     if not backends:
         print("sanitizer_cases: no GPU backend is usable: " + "; ".join(f"{n}: {r}" for n, r in status.items()))
@@ -143,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             problem = run_case(case, backend)
             took = time.perf_counter() - start
-            print(f"{'ok  ' if problem is None else 'FAIL'} {backend} {case.name} ({took:.1f} s)"
-                  + ("" if problem is None else f": {problem}"), flush=True)
+            print(
+                f"{'ok  ' if problem is None else 'FAIL'} {backend} {case.name} ({took:.1f} s)"
+                + ("" if problem is None else f": {problem}"),
+                flush=True,
+            )
             failures += problem is not None
     print(f"sanitizer_cases: {failures} failure(s)")
     return 1 if failures else 0

@@ -12,8 +12,15 @@ def test_eval(eval_item, require_impl, build, run_benchmark):
     case, impl = eval_item
     require_impl(impl)
     runner = build(case, impl)
-    result = run_benchmark(runner.fn, case.id, impl=impl, assign_backend=runner.backend, images=case.batch,
-                           task=case.task, dtype=case.dtype)
+    result = run_benchmark(
+        runner.fn,
+        case.id,
+        impl=impl,
+        assign_backend=runner.backend,
+        images=case.batch,
+        task=case.task,
+        dtype=case.dtype,
+    )
     if case.task == "seg":
         assert [tuple(lab.shape) for lab in result] == [case.size] * case.images
         assert all(0 <= int(lab.min()) and int(lab.max()) < len(case.classes) for lab in result)

@@ -40,8 +40,10 @@ def test_op_memory(op_item, device, require_impl, build, record_property):
     if impl in BACKENDS and impl != "reference":
         # out [B,G,C] in the input dtype, r [B,h,G] float32, the int64 [seed, offset] pair
         allowed = out_bytes + _nbytes((s.batch, s.heads, s.groups), torch.float32) + 16
-        assert extra <= allowed, f"{impl} keeps {extra} bytes besides its inputs for backward, more than " \
-                                 f"out + r + seed = {allowed}: a [B,h,G,N] map ({attn_map} bytes) is saved"
+        assert extra <= allowed, (
+            f"{impl} keeps {extra} bytes besides its inputs for backward, more than "
+            f"out + r + seed = {allowed}: a [B,h,G,N] map ({attn_map} bytes) is saved"
+        )
     elif impl == "reference":
         assert extra >= attn_map, "the reference saves its softmax over groups: the count misses it"
 

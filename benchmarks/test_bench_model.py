@@ -11,8 +11,15 @@ def test_model(model_item, require_impl, build, run_benchmark):
     case, impl = model_item
     require_impl(impl)
     runner = build(case, impl)
-    result = run_benchmark(runner.fn, case.id, impl=impl, assign_backend=runner.backend, images=case.batch,
-                           task=case.task, dtype=case.dtype)
+    result = run_benchmark(
+        runner.fn,
+        case.id,
+        impl=impl,
+        assign_backend=runner.backend,
+        images=case.batch,
+        task=case.task,
+        dtype=case.dtype,
+    )
     if case.task == "train":
         assert result.dim() == 0 and math.isfinite(result.item())  # the loss
     else:

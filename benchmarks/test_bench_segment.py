@@ -9,8 +9,15 @@ def test_segment(segment_item, require_impl, build, run_benchmark):
     case, impl = segment_item
     require_impl(impl)
     runner = build(case, impl)
-    labels = run_benchmark(runner.fn, case.id, impl=impl, assign_backend=runner.backend, images=case.images,
-                           task=case.task, dtype=case.dtype)
+    labels = run_benchmark(
+        runner.fn,
+        case.id,
+        impl=impl,
+        assign_backend=runner.backend,
+        images=case.images,
+        task=case.task,
+        dtype=case.dtype,
+    )
     assert [tuple(lab.shape) for lab in labels] == [case.size] * case.images
     assert all(int(lab.max()) < len(case.classes) and int(lab.min()) >= 0 for lab in labels)
     if runner.error is not None:

@@ -22,8 +22,15 @@ def test_train(train_item, require_impl, build, run_benchmark):
     if case.task == "step":
         pytest.importorskip("omegaconf")
     runner = build(case, impl)
-    result = run_benchmark(runner.fn, case.id, impl=impl, assign_backend=runner.backend, images=case.batch,
-                           task=case.task, dtype=case.dtype)
+    result = run_benchmark(
+        runner.fn,
+        case.id,
+        impl=impl,
+        assign_backend=runner.backend,
+        images=case.batch,
+        task=case.task,
+        dtype=case.dtype,
+    )
     if case.task == "step":
         assert result.dim() == 0 and math.isfinite(result.item())  # the total loss
     else:  # one batch of the loader: augmented images and tokenised text

@@ -104,8 +104,10 @@ def problems(folder: Path, packages: tuple[Package, ...] = PACKAGES) -> list[str
             lines.append(f"wheelhouse {folder}: no wheel of {package.requirement} (run benchmarks/fill_wheelhouse.sh)")
             continue
         if len(wheels) > 1:
-            lines.append(f"wheelhouse {folder}: {len(wheels)} wheels of {package.name} "
-                         f"({', '.join(w.name for w in wheels)}): keep one, two stop the install")
+            lines.append(
+                f"wheelhouse {folder}: {len(wheels)} wheels of {package.name} "
+                f"({', '.join(w.name for w in wheels)}): keep one, two stop the install"
+            )
             continue
         wheel = wheels[0]
         why = incompatibility(wheel.name)
@@ -119,8 +121,11 @@ def problems(folder: Path, packages: tuple[Package, ...] = PACKAGES) -> list[str
 def missing_wheels(folder: Path, packages: tuple[Package, ...] = PACKAGES) -> list[Path]:
     """The wheels of ``folder`` whose package's module this interpreter cannot import."""
     found = wheels_by_name(folder)
-    return [found[normalize(p.name)][0] for p in packages
-            if importlib.util.find_spec(p.module) is None and found.get(normalize(p.name))]
+    return [
+        found[normalize(p.name)][0]
+        for p in packages
+        if importlib.util.find_spec(p.module) is None and found.get(normalize(p.name))
+    ]
 
 
 def install(folder: Path, site: Path) -> int:
@@ -134,8 +139,21 @@ def install(folder: Path, site: Path) -> int:
         print(f"wheelhouse: every package of {folder} is importable already")
         return 0
     print("wheelhouse: installing " + " ".join(w.name for w in wheels), flush=True)
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
-               "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, wheels)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--upgrade",
+        "--target",
+        str(site),
+        *map(str, wheels),
+    ]
     return subprocess.run(command, check=False).returncode
 
 
@@ -143,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("requirements", help="print the pinned requirements, one a line")
-    for name, text in (("check", "check that DIR holds one installable wheel of each package"),
-                       ("missing", "print the wheels of DIR whose module is not importable here")):
+    for name, text in (
+        ("check", "check that DIR holds one installable wheel of each package"),
+        ("missing", "print the wheels of DIR whose module is not importable here"),
+    ):
         sub.add_parser(name, help=text).add_argument("folder", type=Path, metavar="DIR")
     installer = sub.add_parser("install", help="pip-install the missing packages' wheels of DIR into SITE, offline")
     installer.add_argument("folder", type=Path, metavar="DIR")
@@ -155,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lines = problems(args.folder)
     if args.command == "check" or lines:
-        print("\n".join(lines) if lines else f"wheelhouse {args.folder}: {len(PACKAGES)} wheels, all installable",
-              file=sys.stderr if lines else sys.stdout)
+        print(
+            "\n".join(lines) if lines else f"wheelhouse {args.folder}: {len(PACKAGES)} wheels, all installable",
+            file=sys.stderr if lines else sys.stdout,
+        )
         return 1 if lines else 0
     if args.command == "install":
         return install(args.folder, args.site)

@@ -12,6 +12,17 @@ from .patch import (
 )
 from .tokenizer import tokenize
 
-__all__ = ["__version__", "assign_attention", "GroupViT", "TextTransformer", "MultiLabelContrastive", "tokenize",
-           "build_model", "load_checkpoint", "apply_groupvit_fast", "revert_groupvit_fast",
-           "apply_groupvit_fast_to_classes", "revert_groupvit_fast_classes"]
+__all__ = [
+    "__version__",
+    "assign_attention",
+    "GroupViT",
+    "TextTransformer",
+    "MultiLabelContrastive",
+    "tokenize",
+    "build_model",
+    "load_checkpoint",
+    "apply_groupvit_fast",
+    "revert_groupvit_fast",
+    "apply_groupvit_fast_to_classes",
+    "revert_groupvit_fast_classes",
+]

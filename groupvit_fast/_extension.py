@@ -54,8 +54,11 @@ def _load():
         return None, Availability("absent", f"the C++ extension groupvit_fast._C is not built ({_REBUILD})")
     built_with = info.get("torch_version", "?")
     if _torch_base_version(built_with) != _torch_base_version(torch.__version__):
-        return None, Availability("broken", f"groupvit_fast._C was built against torch {built_with} but torch "
-                                            f"{torch.__version__} is running; {_REBUILD}")
+        return None, Availability(
+            "broken",
+            f"groupvit_fast._C was built against torch {built_with} but torch "
+            f"{torch.__version__} is running; {_REBUILD}",
+        )
     try:
         module = importlib.import_module("groupvit_fast._C")
     except (ImportError, OSError) as err:
@@ -69,8 +72,11 @@ def load_extension() -> ModuleType | None:
     if module is None and not getattr(load_extension, "_logged", False):
         load_extension._logged = True
         log = logger.error if status.status == "broken" else logger.info
-        log("groupvit_fast: compiled backends %s: %s", "BROKEN" if status.status == "broken" else "unavailable",
-            status.reason)
+        log(
+            "groupvit_fast: compiled backends %s: %s",
+            "BROKEN" if status.status == "broken" else "unavailable",
+            status.reason,
+        )
     return module
 
 

@@ -66,8 +66,9 @@ def require_extra(feature: str, extra: str) -> None:
     missing; ``feature`` is what the user imported (the message's subject)."""
     missing = [name for name in extra_requirements(extra) if not _installed(name)]
     if missing:
-        raise ModuleNotFoundError(f"{feature} needs {', '.join(missing)}: pip install 'groupvit_fast[{extra}]'",
-                                  name=missing[0])
+        raise ModuleNotFoundError(
+            f"{feature} needs {', '.join(missing)}: pip install 'groupvit_fast[{extra}]'", name=missing[0]
+        )
 
 
 def _main(argv: list[str]) -> int:

@@ -113,10 +113,17 @@ def _cmd_segment(args) -> int:
     try:
         if tt["bg_thresh"] is not None and class_set.with_bg:
             class_set = resolve_classes(list(class_set.names), tt["bg_thresh"])
-        segmenter = GroupViTSegmenter(model, class_set, templates=args.templates, crop_batch_size=args.crop_batch_size,
-                                      assignment=args.assign, short_side=tt["short_side"], crop_size=tt["crop_size"],
-                                      stride=tt["stride"],
-                                      max_long_side=max(tt["short_side"], 2048 * tt["short_side"] // 448))
+        segmenter = GroupViTSegmenter(
+            model,
+            class_set,
+            templates=args.templates,
+            crop_batch_size=args.crop_batch_size,
+            assignment=args.assign,
+            short_side=tt["short_side"],
+            crop_size=tt["crop_size"],
+            stride=tt["stride"],
+            max_long_side=max(tt["short_side"], 2048 * tt["short_side"] // 448),
+        )
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
     except (ImportError, ValueError) as err:
         raise CliError(str(err)) from None
@@ -124,9 +131,14 @@ def _cmd_segment(args) -> int:
     names = list(class_set.names)
     confusion = ConfusionMatrix(len(names)) if args.gt is not None else None
     per_image = {}
-    for start in tqdm(range(0, len(images), args.batch_size), desc="segment", unit="batch",
-                      disable=args.quiet or None, file=sys.stderr):
-        paths = images[start:start + args.batch_size]
+    for start in tqdm(
+        range(0, len(images), args.batch_size),
+        desc="segment",
+        unit="batch",
+        disable=args.quiet or None,
+        file=sys.stderr,
+    ):
+        paths = images[start : start + args.batch_size]
         try:
             batch = [load_image(p) for p in paths]
             gts = [_gt_for(args.gt, p, single) for p in paths]
@@ -151,10 +163,14 @@ def _cmd_segment(args) -> int:
                 save_overlay_png(os.path.join(out_dir, f"{stem}_overlay.png"), image, label, names)
             save_json(os.path.join(out_dir, f"{stem}.json"), {"classes": names, **record})
             per_image[stem] = {k: v for k, v in fractions.items() if v > 0}
-    summary = {"classes": names, "background_threshold": class_set.bg_thresh if class_set.with_bg else None,
-               "assignment": args.assign, "checkpoint": args.checkpoint,
-               "test_time": {k: tt[k] for k in ("short_side", "crop_size", "stride")} | {"source": tt["source"]},
-               "images": per_image}
+    summary = {
+        "classes": names,
+        "background_threshold": class_set.bg_thresh if class_set.with_bg else None,
+        "assignment": args.assign,
+        "checkpoint": args.checkpoint,
+        "test_time": {k: tt[k] for k in ("short_side", "crop_size", "stride")} | {"source": tt["source"]},
+        "images": per_image,
+    }
     if confusion is not None:
         ious = confusion.iou()
         summary["miou"] = confusion.miou()
@@ -226,8 +242,7 @@ def _cmd_convert(args) -> int:
         notes = "; multi_label_logit_scale dropped (no HF counterpart)"
     elif added:
         notes = f"; {', '.join(added)} set to its initial value (HF weights have none)"
-    print(f"{src} ({ckpt.source_format}, {ckpt.kind}) -> {dst} ({args.to} keys, {len(ckpt.state_dict)} tensors"
-          f"{notes})")
+    print(f"{src} ({ckpt.source_format}, {ckpt.kind}) -> {dst} ({args.to} keys, {len(ckpt.state_dict)} tensors{notes})")
     return 0
 
 
@@ -235,31 +250,42 @@ def _cmd_convert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="GroupViT with fused kernels: segmentation, weights, "
-                                     "diagnostics.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="GroupViT with fused kernels: segmentation, weights, diagnostics."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="zero-shot semantic segmentation of an image or a folder of images")
     seg.add_argument("input", metavar="IMAGE_OR_DIR")
-    seg.add_argument("--classes", nargs="+", required=True,
-                     help="a preset (voc, context, coco) or two or more class names (first 'background' for a "
-                          "thresholded background), space- or comma-separated")
+    seg.add_argument(
+        "--classes",
+        nargs="+",
+        required=True,
+        help="a preset (voc, context, coco) or two or more class names (first 'background' for a "
+        "thresholded background), space- or comma-separated",
+    )
     seg.add_argument("--checkpoint", help="NVlabs .pth, HF weights or safetensors (omit: random weights)")
     seg.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
     seg.add_argument("--out", default="groupvit_out", help="output folder (default: %(default)s)")
     seg.add_argument("--gt", help="ground-truth label PNG, or a folder of <stem>.png masks: report mIoU")
-    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the checkpoint config's "
-                     "evaluate.seg.bg_thresh, else the preset's, else 0.95)")
+    seg.add_argument(
+        "--bg-thresh",
+        type=float,
+        help="background threshold (default: the checkpoint config's "
+        "evaluate.seg.bg_thresh, else the preset's, else 0.95)",
+    )
     add_test_time_arguments(seg, "448, 448 and 224, NVlabs' protocol")
     add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     seg.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     seg.add_argument("--batch-size", type=positive_int, default=4, help="images per batch (default: %(default)s)")
-    seg.add_argument("--crop-batch-size", type=positive_int, default=8,
-                     help="448x448 crops per encoder call (default: %(default)s)")
+    seg.add_argument(
+        "--crop-batch-size", type=positive_int, default=8, help="448x448 crops per encoder call (default: %(default)s)"
+    )
     seg.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
-    seg.add_argument("--trust-pickle", action="store_true",
-                     help="allow full unpickling of the checkpoint (only for files you trust)")
+    seg.add_argument(
+        "--trust-pickle", action="store_true", help="allow full unpickling of the checkpoint (only for files you trust)"
+    )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)
 
@@ -273,11 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert weights: NVlabs .pth <-> HF <-> safetensors")
     conv.add_argument("src", metavar="SRC")
     conv.add_argument("dst", metavar="DST", help="output file: .safetensors, or .pth/.pt/.bin (torch.save)")
-    conv.add_argument("--to", choices=("nvlabs", "hf"), default="nvlabs", help="key names to write (default: "
-                      "%(default)s)")
+    conv.add_argument(
+        "--to", choices=("nvlabs", "hf"), default="nvlabs", help="key names to write (default: %(default)s)"
+    )
     conv.add_argument("--force", action="store_true", help="replace DST if it exists")
-    conv.add_argument("--trust-pickle", action="store_true",
-                      help="allow full unpickling of SRC (only for files you trust)")
+    conv.add_argument(
+        "--trust-pickle", action="store_true", help="allow full unpickling of SRC (only for files you trust)"
+    )
     conv.set_defaults(func=_cmd_convert)
 
     from .evaluation.cli import add_eval_parser, add_prepare_parser

@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["PROG", "CliError", "load_config_file", "build_model_from_args", "positive_int", "add_assign_argument",
-           "add_test_time_arguments", "test_time_settings"]
+__all__ = [
+    "PROG",
+    "CliError",
+    "load_config_file",
+    "build_model_from_args",
+    "positive_int",
+    "add_assign_argument",
+    "add_test_time_arguments",
+    "test_time_settings",
+]
 
 PROG = "groupvit-fast"
 
@@ -68,13 +76,17 @@ def build_model_from_args(args: argparse.Namespace) -> nn.Module:
             model = ckpt.model
             args.checkpoint_test_time = dict(ckpt.meta.get("test_time") or {})
             if ckpt.kind != "full":
-                raise CliError(f"{args.checkpoint}: holds only vision-encoder weights; segmentation needs the "
-                               "image-text model")
+                raise CliError(
+                    f"{args.checkpoint}: holds only vision-encoder weights; segmentation needs the image-text model"
+                )
         else:
             model = build_model(config if config is not None else released_config())
             bar = "!" * 78
-            print(f"{bar}\n{PROG}: WARNING: no --checkpoint given: the model has RANDOM weights and its "
-                  f"segmentations are meaningless.\n{bar}", file=sys.stderr)
+            print(
+                f"{bar}\n{PROG}: WARNING: no --checkpoint given: the model has RANDOM weights and its "
+                f"segmentations are meaningless.\n{bar}",
+                file=sys.stderr,
+            )
     except ValueError as err:
         raise CliError(str(err)) from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,20 +109,33 @@ def add_assign_argument(parser: argparse.ArgumentParser) -> None:
     composes (docs/segmentation.md, "Soft or hard assignment"); a value outside the choices is a usage error."""
     from .segmentation.inference import ASSIGNMENTS
 
-    parser.add_argument("--assign", choices=ASSIGNMENTS, default="soft",
-                        help="compose the grouping blocks' soft maps (NVlabs' protocol, default) or their one-hot "
-                             "hard maps (ablation)")
+    parser.add_argument(
+        "--assign",
+        choices=ASSIGNMENTS,
+        default="soft",
+        help="compose the grouping blocks' soft maps (NVlabs' protocol, default) or their one-hot hard maps (ablation)",
+    )
 
 
 def add_test_time_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--short-side``, ``--crop-size``, ``--stride``: override the test-time resolution and window that
     the checkpoint's training config sets (docs/segmentation.md, "Test-time settings from the checkpoint")."""
-    parser.add_argument("--short-side", type=positive_int, help=f"resize images to this short side (default: the "
-                        f"checkpoint config's evaluate.seg.short_side, else {what})")
-    parser.add_argument("--crop-size", type=positive_int, help=f"sliding-window size (default: the checkpoint "
-                        f"config's evaluate.seg.crop_size, else {what})")
-    parser.add_argument("--stride", type=positive_int, help=f"sliding-window stride (default: the checkpoint "
-                        f"config's evaluate.seg.stride, else {what})")
+    parser.add_argument(
+        "--short-side",
+        type=positive_int,
+        help=f"resize images to this short side (default: the "
+        f"checkpoint config's evaluate.seg.short_side, else {what})",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=positive_int,
+        help=f"sliding-window size (default: the checkpoint config's evaluate.seg.crop_size, else {what})",
+    )
+    parser.add_argument(
+        "--stride",
+        type=positive_int,
+        help=f"sliding-window stride (default: the checkpoint config's evaluate.seg.stride, else {what})",
+    )
 
 
 def test_time_settings(args: argparse.Namespace, defaults: dict) -> dict:

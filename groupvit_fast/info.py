@@ -47,8 +47,14 @@ def collect() -> dict:
         "xformers": _version_of("xformers"),
         "extension build": _extension.build_info() or "not built",
         "device": _device(),
-        "ops": {d.op: {"env": d.env_var, "priority": {dev: list(order) for dev, order in d.priority.items()},
-                       "backends": d.table()} for d in (ASSIGN, ATTENTION)},
+        "ops": {
+            d.op: {
+                "env": d.env_var,
+                "priority": {dev: list(order) for dev, order in d.priority.items()},
+                "backends": d.table(),
+            }
+            for d in (ASSIGN, ATTENTION)
+        },
     }
 
 

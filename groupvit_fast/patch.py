@@ -42,8 +42,12 @@ from .models.attention import attention_forward
 from .models.grouping import assign_core, assign_forward, check_assign_backend
 from .ops.attention import check_attention_backend, multi_head_attention
 
-__all__ = ["apply_groupvit_fast", "revert_groupvit_fast", "apply_groupvit_fast_to_classes",
-           "revert_groupvit_fast_classes"]
+__all__ = [
+    "apply_groupvit_fast",
+    "revert_groupvit_fast",
+    "apply_groupvit_fast_to_classes",
+    "revert_groupvit_fast_classes",
+]
 
 _ORIG = "_groupvit_fast_original_forward"
 _ASSIGN_BACKEND = "assign_backend"
@@ -57,13 +61,29 @@ _SET_BY_PATCH = "_groupvit_fast_set_attrs"
 
 def _is_nvlabs_assign(m: nn.Module) -> bool:
     return type(m).__name__ == "AssignAttention" and all(
-        hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "proj", "hard", "gumbel", "gumbel_tau", "sum_assign",
-                                "assign_eps", "num_heads", "scale", "attn_drop", "proj_drop"))
+        hasattr(m, a)
+        for a in (
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "proj",
+            "hard",
+            "gumbel",
+            "gumbel_tau",
+            "sum_assign",
+            "assign_eps",
+            "num_heads",
+            "scale",
+            "attn_drop",
+            "proj_drop",
+        )
+    )
 
 
 def _is_nvlabs_attention(m: nn.Module) -> bool:
     return type(m).__name__ == "Attention" and all(
-        hasattr(m, a) for a in ("qkv_fuse", "num_heads", "scale", "proj", "attn_drop", "proj_drop"))
+        hasattr(m, a) for a in ("qkv_fuse", "num_heads", "scale", "proj", "attn_drop", "proj_drop")
+    )
 
 
 # ---- Hugging Face transformers modules -------------------------------------------------------
@@ -75,9 +95,21 @@ def _hf_assign_forward(self, query, key):
     need = getattr(self, _RETURN_ATTN, True)
     # HF: gumbel (training) / hard argmax (eval) assignment, tau 1, normalised with assign_eps; HF's
     # returned map is the noise-free softmax over groups, differentiable like HF's under autograd
-    out, maps = assign_core(q, k, v, num_heads=1, scale=self.scale, hard=True, gumbel=self.training, tau=1.0,
-                            sum_assign=False, eps=self.assign_eps, return_attn=need,
-                            backend=getattr(self, _ASSIGN_BACKEND, "auto"), names=("soft",))
+    out, maps = assign_core(
+        q,
+        k,
+        v,
+        num_heads=1,
+        scale=self.scale,
+        hard=True,
+        gumbel=self.training,
+        tau=1.0,
+        sum_assign=False,
+        eps=self.assign_eps,
+        return_attn=need,
+        backend=getattr(self, _ASSIGN_BACKEND, "auto"),
+        names=("soft",),
+    )
     return self.proj(out), (maps["soft"][:, 0] if need else None)
 
 
@@ -99,8 +131,9 @@ def _hf_attention_forward(self, hidden_states, attention_mask=None, encoder_hidd
     """HF ``GroupViTAttention.forward``: ``(out [B, L, C], None)`` on the fast path, or HF's own
     ``(out, weights [B, h, L, S])`` when the weights are asked for (they exist only in its eager math)."""
     if _hf_attention_weights_wanted(kwargs):
-        return _original(self, "GroupViTAttention")(hidden_states, attention_mask=attention_mask,
-                                                   encoder_hidden_states=encoder_hidden_states, **kwargs)
+        return _original(self, "GroupViTAttention")(
+            hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states, **kwargs
+        )
     b, n, c = hidden_states.shape
     kv = hidden_states if encoder_hidden_states is None else encoder_hidden_states
     h, d = self.num_heads, self.head_dim
@@ -108,9 +141,15 @@ def _hf_attention_forward(self, hidden_states, attention_mask=None, encoder_hidd
     k = self.k_proj(kv).view(b, kv.shape[1], h, d).transpose(1, 2)
     v = self.v_proj(kv).view(b, kv.shape[1], h, d).transpose(1, 2)
     # HF passes an additive (float) or boolean [B, 1, L, S] mask, or None: the op takes both
-    out = multi_head_attention(q, k, v, scale=self.scale, mask=attention_mask,
-                               dropout_p=self.dropout if self.training else 0.0,
-                               backend=getattr(self, _ATTN_BACKEND, "auto"))
+    out = multi_head_attention(
+        q,
+        k,
+        v,
+        scale=self.scale,
+        mask=attention_mask,
+        dropout_p=self.dropout if self.training else 0.0,
+        backend=getattr(self, _ATTN_BACKEND, "auto"),
+    )
     return self.out_proj(out.transpose(1, 2).reshape(b, n, c)), None
 
 
@@ -132,17 +171,30 @@ def _is_hf(m: nn.Module, name: str) -> bool:
 
 # ---- instance patching -----------------------------------------------------------------------
 
+
 #: (recognise(module), forward function, which backend attribute, patched name) per foreign module kind
 def _kinds():
     return [
         (_is_nvlabs_assign, assign_forward, _ASSIGN_BACKEND, "nvlabs.AssignAttention"),
         (_is_nvlabs_attention, attention_forward, _ATTN_BACKEND, "nvlabs.Attention"),
-        (lambda m: _is_hf(m, "GroupViTAssignAttention"), _hf_assign_forward, _ASSIGN_BACKEND,
-         "transformers.GroupViTAssignAttention"),
-        (lambda m: _is_hf(m, "GroupViTAttention"), _hf_attention_forward, _ATTN_BACKEND,
-         "transformers.GroupViTAttention"),
-        (lambda m: _is_hf(m, "GroupViTStage") and m.downsample is not None, _hf_stage_forward, None,
-         "transformers.GroupViTStage"),
+        (
+            lambda m: _is_hf(m, "GroupViTAssignAttention"),
+            _hf_assign_forward,
+            _ASSIGN_BACKEND,
+            "transformers.GroupViTAssignAttention",
+        ),
+        (
+            lambda m: _is_hf(m, "GroupViTAttention"),
+            _hf_attention_forward,
+            _ATTN_BACKEND,
+            "transformers.GroupViTAttention",
+        ),
+        (
+            lambda m: _is_hf(m, "GroupViTStage") and m.downsample is not None,
+            _hf_stage_forward,
+            None,
+            "transformers.GroupViTStage",
+        ),
     ]
 
 
@@ -178,8 +230,9 @@ def _check_backends(attn_backend: str, assign_backend: str) -> None:
     check_assign_backend(assign_backend)
 
 
-def apply_groupvit_fast(model: nn.Module, *, attn_backend: str = "auto",
-                        assign_backend: str = "auto") -> dict[str, int]:
+def apply_groupvit_fast(
+    model: nn.Module, *, attn_backend: str = "auto", assign_backend: str = "auto"
+) -> dict[str, int]:
     """Patch ``model`` (NVlabs-style, Hugging Face or groupvit_fast GroupViT) in place; returns what was patched.
 
     ``attn_backend``: as ``groupvit_fast.ops.multi_head_attention(backend=...)`` (``"auto"``, ``"sdpa"``,
@@ -249,8 +302,9 @@ def _target_classes(target) -> list[type]:
     return classes
 
 
-def apply_groupvit_fast_to_classes(target: str | types.ModuleType = "transformers", *, attn_backend: str = "auto",
-                                   assign_backend: str = "auto") -> list[str]:
+def apply_groupvit_fast_to_classes(
+    target: str | types.ModuleType = "transformers", *, attn_backend: str = "auto", assign_backend: str = "auto"
+) -> list[str]:
     """Patch the GroupViT classes of ``target`` (``"transformers"`` or the module defining NVlabs'
     ``AssignAttention`` / ``Attention``): every instance, built before or after, runs the fast path.
     Returns the patched class names. ``revert_groupvit_fast_classes(target)`` undoes it."""

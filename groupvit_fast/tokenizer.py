@@ -75,9 +75,11 @@ def get_tokenizer() -> Any:
             tok = module.SimpleTokenizer()
             sot, eot = tok.encoder.get("<start_of_text>"), tok.encoder.get("<end_of_text>")
             if (sot, eot) != (SOT_TOKEN, EOT_TOKEN) or len(tok.encoder) != VOCAB_SIZE:
-                raise RuntimeError(f"open_clip's CLIP tokenizer has start/end ids {sot}/{eot} and "
-                                   f"{len(tok.encoder)} tokens; GroupViT needs {SOT_TOKEN}/{EOT_TOKEN} and "
-                                   f"{VOCAB_SIZE}")
+                raise RuntimeError(
+                    f"open_clip's CLIP tokenizer has start/end ids {sot}/{eot} and "
+                    f"{len(tok.encoder)} tokens; GroupViT needs {SOT_TOKEN}/{EOT_TOKEN} and "
+                    f"{VOCAB_SIZE}"
+                )
             _tokenizer = tok
         return _tokenizer
 
@@ -107,5 +109,5 @@ def tokenize(texts: str | Sequence[str], context_length: int = DEFAULT_CONTEXT_L
         if len(ids) > context_length:
             ids = ids[:context_length]
             ids[-1] = EOT_TOKEN
-        result[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        result[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return result[0] if single else result

@@ -106,8 +106,23 @@ def _dot(a, b, FP32: tl.constexpr):
 
 
 @triton.jit
-def _assignment(z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau,
-                HARD: tl.constexpr, GUMBEL: tl.constexpr, HAS_NOISE: tl.constexpr):
+def _assignment(
+    z,
+    noise_ptr,
+    seed,
+    offset,
+    bh,
+    offs_g,
+    offs_n,
+    row_mask,
+    col_mask,
+    G,
+    N,
+    tau,
+    HARD: tl.constexpr,
+    GUMBEL: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+):
     """From the scaled logits tile z [G_PAD, BLOCK_N]: (S, A), both zero outside the valid [G, N] box.
 
     y = (z + e) / tau; S = softmax over groups (axis 0); A = onehot(argmax_g y) (ties -> lowest g) or S.
@@ -148,14 +163,44 @@ def _assignment(z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_ma
 
 @triton.jit
 def _assign_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, noise_ptr, out_ptr, ws_ptr, r_ptr, hard_ptr, soft_ptr,
-    stride_qb, stride_qg, stride_qc,
-    stride_kb, stride_kn, stride_kc,
-    stride_vb, stride_vn, stride_vc,
-    G, N, D, H, n_blocks, seed, offset, scale, tau, eps,
-    G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HARD: tl.constexpr, GUMBEL: tl.constexpr, HAS_NOISE: tl.constexpr, SUM_ASSIGN: tl.constexpr,
-    RETURN_ATTN: tl.constexpr, SINGLE: tl.constexpr, FP32: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    noise_ptr,
+    out_ptr,
+    ws_ptr,
+    r_ptr,
+    hard_ptr,
+    soft_ptr,
+    stride_qb,
+    stride_qg,
+    stride_qc,
+    stride_kb,
+    stride_kn,
+    stride_kc,
+    stride_vb,
+    stride_vn,
+    stride_vc,
+    G,
+    N,
+    D,
+    H,
+    n_blocks,
+    seed,
+    offset,
+    scale,
+    tau,
+    eps,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HARD: tl.constexpr,
+    GUMBEL: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    SUM_ASSIGN: tl.constexpr,
+    RETURN_ATTN: tl.constexpr,
+    SINGLE: tl.constexpr,
+    FP32: tl.constexpr,
 ):
     """One (b, h, token block): logits tile, softmax/argmax over groups, r[g] += sum_n A, out[g] += A @ v.
 
@@ -184,15 +229,22 @@ def _assign_fwd_kernel(
     for d0 in range(0, D, BLOCK_D):
         d = d0 + offs_d
         dm = d < D
-        qt = tl.load(q_base + offs_g[:, None] * stride_qg + d[None, :] * stride_qc,
-                     mask=row_mask[:, None] & dm[None, :], other=0.0)
-        kt = tl.load(k_base + offs_n[:, None] * stride_kn + d[None, :] * stride_kc,
-                     mask=col_mask[:, None] & dm[None, :], other=0.0)
+        qt = tl.load(
+            q_base + offs_g[:, None] * stride_qg + d[None, :] * stride_qc,
+            mask=row_mask[:, None] & dm[None, :],
+            other=0.0,
+        )
+        kt = tl.load(
+            k_base + offs_n[:, None] * stride_kn + d[None, :] * stride_kc,
+            mask=col_mask[:, None] & dm[None, :],
+            other=0.0,
+        )
         z += _dot(qt, tl.trans(kt), FP32)
     z = z * scale
 
-    _s, a = _assignment(z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau,
-                        HARD, GUMBEL, HAS_NOISE)
+    _s, a = _assignment(
+        z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
+    )
 
     r_part = tl.sum(a, axis=1)  # r[g] = sum_n A[g, n] over this block
     r_ptrs = r_ptr + bh * G + offs_g
@@ -210,8 +262,11 @@ def _assign_fwd_kernel(
     for d0 in range(0, D, BLOCK_D):
         d = d0 + offs_d
         dm = d < D
-        vt = tl.load(v_base + offs_n[:, None] * stride_vn + d[None, :] * stride_vc,
-                     mask=col_mask[:, None] & dm[None, :], other=0.0)
+        vt = tl.load(
+            v_base + offs_n[:, None] * stride_vn + d[None, :] * stride_vc,
+            mask=col_mask[:, None] & dm[None, :],
+            other=0.0,
+        )
         acc = _dot(a_dot, vt, FP32)  # [G_PAD, BLOCK_D] = sum_n A[g, n] v[n, d]
         o_mask = row_mask[:, None] & dm[None, :]
         if SINGLE:
@@ -233,8 +288,9 @@ def _assign_fwd_kernel(
 
 
 @triton.jit
-def _assign_fwd_finalize_kernel(ws_ptr, r_ptr, out_ptr, G, C, D, H, eps,
-                                SUM_ASSIGN: tl.constexpr, BLOCK_C: tl.constexpr):
+def _assign_fwd_finalize_kernel(
+    ws_ptr, r_ptr, out_ptr, G, C, D, H, eps, SUM_ASSIGN: tl.constexpr, BLOCK_C: tl.constexpr
+):
     """out[b, g, c] = ws[b, g, c] / (r[b, c // D, g] + eps) in the output dtype (multi-block forward)."""
     row = tl.program_id(0).to(tl.int64)  # b * G + g
     b = row // G
@@ -254,9 +310,22 @@ def _assign_fwd_finalize_kernel(ws_ptr, r_ptr, out_ptr, G, C, D, H, eps,
 
 
 @triton.jit
-def _assign_bwd_preprocess_kernel(do_ptr, out_ptr, delta_ptr,
-                                  stride_db, stride_dg, stride_dc, stride_ob, stride_og, stride_oc,
-                                  G, D, H, G_PAD: tl.constexpr, BLOCK_D: tl.constexpr):
+def _assign_bwd_preprocess_kernel(
+    do_ptr,
+    out_ptr,
+    delta_ptr,
+    stride_db,
+    stride_dg,
+    stride_dc,
+    stride_ob,
+    stride_og,
+    stride_oc,
+    G,
+    D,
+    H,
+    G_PAD: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """delta[b, h, g] = <dO[b, g, h-th head], out[b, g, h-th head]> (= sum_n dR[g, n] R[g, n])."""
     bh = tl.program_id(0).to(tl.int64)
     b = bh // H
@@ -268,31 +337,66 @@ def _assign_bwd_preprocess_kernel(do_ptr, out_ptr, delta_ptr,
     for d0 in range(0, D, BLOCK_D):
         d = h * D + d0 + offs_d
         m = row_mask[:, None] & ((d0 + offs_d) < D)[None, :]
-        do = tl.load(do_ptr + b * stride_db + offs_g[:, None] * stride_dg + d[None, :] * stride_dc, mask=m,
-                     other=0.0).to(tl.float32)
-        o = tl.load(out_ptr + b * stride_ob + offs_g[:, None] * stride_og + d[None, :] * stride_oc, mask=m,
-                    other=0.0).to(tl.float32)
+        do = tl.load(
+            do_ptr + b * stride_db + offs_g[:, None] * stride_dg + d[None, :] * stride_dc, mask=m, other=0.0
+        ).to(tl.float32)
+        o = tl.load(
+            out_ptr + b * stride_ob + offs_g[:, None] * stride_og + d[None, :] * stride_oc, mask=m, other=0.0
+        ).to(tl.float32)
         acc += tl.sum(do * o, axis=1)
     tl.store(delta_ptr + bh * G + offs_g, acc, mask=row_mask)
 
 
 @triton.jit
 def _assign_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, r_ptr, delta_ptr, noise_ptr, dq_ptr, dq_ws_ptr, dk_ptr, dv_ptr,
-    stride_qb, stride_qg, stride_qc,
-    stride_kb, stride_kn, stride_kc,
-    stride_vb, stride_vn, stride_vc,
-    stride_db, stride_dg, stride_dc,
-    G, N, D, H, n_blocks, seed, offset, scale, tau, eps,
-    G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HARD: tl.constexpr, GUMBEL: tl.constexpr, HAS_NOISE: tl.constexpr, SUM_ASSIGN: tl.constexpr,
-    SINGLE: tl.constexpr, FP32: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    do_ptr,
+    r_ptr,
+    delta_ptr,
+    noise_ptr,
+    dq_ptr,
+    dq_ws_ptr,
+    dk_ptr,
+    dv_ptr,
+    stride_qb,
+    stride_qg,
+    stride_qc,
+    stride_kb,
+    stride_kn,
+    stride_kc,
+    stride_vb,
+    stride_vn,
+    stride_vc,
+    stride_db,
+    stride_dg,
+    stride_dc,
+    G,
+    N,
+    D,
+    H,
+    n_blocks,
+    seed,
+    offset,
+    scale,
+    tau,
+    eps,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HARD: tl.constexpr,
+    GUMBEL: tl.constexpr,
+    HAS_NOISE: tl.constexpr,
+    SUM_ASSIGN: tl.constexpr,
+    SINGLE: tl.constexpr,
+    FP32: tl.constexpr,
 ):
     """One (b, h, token block) of the backward (docs/assign_op.md, "Backward"), recomputing z, e, S and A:
 
-        dR[g,n] = <dO[g], v_n>        dA = (dR - delta[g]) / (r[g] + eps)   (dA = dR if sum_assign)
-        dz      = S * (dA - sum_g S dA) / tau                               (dS = dA: straight-through)
-        dv[n]   = sum_g R[g,n] dO[g]  dk[n] = scale sum_g dz[g,n] q_g       dq[g] += scale sum_n dz[g,n] k_n
+    dR[g,n] = <dO[g], v_n>        dA = (dR - delta[g]) / (r[g] + eps)   (dA = dR if sum_assign)
+    dz      = S * (dA - sum_g S dA) / tau                               (dS = dA: straight-through)
+    dv[n]   = sum_g R[g,n] dO[g]  dk[n] = scale sum_g dz[g,n] q_g       dq[g] += scale sum_n dz[g,n] k_n
     """
     pid = tl.program_id(0)
     bh = (pid // n_blocks).to(tl.int64)
@@ -329,8 +433,9 @@ def _assign_bwd_kernel(
         dr += _dot(dot_, tl.trans(vt), FP32)
     z = z * scale
 
-    s, a = _assignment(z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau,
-                       HARD, GUMBEL, HAS_NOISE)
+    s, a = _assignment(
+        z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
+    )
 
     if SUM_ASSIGN:
         w = a  # R = A
@@ -401,8 +506,18 @@ def _gumbel_noise_kernel(out_ptr, total, seed, offset, UNIFORM: tl.constexpr, BL
 
 # (BLOCK_D, num_warps, num_stages). BLOCK_D chunks the head dim of every dot; the [G_PAD, BLOCK_N] tile
 # is fixed by the launcher (_block_n), which must know whether one token block covers N.
-_CONFIGS = [(16, 4, 2), (16, 8, 2), (16, 16, 2), (32, 4, 2), (64, 4, 2), (64, 8, 2), (64, 8, 3), (64, 16, 2),
-            (128, 8, 2), (128, 16, 2)]
+_CONFIGS = [
+    (16, 4, 2),
+    (16, 8, 2),
+    (16, 16, 2),
+    (32, 4, 2),
+    (64, 4, 2),
+    (64, 8, 2),
+    (64, 8, 3),
+    (64, 16, 2),
+    (128, 8, 2),
+    (128, 16, 2),
+]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -427,13 +542,15 @@ def _autotuned(kernel, key, reset_to_zero):
     extra = {}
     if "cache_results" in inspect.signature(triton.autotune).parameters:
         extra["cache_results"] = True  # keep the timings on disk: tuning costs seconds per key
-    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": _prune},
-                           reset_to_zero=reset_to_zero, **extra)(kernel)
+    return triton.autotune(
+        configs=configs, key=key, prune_configs_by={"early_config_prune": _prune}, reset_to_zero=reset_to_zero, **extra
+    )(kernel)
 
 
 # Keyed on the sizes and the constexpr flags that change the work; the autotuner adds the dtypes.
-_assign_fwd = _autotuned(_assign_fwd_kernel, ["G", "N", "D", "H", "GUMBEL", "RETURN_ATTN", "SINGLE"],
-                         ["ws_ptr", "r_ptr"])
+_assign_fwd = _autotuned(
+    _assign_fwd_kernel, ["G", "N", "D", "H", "GUMBEL", "RETURN_ATTN", "SINGLE"], ["ws_ptr", "r_ptr"]
+)
 _assign_bwd = _autotuned(_assign_bwd_kernel, ["G", "N", "D", "H", "GUMBEL", "SINGLE"], ["dq_ws_ptr"])
 
 
@@ -496,9 +613,21 @@ def _noise_arg(noise: torch.Tensor | None, like: torch.Tensor, shape: tuple[int,
 
 
 def assign_attention_forward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int = 1, scale: float | None = None,
-    hard: bool = True, gumbel: bool = False, tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0,
-    return_attn: bool = False, noise: torch.Tensor | None = None, seed: int = 0, offset: int = 0,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    return_attn: bool = False,
+    noise: torch.Tensor | None = None,
+    seed: int = 0,
+    offset: int = 0,
     block_n: int | None = None,
 ):
     """Fused forward. q: [B, G, C]; k, v: [B, N, C] (any strides); noise: optional [B, h, G, N].
@@ -523,8 +652,7 @@ def assign_attention_forward(
 
     out = torch.empty((b, g, c), dtype=q.dtype, device=q.device)
     r = (torch.empty if single else torch.zeros)((b, h, g), dtype=torch.float32, device=q.device)
-    ws = q.new_empty(1, dtype=torch.float32) if single else torch.zeros((b, g, c), dtype=torch.float32,
-                                                                         device=q.device)
+    ws = q.new_empty(1, dtype=torch.float32) if single else torch.zeros((b, g, c), dtype=torch.float32, device=q.device)
     if return_attn:
         hard_map = torch.empty((b, h, g, n), dtype=q.dtype, device=q.device)
         soft_map = torch.empty((b, h, g, n), dtype=q.dtype, device=q.device)
@@ -534,27 +662,72 @@ def assign_attention_forward(
 
     with _device_guard(q):
         _assign_fwd[(b * h * n_blocks,)](
-            q, k, v, noise_t, out, ws, r, hard_map, soft_map,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            g, n, d, h, n_blocks, int(seed), int(offset), scale, float(tau), float(eps),
-            G_PAD=g_pad, BLOCK_N=block, HARD=bool(hard), GUMBEL=bool(gumbel), HAS_NOISE=noise is not None and gumbel,
-            SUM_ASSIGN=bool(sum_assign), RETURN_ATTN=bool(return_attn), SINGLE=single,
-            FP32=q.dtype == torch.float32, **_fixed_config(d),
+            q,
+            k,
+            v,
+            noise_t,
+            out,
+            ws,
+            r,
+            hard_map,
+            soft_map,
+            q.stride(0),
+            q.stride(1),
+            q.stride(2),
+            k.stride(0),
+            k.stride(1),
+            k.stride(2),
+            v.stride(0),
+            v.stride(1),
+            v.stride(2),
+            g,
+            n,
+            d,
+            h,
+            n_blocks,
+            int(seed),
+            int(offset),
+            scale,
+            float(tau),
+            float(eps),
+            G_PAD=g_pad,
+            BLOCK_N=block,
+            HARD=bool(hard),
+            GUMBEL=bool(gumbel),
+            HAS_NOISE=noise is not None and gumbel,
+            SUM_ASSIGN=bool(sum_assign),
+            RETURN_ATTN=bool(return_attn),
+            SINGLE=single,
+            FP32=q.dtype == torch.float32,
+            **_fixed_config(d),
         )
         if not single:
             block_c = min(1024, triton.next_power_of_2(c))
             _assign_fwd_finalize_kernel[(b * g, triton.cdiv(c, block_c))](
-                ws, r, out, g, c, d, h, float(eps), SUM_ASSIGN=bool(sum_assign), BLOCK_C=block_c)
+                ws, r, out, g, c, d, h, float(eps), SUM_ASSIGN=bool(sum_assign), BLOCK_C=block_c
+            )
     return out, r, hard_map, soft_map
 
 
 def assign_attention_backward(
-    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-    r: torch.Tensor, *, num_heads: int = 1, scale: float | None = None, hard: bool = True, gumbel: bool = False,
-    tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0, noise: torch.Tensor | None = None, seed: int = 0,
-    offset: int = 0, block_n: int | None = None,
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    r: torch.Tensor,
+    *,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    noise: torch.Tensor | None = None,
+    seed: int = 0,
+    offset: int = 0,
+    block_n: int | None = None,
 ):
     """Fused backward from what the forward saved: grad_out, out [B, G, C], r [B, h, G] (float32).
 
@@ -586,27 +759,73 @@ def assign_attention_backward(
         else:
             delta = torch.empty((b, h, g), dtype=torch.float32, device=q.device)
             _assign_bwd_preprocess_kernel[(b * h,)](
-                grad_out, out, delta,
-                grad_out.stride(0), grad_out.stride(1), grad_out.stride(2),
-                out.stride(0), out.stride(1), out.stride(2),
-                g, d, h, G_PAD=g_pad, BLOCK_D=min(64, max(16, triton.next_power_of_2(d))))
+                grad_out,
+                out,
+                delta,
+                grad_out.stride(0),
+                grad_out.stride(1),
+                grad_out.stride(2),
+                out.stride(0),
+                out.stride(1),
+                out.stride(2),
+                g,
+                d,
+                h,
+                G_PAD=g_pad,
+                BLOCK_D=min(64, max(16, triton.next_power_of_2(d))),
+            )
         _assign_bwd[(b * h * n_blocks,)](
-            q, k, v, grad_out, r, delta, noise_t, dq, dq_ws, dk, dv,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            grad_out.stride(0), grad_out.stride(1), grad_out.stride(2),
-            g, n, d, h, n_blocks, int(seed), int(offset), scale, float(tau), float(eps),
-            G_PAD=g_pad, BLOCK_N=block, HARD=bool(hard), GUMBEL=bool(gumbel), HAS_NOISE=noise is not None and gumbel,
-            SUM_ASSIGN=bool(sum_assign), SINGLE=single, FP32=q.dtype == torch.float32, **_fixed_config(d),
+            q,
+            k,
+            v,
+            grad_out,
+            r,
+            delta,
+            noise_t,
+            dq,
+            dq_ws,
+            dk,
+            dv,
+            q.stride(0),
+            q.stride(1),
+            q.stride(2),
+            k.stride(0),
+            k.stride(1),
+            k.stride(2),
+            v.stride(0),
+            v.stride(1),
+            v.stride(2),
+            grad_out.stride(0),
+            grad_out.stride(1),
+            grad_out.stride(2),
+            g,
+            n,
+            d,
+            h,
+            n_blocks,
+            int(seed),
+            int(offset),
+            scale,
+            float(tau),
+            float(eps),
+            G_PAD=g_pad,
+            BLOCK_N=block,
+            HARD=bool(hard),
+            GUMBEL=bool(gumbel),
+            HAS_NOISE=noise is not None and gumbel,
+            SUM_ASSIGN=bool(sum_assign),
+            SINGLE=single,
+            FP32=q.dtype == torch.float32,
+            **_fixed_config(d),
         )
     if not single:
         dq = dq_ws.to(q.dtype)  # no copy for fp32
     return dq, dk, dv
 
 
-def gumbel_noise(shape: tuple[int, int, int, int], seed: int, offset: int = 0, device=None,
-                 uniform: bool = False) -> torch.Tensor:
+def gumbel_noise(
+    shape: tuple[int, int, int, int], seed: int, offset: int = 0, device=None, uniform: bool = False
+) -> torch.Tensor:
     """The float32 [B, H, G, N] Gumbel noise the kernels draw for (seed, offset); with ``uniform=True``
     the clamped uniforms u instead (for bit-exact tests of the Philox stream)."""
     device = torch.device("cuda" if device is None else device)
@@ -616,6 +835,7 @@ def gumbel_noise(shape: tuple[int, int, int, int], seed: int, offset: int = 0, d
         return out
     block = 1024
     with _device_guard(out):
-        _gumbel_noise_kernel[(triton.cdiv(total, block),)](out, total, int(seed), int(offset), UNIFORM=bool(uniform),
-                                                             BLOCK=block)
+        _gumbel_noise_kernel[(triton.cdiv(total, block),)](
+            out, total, int(seed), int(offset), UNIFORM=bool(uniform), BLOCK=block
+        )
     return out

@@ -38,10 +38,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEST_FILE = "tests/models/groupvit/test_modeling_groupvit.py"
 GUARDED = "    from transformers.integrations.tensor_parallel import _get_parameter_tp_plan\n"
-GUARD = ("    try:  # removed from newer transformers; only test_tp_plan_matches_params uses it\n"
-         "        from transformers.integrations.tensor_parallel import _get_parameter_tp_plan\n"
-         "    except ImportError:\n"
-         "        _get_parameter_tp_plan = None\n")
+GUARD = (
+    "    try:  # removed from newer transformers; only test_tp_plan_matches_params uses it\n"
+    "        from transformers.integrations.tensor_parallel import _get_parameter_tp_plan\n"
+    "    except ImportError:\n"
+    "        _get_parameter_tp_plan = None\n"
+)
 PLUGIN = '''"""pytest plugin: Hugging Face's GroupViT classes patched by groupvit_fast for the whole session."""
 import groupvit_fast
 from groupvit_fast.ops import backend_usage
@@ -88,12 +90,24 @@ def lay_out(source: Path, rev: str, workdir: Path) -> str:
 
 def run(workdir: Path, patched: bool, extra: list[str]) -> tuple[Path, str]:
     xml = workdir / ("patched.xml" if patched else "unpatched.xml")
-    cmd = [sys.executable, "-m", "pytest", TEST_FILE, "-p", "no:cacheprovider", "-q", "-rA", f"--junitxml={xml}",
-           *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        TEST_FILE,
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rA",
+        f"--junitxml={xml}",
+        *extra,
+    ]
     env = None
     if patched:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(workdir / "plugin"),
-                                                                          os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(workdir / "plugin"), os.environ.get("PYTHONPATH")])),
+        )
         cmd += ["-p", "groupvit_fast_hf_patch"]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     (workdir / (xml.stem + ".log")).write_text(proc.stdout + proc.stderr)
@@ -106,8 +120,15 @@ def outcomes(xml: Path) -> dict[str, str]:
     for case in ET.parse(xml).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
         name = f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"
-        result[name] = ("failed" if "failure" in kinds else "error" if "error" in kinds
-                        else "skipped" if "skipped" in kinds else "passed")
+        result[name] = (
+            "failed"
+            if "failure" in kinds
+            else "error"
+            if "error" in kinds
+            else "skipped"
+            if "skipped" in kinds
+            else "passed"
+        )
     return result
 
 
@@ -130,8 +151,7 @@ def main() -> int:
     import groupvit_fast
 
     started = datetime.datetime.now(datetime.UTC)
-    (xml_a, summary_a), (xml_b, summary_b) = run(workdir, False, args.pytest_args), run(workdir, True,
-                                                                                        args.pytest_args)
+    (xml_a, summary_a), (xml_b, summary_b) = run(workdir, False, args.pytest_args), run(workdir, True, args.pytest_args)
     a, b = outcomes(xml_a), outcomes(xml_b)
     differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
     usage = [line for line in (workdir / "patched.log").read_text().splitlines() if "groupvit_fast " in line]
@@ -149,13 +169,18 @@ def main() -> int:
     ]
     for label, res, summary in (("unpatched", a, summary_a), ("patched", b, summary_b)):
         counts = Counter(res.values())
-        lines.append(f"| {label} | {counts['passed']} | {counts['skipped']} | {counts['failed']} | {counts['error']} "
-                     f"| {summary} |")
+        lines.append(
+            f"| {label} | {counts['passed']} | {counts['skipped']} | {counts['failed']} | {counts['error']} "
+            f"| {summary} |"
+        )
     lines += ["", f"Tests whose outcome differs: {len(differ)}"]
     lines += [f"* `{name}`: {a.get(name)} -> {b.get(name)}" for name in differ]
     failed = sorted(name for name, outcome in a.items() if outcome in ("failed", "error"))
-    lines += ["", "Failing in both runs (not patch-related when the outcome is the same): "
-              + (", ".join(f"`{name}`" for name in failed) or "none")]
+    lines += [
+        "",
+        "Failing in both runs (not patch-related when the outcome is the same): "
+        + (", ".join(f"`{name}`" for name in failed) or "none"),
+    ]
     lines += ["", "Patched run, calls served by groupvit_fast's ops:"] + [f"* {line.strip()}" for line in usage]
     text = "\n".join(lines) + "\n"
     print(text)

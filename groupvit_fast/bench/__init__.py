@@ -39,8 +39,18 @@ from .report import render_markdown, write_report
 from .run import run_tier
 from .timing import copy_bandwidth, measure_interleaved, measure_time, peak_memory, saved_bytes
 
-__all__ = ["copy_bandwidth", "environment", "main", "measure_interleaved", "measure_time", "peak_memory",
-           "render_markdown", "run_tier", "saved_bytes", "write_report"]
+__all__ = [
+    "copy_bandwidth",
+    "environment",
+    "main",
+    "measure_interleaved",
+    "measure_time",
+    "peak_memory",
+    "render_markdown",
+    "run_tier",
+    "saved_bytes",
+    "write_report",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,23 +41,36 @@ def render_markdown(report: dict[str, Any], png_name: str | None = None) -> str:
     meta, v = report["meta"], report["meta"]["versions"]
     lines = [f"# groupvit_fast benchmarks: {meta['device_name']} ({meta['tier']} tier)", ""]
     lines += [
-        f"- Device: **{meta['device_name']}**" + (f", {meta.get('device_memory_gib')} GiB, {meta.get('sm_count')} SMs"
-                                                  if meta["device"] == "cuda" else
-                                                  f", {meta['cpu_threads']} torch threads of {meta['os_cpus']} CPUs"),
-        (f"- Versions: torch {v['torch']}, triton {v['triton']}, CUDA {v['cuda']}, driver {v['driver']}, "
-         f"Python {v['python']}, transformers {v['transformers']}, groupvit_fast {v['groupvit_fast']}"),
-        f"- Date: {meta['date']}; git commit: `{meta['git_commit']}`" + (" (with uncommitted changes)"
-                                                                          if meta.get("git_dirty") else ""),
-        (f"- Measured copy bandwidth: {meta['copy_bandwidth_gbs']:.1f} GB/s; load average at start / end: "
-         f"{_fmt((meta.get('loadavg_start') or [None])[0], '.2f')} / "
-         f"{_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}; run time {meta['duration_s']} s"
-         + (f"; measured fp32 matmul rate (1024 x 1024 `torch.mm`): {meta['matmul_gflops']:.0f} GFLOP/s"
-            if meta.get("matmul_gflops") else "")),
+        f"- Device: **{meta['device_name']}**"
+        + (
+            f", {meta.get('device_memory_gib')} GiB, {meta.get('sm_count')} SMs"
+            if meta["device"] == "cuda"
+            else f", {meta['cpu_threads']} torch threads of {meta['os_cpus']} CPUs"
+        ),
+        (
+            f"- Versions: torch {v['torch']}, triton {v['triton']}, CUDA {v['cuda']}, driver {v['driver']}, "
+            f"Python {v['python']}, transformers {v['transformers']}, groupvit_fast {v['groupvit_fast']}"
+        ),
+        f"- Date: {meta['date']}; git commit: `{meta['git_commit']}`"
+        + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
+        (
+            f"- Measured copy bandwidth: {meta['copy_bandwidth_gbs']:.1f} GB/s; load average at start / end: "
+            f"{_fmt((meta.get('loadavg_start') or [None])[0], '.2f')} / "
+            f"{_fmt((meta.get('loadavg_end') or [None])[0], '.2f')}; run time {meta['duration_s']} s"
+            + (
+                f"; measured fp32 matmul rate (1024 x 1024 `torch.mm`): {meta['matmul_gflops']:.0f} GFLOP/s"
+                if meta.get("matmul_gflops")
+                else ""
+            )
+        ),
         "- Backends: " + "; ".join(f"`{k}` {s}" for k, s in meta["backends"].items()),
     ]
     if meta.get("filter") or meta.get("dtypes") or meta.get("only"):
-        lines.append("- Selection: " + (f"families {', '.join(meta['only'])}; " if meta.get("only") else "")
-                     + f"filter `{meta.get('filter')}`, dtypes {meta.get('dtypes')}")
+        lines.append(
+            "- Selection: "
+            + (f"families {', '.join(meta['only'])}; " if meta.get("only") else "")
+            + f"filter `{meta.get('filter')}`, dtypes {meta.get('dtypes')}"
+        )
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
 
     known = families()
@@ -82,36 +95,85 @@ def _op_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     if report.get("op"):
         gpu = meta["device"] == "cuda"
         floor = any(r.get("roofline_fraction") for r in report["op"])  # GPU; CPU reports since the compute floor
-        header = ["shape", "B", "G", "N", "C", "h", "mode", "dtype", "impl", "median ms", "IQR ms", "min ms", "vs ref",
-                  "vs compiled", "vs fp32", "GB/s"] + (["floor ms", "% floor"] if floor else []) + \
-            ["peak MB", "saved MB (extra)", "rel err"]
+        header = (
+            [
+                "shape",
+                "B",
+                "G",
+                "N",
+                "C",
+                "h",
+                "mode",
+                "dtype",
+                "impl",
+                "median ms",
+                "IQR ms",
+                "min ms",
+                "vs ref",
+                "vs compiled",
+                "vs fp32",
+                "GB/s",
+            ]
+            + (["floor ms", "% floor"] if floor else [])
+            + ["peak MB", "saved MB (extra)", "rel err"]
+        )
         rows = []
         for r in report["op"]:
             shape = r["shape"] + (" *" if r["scaled_from"] else "")
-            rows.append([shape, str(r["B"]), str(r["G"]), str(r["N"]), str(r["C"]), str(r["heads"]), r["mode"],
-                         r["dtype"], r["impl"], _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"),
-                         _fmt(r["min_ms"], ".4g"), _fmt(r["speedup_vs_reference"], ".2f", "x"),
-                         _fmt(r["speedup_vs_compiled"], ".2f", "x"),
-                         _fmt(r["speedup_vs_fp32"], ".2f", "x"), _fmt(r["achieved_gbs"], ".1f")] +
-                        ([_fmt(r.get("floor_ms"), ".3g"),
-                          _fmt(r.get("roofline_fraction") and 100 * r["roofline_fraction"], ".0f", "%")]
-                         if floor else []) +
-                        [_mb(r["peak_mem_bytes"]),
-                         _saved(r), _fmt(r.get("rel_error"), ".1e")])
+            rows.append(
+                [
+                    shape,
+                    str(r["B"]),
+                    str(r["G"]),
+                    str(r["N"]),
+                    str(r["C"]),
+                    str(r["heads"]),
+                    r["mode"],
+                    r["dtype"],
+                    r["impl"],
+                    _fmt(r["median_ms"], ".4g"),
+                    _fmt(r["iqr_ms"], ".2g"),
+                    _fmt(r["min_ms"], ".4g"),
+                    _fmt(r["speedup_vs_reference"], ".2f", "x"),
+                    _fmt(r["speedup_vs_compiled"], ".2f", "x"),
+                    _fmt(r["speedup_vs_fp32"], ".2f", "x"),
+                    _fmt(r["achieved_gbs"], ".1f"),
+                ]
+                + (
+                    [
+                        _fmt(r.get("floor_ms"), ".3g"),
+                        _fmt(r.get("roofline_fraction") and 100 * r["roofline_fraction"], ".0f", "%"),
+                    ]
+                    if floor
+                    else []
+                )
+                + [_mb(r["peak_mem_bytes"]), _saved(r), _fmt(r.get("rel_error"), ".1e")]
+            )
         lines += _table(header, rows)
-        lines += ["", "`*`: batch scaled down from the shape of the same name in docs/benchmarks.md. "
-                  "GB/s: the minimum bytes the op must move (forward: q, k, v read and out written; backward also "
-                  "out, dO read and dq, dk, dv written) over the median time. "
-                  + ("floor ms: the roofline floor, those bytes at the measured copy bandwidth; % floor: floor over "
-                     "the median time. " if floor and gpu else "")
-                  + ("floor ms: the compute floor, the matmul FLOPs a fused kernel under the memory contract cannot "
-                     "avoid (hard mode: 2 BGNC forward, 8 BGNC more in backward, which recomputes the logits; "
-                     "soft mode adds the R v and R^T dO products) at the fp32 matmul rate measured in this run; "
-                     "% floor: floor over the median time. " if floor and not gpu else "")
-                  + "vs ref / vs compiled: median of the eager reference / of torch.compile(reference) over this "
-                  "median. saved: unique storages autograd keeps for backward (extra: without the inputs). "
-                  "rel err: max over out (and dq, dk, dv in train) of ||x - x64|| / ||x64|| against the float64 "
-                  "reference; in hard mode a low-precision argmax flip shows up here as a large error."]
+        lines += [
+            "",
+            "`*`: batch scaled down from the shape of the same name in docs/benchmarks.md. "
+            "GB/s: the minimum bytes the op must move (forward: q, k, v read and out written; backward also "
+            "out, dO read and dq, dk, dv written) over the median time. "
+            + (
+                "floor ms: the roofline floor, those bytes at the measured copy bandwidth; % floor: floor over "
+                "the median time. "
+                if floor and gpu
+                else ""
+            )
+            + (
+                "floor ms: the compute floor, the matmul FLOPs a fused kernel under the memory contract cannot "
+                "avoid (hard mode: 2 BGNC forward, 8 BGNC more in backward, which recomputes the logits; "
+                "soft mode adds the R v and R^T dO products) at the fp32 matmul rate measured in this run; "
+                "% floor: floor over the median time. "
+                if floor and not gpu
+                else ""
+            )
+            + "vs ref / vs compiled: median of the eager reference / of torch.compile(reference) over this "
+            "median. saved: unique storages autograd keeps for backward (extra: without the inputs). "
+            "rel err: max over out (and dq, dk, dv in train) of ||x - x64|| / ||x64|| against the float64 "
+            "reference; in hard mode a low-precision argmax flip shows up here as a large error.",
+        ]
         lines += speedup_ceilings(report["op"])
     else:
         lines.append("No op case was measured.")
@@ -123,15 +185,45 @@ def _throughput_section(report: dict[str, Any], name: str, family: Family | None
     records = report.get(name) or []
     lines = ["", f"## {family.title if family else name}", ""]
     if records:
-        header = ["model", "task", "B", "dtype", "impl", "assign backend", "median ms", "IQR ms", "min ms", "images/s",
-                  "vs ref", "vs compiled ref", "vs fp32", "peak MB", "saved MB (extra)", "rel err"]
-        rows = [[r["config"], r["task"], str(r["batch"]), r["dtype"], r["impl"], r["backend"] or "-",
-                 _fmt(r["median_ms"], ".4g"), _fmt(r["iqr_ms"], ".2g"), _fmt(r["min_ms"], ".4g"),
-                 _fmt(r["images_per_s"], ".1f"),
-                 _fmt(r["speedup_vs_reference"], ".2f", "x"), _fmt(r["speedup_vs_compiled"], ".2f", "x"),
-                 _fmt(r["speedup_vs_fp32"], ".2f", "x"), _mb(r["peak_mem_bytes"]),
-                 _saved(r),
-                 _fmt(r["rel_error"], ".1e")] for r in records]
+        header = [
+            "model",
+            "task",
+            "B",
+            "dtype",
+            "impl",
+            "assign backend",
+            "median ms",
+            "IQR ms",
+            "min ms",
+            "images/s",
+            "vs ref",
+            "vs compiled ref",
+            "vs fp32",
+            "peak MB",
+            "saved MB (extra)",
+            "rel err",
+        ]
+        rows = [
+            [
+                r["config"],
+                r["task"],
+                str(r["batch"]),
+                r["dtype"],
+                r["impl"],
+                r["backend"] or "-",
+                _fmt(r["median_ms"], ".4g"),
+                _fmt(r["iqr_ms"], ".2g"),
+                _fmt(r["min_ms"], ".4g"),
+                _fmt(r["images_per_s"], ".1f"),
+                _fmt(r["speedup_vs_reference"], ".2f", "x"),
+                _fmt(r["speedup_vs_compiled"], ".2f", "x"),
+                _fmt(r["speedup_vs_fp32"], ".2f", "x"),
+                _mb(r["peak_mem_bytes"]),
+                _saved(r),
+                _fmt(r["rel_error"], ".1e"),
+            ]
+            for r in records
+        ]
         lines += _table(header, rows)
         note = family.note if family else ""
         if name == "model" and any(r["task"] == "segment" for r in records):  # schema 1: segmentation in here
@@ -163,9 +255,12 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     colors = {name: f"C{i % 10}" for i, name in enumerate(names)}  # one colour per line in every panel
     fig, axes = plt.subplots(2, len(modes), figsize=(4.5 * len(modes), 7), squeeze=False)
     for col, mode in enumerate(modes):
-        for row, (key, label, baseline) in enumerate((
+        for row, (key, label, baseline) in enumerate(
+            (
                 ("speedup_vs_reference", "speed-up vs eager reference", "reference"),
-                ("speedup_vs_compiled", "speed-up vs torch.compile(reference)", "compiled"))):
+                ("speedup_vs_compiled", "speed-up vs torch.compile(reference)", "compiled"),
+            )
+        ):
             ax = axes[row][col]
             lines = {}
             for r in records:
@@ -188,8 +283,10 @@ def plot(report: dict[str, Any], path: Path) -> bool:
             else:
                 ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes)
     meta = report["meta"]
-    fig.suptitle(f"groupvit_fast assign_attention, stage-0 shapes (G=64, C=384), {meta['device_name']}, "
-                 f"{meta['date'][:10]}", fontsize=10)
+    fig.suptitle(
+        f"groupvit_fast assign_attention, stage-0 shapes (G=64, C=384), {meta['device_name']}, {meta['date'][:10]}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -206,8 +303,10 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str |
         suffix += f"-{'-'.join(only)}" if only else ""
         stem = f"{device_slug(report['meta'])}{suffix}-{report['meta']['date'][:10]}"
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
-    note = ("No plot: matplotlib is not installed here; re-render with `python -m groupvit_fast.bench "
-            "--render <json>` where it is.")
+    note = (
+        "No plot: matplotlib is not installed here; re-render with `python -m groupvit_fast.bench "
+        "--render <json>` where it is."
+    )
     report["notes"] = [n for n in report["notes"] if n != note]
     if not report.get("op"):  # the plot is of the op's speed-ups: nothing to draw
         del paths["png"]

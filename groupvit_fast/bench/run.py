@@ -30,6 +30,7 @@ def _progress(total: int, enabled: bool):
     except ImportError:
         tqdm = None
     if tqdm is None or not enabled:
+
         class _Quiet:
             def update(self, n=1):
                 pass
@@ -57,11 +58,13 @@ def _free(device: str) -> None:
 
 
 def _memory(runner, device: str) -> dict[str, Any]:
-    stats: dict[str, Any] = {"peak_mem_bytes": peak_memory(runner.fn, device), "saved_bytes": None,
-                             "saved_extra_bytes": None}
+    stats: dict[str, Any] = {
+        "peak_mem_bytes": peak_memory(runner.fn, device),
+        "saved_bytes": None,
+        "saved_extra_bytes": None,
+    }
     if runner.forward_for_saved is not None:
-        stats["saved_bytes"], stats["saved_extra_bytes"] = saved_bytes(runner.forward_for_saved,
-                                                                       runner.owned_storages)
+        stats["saved_bytes"], stats["saved_extra_bytes"] = saved_bytes(runner.forward_for_saved, runner.owned_storages)
     return stats
 
 
@@ -81,25 +84,37 @@ def _comparison_groups(items):
     return list(groups.values())
 
 
-def _add_ratios(records: list[dict[str, Any]], key_fields: tuple[str, ...], ref_impl: str, compiled_impl: str,
-                dtype_field: str = "dtype") -> None:
+def _add_ratios(
+    records: list[dict[str, Any]],
+    key_fields: tuple[str, ...],
+    ref_impl: str,
+    compiled_impl: str,
+    dtype_field: str = "dtype",
+) -> None:
     """Speed-ups as ratios of medians within this run: vs the eager reference, vs the compiled
     reference, and (for a lower-precision dtype) vs the same implementation in fp32."""
     by_key = {(tuple(r[f] for f in key_fields), r["impl"]): r for r in records}
     for r in records:
         key = tuple(r[f] for f in key_fields)
-        for name, other in (("speedup_vs_reference", by_key.get((key, ref_impl))),
-                            ("speedup_vs_compiled", by_key.get((key, compiled_impl)))):
+        for name, other in (
+            ("speedup_vs_reference", by_key.get((key, ref_impl))),
+            ("speedup_vs_compiled", by_key.get((key, compiled_impl))),
+        ):
             r[name] = other["median_ms"] / r["median_ms"] if other else None
         fp32_key = tuple("fp32" if f == dtype_field else r[f] for f in key_fields)
         fp32 = by_key.get((fp32_key, r["impl"])) if r[dtype_field] != "fp32" else None
         r["speedup_vs_fp32"] = fp32["median_ms"] / r["median_ms"] if fp32 else None
 
 
-def run_tier(tier: Tier, *,  # noqa: C901  (filters, budget and per-case errors of one measuring loop)
-             pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
-             only: tuple[str, ...] | None = None, max_minutes: float | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def run_tier(
+    tier: Tier,
+    *,  # noqa: C901  (filters, budget and per-case errors of one measuring loop)
+    pattern: str | None = None,
+    dtypes: tuple[str, ...] | None = None,
+    only: tuple[str, ...] | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Measure every (case, implementation) of ``tier`` (of the families ``only``, default all);
     returns the report's JSON object: ``meta`` (the header), ``notes``, ``impl_info``, one list of
     records per family measured (keyed by its name) and ``skipped``."""
@@ -131,8 +146,14 @@ def run_tier(tier: Tier, *,  # noqa: C901  (filters, budget and per-case errors 
                 runners[case, impl] = cases.family_of(case).build(case, impl, context)
             except Exception as err:  # noqa: BLE001
                 skipped.append({"case": case.id, "impl": impl, "reason": _why(err)})
-        timings = measure_interleaved({key: r.fn for key, r in runners.items()}, device, budget_s=tier.budget_s,
-                                      min_reps=tier.min_reps, max_reps=tier.max_reps, flush=flush)
+        timings = measure_interleaved(
+            {key: r.fn for key, r in runners.items()},
+            device,
+            budget_s=tier.budget_s,
+            min_reps=tier.min_reps,
+            max_reps=tier.max_reps,
+            flush=flush,
+        )
         for (case, impl), runner in runners.items():
             stats = timings[case, impl]
             family = cases.family_of(case)
@@ -154,18 +175,30 @@ def run_tier(tier: Tier, *,  # noqa: C901  (filters, budget and per-case errors 
 
     notes = list(tier.notes)
     if os.environ.get("TRITON_INTERPRET", "") not in ("", "0"):
-        notes.insert(0, "TRITON_INTERPRET is set: Triton kernels ran in the CPU interpreter; their timings mean "
-                        "nothing.")
+        notes.insert(
+            0, "TRITON_INTERPRET is set: Triton kernels ran in the CPU interpreter; their timings mean nothing."
+        )
     if device != "cuda":
-        notes.insert(0, "GPU cases were NOT run: this is a CPU run" +
-                     (" (no CUDA device is visible)." if not torch.cuda.is_available() else "."))
-        notes.append("CPU timings on a shared machine are noisy: compare ratios within this run only; the load "
-                     "average at start and end is in the header.")
+        notes.insert(
+            0,
+            "GPU cases were NOT run: this is a CPU run"
+            + (" (no CUDA device is visible)." if not torch.cuda.is_available() else "."),
+        )
+        notes.append(
+            "CPU timings on a shared machine are noisy: compare ratios within this run only; the load "
+            "average at start and end is in the header."
+        )
     notes += cases.NOT_MEASURED
     meta["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["filter"], meta["dtypes"] = pattern, list(dtypes) if dtypes else None
     meta["only"] = list(only) if only else None
     meta["families"] = measured
-    return {"schema_version": SCHEMA_VERSION, "meta": meta, "notes": notes,
-            "impl_info": {name: families[name].impl_info for name in measured}, **records, "skipped": skipped}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "meta": meta,
+        "notes": notes,
+        "impl_info": {name: families[name].impl_info for name in measured},
+        **records,
+        "skipped": skipped,
+    }

@@ -21,8 +21,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["L2Flush", "copy_bandwidth", "matmul_throughput", "measure_interleaved", "measure_time", "peak_memory",
-           "rel_error", "saved_bytes"]
+__all__ = [
+    "L2Flush",
+    "copy_bandwidth",
+    "matmul_throughput",
+    "measure_interleaved",
+    "measure_time",
+    "peak_memory",
+    "rel_error",
+    "saved_bytes",
+]
 
 
 def _sync(device: str) -> None:
@@ -36,8 +44,14 @@ def _stats(seconds: list[float]) -> dict[str, Any]:
         q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
     else:
         q1 = q3 = ms[0]
-    return {"median_ms": statistics.median(ms), "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "min_ms": ms[0],
-            "reps": len(ms)}
+    return {
+        "median_ms": statistics.median(ms),
+        "q1_ms": q1,
+        "q3_ms": q3,
+        "iqr_ms": q3 - q1,
+        "min_ms": ms[0],
+        "reps": len(ms),
+    }
 
 
 class L2Flush:
@@ -51,9 +65,16 @@ class L2Flush:
             self.buffer.zero_()
 
 
-def measure_interleaved(fns: dict[Any, Callable[[], Any]], device: str, *, budget_s: float = 0.5, min_reps: int = 5,
-                        max_reps: int = 200, warmup_s: float | None = None,
-                        flush: L2Flush | None = None) -> dict[Any, dict[str, Any] | Exception]:
+def measure_interleaved(
+    fns: dict[Any, Callable[[], Any]],
+    device: str,
+    *,
+    budget_s: float = 0.5,
+    min_reps: int = 5,
+    max_reps: int = 200,
+    warmup_s: float | None = None,
+    flush: L2Flush | None = None,
+) -> dict[Any, dict[str, Any] | Exception]:
     """Times several implementations of one case, interleaved: ``{name: stats or the exception}``.
 
     Warm-up per function: one call (which compiles and autotunes what needs it), then at least one
@@ -212,8 +233,7 @@ def copy_bandwidth(device: str, nbytes: int | None = None) -> float:
     nbytes = nbytes or (1 << 30 if device == "cuda" else 1 << 28)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
-    stats = measure_time(lambda: dst.copy_(src), device, budget_s=0.3, min_reps=5, max_reps=50,
-                         flush=L2Flush("cpu"))
+    stats = measure_time(lambda: dst.copy_(src), device, budget_s=0.3, min_reps=5, max_reps=50, flush=L2Flush("cpu"))
     return 2 * nbytes / (stats["median_ms"] / 1e3) / 1e9
 
 

@@ -45,7 +45,17 @@ def nvlabs_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 __all__ = [
-    "hf_to_nvlabs", "nvlabs_to_hf", "hf_vision_to_nvlabs", "nvlabs_vision_to_hf", "hf_full_to_nvlabs",
-    "nvlabs_full_to_hf", "hf_text_to_nvlabs", "nvlabs_text_to_hf", "is_hf_full", "is_nvlabs_full",
-    "HF_VISION_PREFIX", "HF_TEXT_PREFIX", "DROPPED_NVLABS_KEYS",
+    "hf_to_nvlabs",
+    "nvlabs_to_hf",
+    "hf_vision_to_nvlabs",
+    "nvlabs_vision_to_hf",
+    "hf_full_to_nvlabs",
+    "nvlabs_full_to_hf",
+    "hf_text_to_nvlabs",
+    "nvlabs_text_to_hf",
+    "is_hf_full",
+    "is_nvlabs_full",
+    "HF_VISION_PREFIX",
+    "HF_TEXT_PREFIX",
+    "DROPPED_NVLABS_KEYS",
 ]

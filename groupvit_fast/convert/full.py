@@ -30,8 +30,14 @@ from .rules import compile_rules, join_qkv, rename, split_fused_qkv, unknown_key
 from .vision import HF_VISION_PREFIX, hf_vision_to_nvlabs, nvlabs_vision_to_hf
 
 __all__ = [
-    "hf_full_to_nvlabs", "nvlabs_full_to_hf", "hf_text_to_nvlabs", "nvlabs_text_to_hf", "is_hf_full", "is_nvlabs_full",
-    "HF_TEXT_PREFIX", "DROPPED_NVLABS_KEYS",
+    "hf_full_to_nvlabs",
+    "nvlabs_full_to_hf",
+    "hf_text_to_nvlabs",
+    "nvlabs_text_to_hf",
+    "is_hf_full",
+    "is_nvlabs_full",
+    "HF_TEXT_PREFIX",
+    "DROPPED_NVLABS_KEYS",
 ]
 
 HF_TEXT_PREFIX = "text_model."
@@ -72,7 +78,7 @@ def hf_text_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     unknown = []
     for full_key, tensor in state_dict.items():
-        key = full_key[len(prefix):] if full_key.startswith(prefix) else None
+        key = full_key[len(prefix) :] if full_key.startswith(prefix) else None
         if key == "embeddings.position_ids":  # a buffer of 0..L-1 in older HF versions, not a weight
             continue
         match = _HF_TEXT_QKV.fullmatch(key) if key is not None else None
@@ -89,7 +95,8 @@ def hf_text_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
         raise unknown_keys_error("Hugging Face GroupViT text weights", unknown)
     for (block, kind), parts in qkv.items():
         out[f"transformer.resblocks.{block}.attn.in_proj_{kind}"] = join_qkv(
-            parts, f"text layer {block} self_attn ({kind})")
+            parts, f"text layer {block} self_attn ({kind})"
+        )
     return out
 
 
@@ -119,8 +126,10 @@ def nvlabs_text_to_hf(state_dict: dict[str, torch.Tensor], prefix: str = HF_TEXT
 
 def is_hf_full(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict looks like a whole HF ``GroupViTModel`` (text tower or projections present)."""
-    return any(k.startswith((HF_TEXT_PREFIX, "visual_projection.", "text_projection.")) or k == "logit_scale"
-               for k in state_dict) and not any(k.startswith(("img_encoder.", "text_encoder.")) for k in state_dict)
+    return any(
+        k.startswith((HF_TEXT_PREFIX, "visual_projection.", "text_projection.")) or k == "logit_scale"
+        for k in state_dict
+    ) and not any(k.startswith(("img_encoder.", "text_encoder.")) for k in state_dict)
 
 
 def is_nvlabs_full(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -174,8 +183,8 @@ def nvlabs_full_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
     vision, rest = _split(state_dict, ("img_encoder.",))
     text, rest = _split(rest, ("text_encoder.",))
     out: dict[str, torch.Tensor] = {}
-    out.update(nvlabs_vision_to_hf({k[len("img_encoder."):]: v for k, v in vision.items()}))
-    out.update(nvlabs_text_to_hf({k[len("text_encoder."):]: v for k, v in text.items()}))
+    out.update(nvlabs_vision_to_hf({k[len("img_encoder.") :]: v for k, v in vision.items()}))
+    out.update(nvlabs_text_to_hf({k[len("text_encoder.") :]: v for k, v in text.items()}))
     to_hf_index = {part: index for index, (part, _) in _PROJ_PARTS.items()}
     hf_names = {v: k for k, v in _PROJ_NAMES.items()}
     unknown = []
@@ -196,6 +205,7 @@ def nvlabs_full_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             unknown.append(key)
     if unknown:
-        raise unknown_keys_error("NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports",
-                                 unknown)
+        raise unknown_keys_error(
+            "NVlabs MultiLabelContrastive weights with the 2-layer projectors HF supports", unknown
+        )
     return out

@@ -13,15 +13,20 @@ __all__ = ["compile_rules", "rename", "unknown_keys_error", "split_fused_qkv", "
 
 def _compile(template: str, placeholders: dict[str, str]) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", template)
-    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{placeholders[part]})"
-                              for i, part in enumerate(parts)))
+    return re.compile(
+        "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{placeholders[part]})" for i, part in enumerate(parts))
+    )
 
 
-def compile_rules(rules: list[tuple[str, str]], placeholders: dict[str, str],
-                  ) -> tuple[list[tuple[re.Pattern[str], str]], list[tuple[re.Pattern[str], str]]]:
+def compile_rules(
+    rules: list[tuple[str, str]],
+    placeholders: dict[str, str],
+) -> tuple[list[tuple[re.Pattern[str], str]], list[tuple[re.Pattern[str], str]]]:
     """``(hf_to_nvlabs, nvlabs_to_hf)`` lists of ``(regex, target template)`` from ``(hf, nvlabs)`` pairs."""
-    return ([(_compile(hf, placeholders), nv) for hf, nv in rules],
-            [(_compile(nv, placeholders), hf) for hf, nv in rules])
+    return (
+        [(_compile(hf, placeholders), nv) for hf, nv in rules],
+        [(_compile(nv, placeholders), hf) for hf, nv in rules],
+    )
 
 
 def rename(key: str, rules: Iterable[tuple[re.Pattern[str], str]]) -> str | None:

@@ -27,8 +27,10 @@ _RULES = [
     ("encoder.stages.{s}.layers.{b}.layer_norm1.{p}", "layers.{s}.blocks.{b}.norm1.{p}"),
     ("encoder.stages.{s}.layers.{b}.layer_norm2.{p}", "layers.{s}.blocks.{b}.norm2.{p}"),
     ("encoder.stages.{s}.layers.{b}.mlp.{rest}", "layers.{s}.blocks.{b}.mlp.{rest}"),
-    ("encoder.stages.{s}.downsample.pre_assign_attn.attn.out_proj.{p}",
-     "layers.{s}.downsample.pre_assign_attn.attn.proj.{p}"),
+    (
+        "encoder.stages.{s}.downsample.pre_assign_attn.attn.out_proj.{p}",
+        "layers.{s}.downsample.pre_assign_attn.attn.proj.{p}",
+    ),
     ("encoder.stages.{s}.downsample.{rest}", "layers.{s}.downsample.{rest}"),
     ("encoder.stages.{s}.group_projector.{rest}", "layers.{s}.group_projector.{rest}"),
     ("encoder.stages.{s}.group_token", "layers.{s}.group_token"),
@@ -51,7 +53,7 @@ def hf_vision_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
     qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     unknown = []
     for full_key, tensor in state_dict.items():
-        key = full_key[len(prefix):] if full_key.startswith(prefix) else None
+        key = full_key[len(prefix) :] if full_key.startswith(prefix) else None
         match = _HF_QKV.fullmatch(key) if key is not None else None
         if match:
             stage, block, which, kind = match.groups()
@@ -66,7 +68,8 @@ def hf_vision_to_nvlabs(state_dict: dict[str, torch.Tensor], prefix: str = HF_VI
         raise unknown_keys_error("Hugging Face GroupViT vision weights", unknown)
     for (stage, block, kind), parts in qkv.items():
         out[f"layers.{stage}.blocks.{block}.attn.qkv.{kind}"] = join_qkv(
-            parts, f"stage {stage} layer {block} self_attn ({kind})")
+            parts, f"stage {stage} layer {block} self_attn ({kind})"
+        )
     return out
 
 

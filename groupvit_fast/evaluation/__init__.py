@@ -9,6 +9,13 @@ from .datasets import DATASETS, DatasetPreset, find_samples  # noqa: E402
 from .segmentation import evaluate_segmentation, segmentation_metrics  # noqa: E402
 
 __all__ = [
-    "evaluate_classification", "evaluate_segmentation", "build_classifier", "imagenet_classes", "resolve_templates",
-    "segmentation_metrics", "DATASETS", "DatasetPreset", "find_samples",
+    "evaluate_classification",
+    "evaluate_segmentation",
+    "build_classifier",
+    "imagenet_classes",
+    "resolve_templates",
+    "segmentation_metrics",
+    "DATASETS",
+    "DatasetPreset",
+    "find_samples",
 ]

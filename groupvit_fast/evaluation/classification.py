@@ -32,8 +32,15 @@ from .data_files import read_names
 from .distributed import all_gather_errors, all_reduce_sum, compute_once_and_broadcast, rank_and_world, rank_slice
 from .imagenet import ImageNetSamples, find_imagefolder, find_shards, index_shards
 
-__all__ = ["evaluate_classification", "build_classifier", "classifier_cache_key", "resolve_templates",
-           "imagenet_classes", "imagenet_subset_classes", "CLS_OPTIONS"]
+__all__ = [
+    "evaluate_classification",
+    "build_classifier",
+    "classifier_cache_key",
+    "resolve_templates",
+    "imagenet_classes",
+    "imagenet_subset_classes",
+    "CLS_OPTIONS",
+]
 
 #: keyword options of ``evaluate_classification`` besides the named ones, with their defaults
 CLS_OPTIONS = {"cache_dir": None, "checkpoint": None, "max_images": None, "autocast": None}
@@ -76,8 +83,9 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     return out
 
 
-def build_classifier(model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "subset",
-                     **kwargs: Any) -> torch.Tensor:
+def build_classifier(
+    model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "subset", **kwargs: Any
+) -> torch.Tensor:
     """``W [K, C]``: row ``k`` is ``normalize(mean_t text_projector(text_encoder(tok(t.format(name_k)))))``.
 
     Equivalent PyTorch: ``F.normalize(torch.stack([model.encode_text(tokenize([t.format(n) for t in
@@ -90,8 +98,13 @@ def classifier_cache_key(checkpoint: str, class_names: Sequence[str], templates:
     """SHA-256 of the checkpoint file's identity (real path, size, modification time) and of the
     class names and templates: a new or rewritten checkpoint, or other prompts, get a new entry."""
     st = os.stat(checkpoint)
-    ident = {"checkpoint": os.path.realpath(checkpoint), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "classes": list(class_names), "templates": list(templates)}
+    ident = {
+        "checkpoint": os.path.realpath(checkpoint),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "classes": list(class_names),
+        "templates": list(templates),
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -117,10 +130,20 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequence[str] | None = None,
-                            templates: str | Sequence[str] = "subset", batch_size: int = 64, num_workers: int = 2,
-                            resize: int = 256, crop: int = 224, device: str | torch.device | None = None,
-                            progress: bool = True, **options: Any) -> dict:
+def evaluate_classification(
+    model: nn.Module,
+    data: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    templates: str | Sequence[str] = "subset",
+    batch_size: int = 64,
+    num_workers: int = 2,
+    resize: int = 256,
+    crop: int = 224,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict:
     """Zero-shot top-1/top-5 of ``model`` (a ``MultiLabelContrastive``) on ImageNet-style data.
 
     ``data``: an ImageFolder tree (``val/<wnid>/*.JPEG``) or webdataset shards (a folder of
@@ -135,8 +158,9 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
     """
     unknown = sorted(set(options) - set(CLS_OPTIONS))
     if unknown:
-        raise TypeError(f"evaluate_classification got unknown option(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(CLS_OPTIONS)}")
+        raise TypeError(
+            f"evaluate_classification got unknown option(s) {', '.join(unknown)}; known: {', '.join(CLS_OPTIONS)}"
+        )
     opts = {**CLS_OPTIONS, **options}
     for name, value in (("batch_size", batch_size), ("resize", resize), ("crop", crop)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -168,11 +192,17 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
     model.eval()
     try:
         weight = compute_once_and_broadcast(
-            lambda: _cached_classifier(model, names, temps, opts["cache_dir"], opts["checkpoint"]))
+            lambda: _cached_classifier(model, names, temps, opts["cache_dir"], opts["checkpoint"])
+        )
         weight = weight.to(device).float()
         dataset = ImageNetSamples(records, rank_slice(len(records), rank, world), resize, crop)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                             collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            worker_init_fn=_worker_init if num_workers else None,
+        )
         # rows: images of the class, top-1 hits, top-5 hits
         counts = torch.zeros(3, k, dtype=torch.int64)
         ac = autocast_context(device.type, autocast_dtype(opts["autocast"], device, fp16_needs_cuda=True))
@@ -209,19 +239,36 @@ def evaluate_classification(model: nn.Module, data: str, *, class_names: Sequenc
     for i, name in enumerate(names):
         n = int(counts[0, i])
         key = f"{name} [{i}]" if name in repeated else name
-        per_class[key] = {"top1": 100.0 * int(counts[1, i]) / n if n else None,
-                          "top5": 100.0 * int(counts[2, i]) / n if n else None, "images": n}
+        per_class[key] = {
+            "top1": 100.0 * int(counts[1, i]) / n if n else None,
+            "top5": 100.0 * int(counts[2, i]) / n if n else None,
+            "images": n,
+        }
     present = [v["top1"] for v in per_class.values() if v["top1"] is not None]
-    return {"class_names": list(names), "top1": 100.0 * int(counts[1].sum()) / total,
-            "top5": 100.0 * int(counts[2].sum()) / total,
-            "mean_per_class_top1": sum(present) / len(present), "per_class": per_class, "num_images": total,
-            "seconds": seconds, "images_per_s": total / max(seconds, 1e-9),
-            "settings": {"layout": layout, "templates": list(temps), "resize": resize, "crop": crop,
-                         "num_classes": k, "class_set": class_set, "world_size": world}}
+    return {
+        "class_names": list(names),
+        "top1": 100.0 * int(counts[1].sum()) / total,
+        "top5": 100.0 * int(counts[2].sum()) / total,
+        "mean_per_class_top1": sum(present) / len(present),
+        "per_class": per_class,
+        "num_images": total,
+        "seconds": seconds,
+        "images_per_s": total / max(seconds, 1e-9),
+        "settings": {
+            "layout": layout,
+            "templates": list(temps),
+            "resize": resize,
+            "crop": crop,
+            "num_classes": k,
+            "class_set": class_set,
+            "world_size": world,
+        },
+    }
 
 
-def _class_names(data: str, folders: list[str] | None,
-                 class_names: Sequence[str] | None) -> tuple[tuple[str, ...], str]:
+def _class_names(
+    data: str, folders: list[str] | None, class_names: Sequence[str] | None
+) -> tuple[tuple[str, ...], str]:
     """The names to classify among, and where they came from (the report's ``class_set``):
 
     * ``given``: ``class_names``, one per class folder / ``cls`` index;
@@ -237,8 +284,10 @@ def _class_names(data: str, folders: list[str] | None,
             return subset, "imagenet" if len(subset) == 1000 else "imagenet-subset"
         if len(folders) != 1000:
             stray = next(f for f in folders if imagenet_subset_classes([f]) is None)
-            raise ValueError(f"{data}: class folder {stray!r} is no ImageNet WordNet id and no class names were "
-                             f"given ({len(folders)} folders): pass class_names (--class-names FILE)")
+            raise ValueError(
+                f"{data}: class folder {stray!r} is no ImageNet WordNet id and no class names were "
+                f"given ({len(folders)} folders): pass class_names (--class-names FILE)"
+            )
     return imagenet_classes(), "imagenet"
 
 

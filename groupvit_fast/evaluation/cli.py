@@ -76,14 +76,27 @@ def _cmd_eval_seg(args) -> int:
     def evaluate(model):
         # flags, else the checkpoint's training config, else the dataset's (docs/segmentation.md,
         # "Test-time settings from the checkpoint")
-        tt = test_time_settings(args, {"short_side": None, "crop_size": None, "stride": None,
-                                       "bg_thresh": None})
+        tt = test_time_settings(args, {"short_side": None, "crop_size": None, "stride": None, "bg_thresh": None})
         result = evaluate_segmentation(
-            model, dataset=preset.name, data_root=args.data_root, bg_thresh=tt["bg_thresh"], topk=args.topk,
-            batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet, split=args.split,
-            templates=args.templates, crop_batch_size=args.crop_batch_size, autocast=args.autocast,
-            max_images=args.max_images, keep_predictions=args.overlays, assignment=args.assign,
-            short_side=tt["short_side"], crop_size=tt["crop_size"], stride=tt["stride"])
+            model,
+            dataset=preset.name,
+            data_root=args.data_root,
+            bg_thresh=tt["bg_thresh"],
+            topk=args.topk,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.quiet,
+            split=args.split,
+            templates=args.templates,
+            crop_batch_size=args.crop_batch_size,
+            autocast=args.autocast,
+            max_images=args.max_images,
+            keep_predictions=args.overlays,
+            assignment=args.assign,
+            short_side=tt["short_side"],
+            crop_size=tt["crop_size"],
+            stride=tt["stride"],
+        )
         result["settings"]["source"] = tt["source"]
         return result, preset.name, preset.class_names
 
@@ -108,10 +121,20 @@ def _cmd_eval_cls(args) -> int:
 
     def evaluate(model):
         result = evaluate_classification(
-            model, args.data, class_names=names, templates=args.templates, batch_size=args.batch_size,
-            num_workers=args.workers, resize=args.resize, crop=args.crop, progress=not args.quiet,
-            cache_dir=args.cache_dir, checkpoint=args.checkpoint if args.cache_dir else None,
-            max_images=args.max_images, autocast=args.autocast)
+            model,
+            args.data,
+            class_names=names,
+            templates=args.templates,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            resize=args.resize,
+            crop=args.crop,
+            progress=not args.quiet,
+            cache_dir=args.cache_dir,
+            checkpoint=args.checkpoint if args.cache_dir else None,
+            max_images=args.max_images,
+            autocast=args.autocast,
+        )
         return result, "classification", result["class_names"]
 
     return _run(args, evaluate)
@@ -125,10 +148,12 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
     p.add_argument("--autocast", choices=("bf16", "fp16"), help="mixed precision for the image encoder (GPU)")
     p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; cuda:LOCAL_RANK under "
-                                    "torchrun)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow full unpickling of the checkpoint (only for files you trust)")
+    p.add_argument(
+        "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; cuda:LOCAL_RANK under torchrun)"
+    )
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow full unpickling of the checkpoint (only for files you trust)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -142,24 +167,32 @@ def add_eval_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     seg.add_argument("--dataset", required=True, choices=tuple(DATASETS), metavar="|".join(DATASETS))
     seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
-    seg.add_argument("--bg-thresh", type=float, help="background threshold (default: the checkpoint config's "
-                     "evaluate.seg.bg_thresh, else the dataset's)")
+    seg.add_argument(
+        "--bg-thresh",
+        type=float,
+        help="background threshold (default: the checkpoint config's evaluate.seg.bg_thresh, else the dataset's)",
+    )
     add_test_time_arguments(seg, "the dataset's")
     seg.add_argument("--topk", type=positive_int, default=5, help="image-level class filter (default: %(default)s)")
     add_assign_argument(seg)
     seg.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
-    seg.add_argument("--crop-batch-size", type=positive_int, default=8,
-                     help="448x448 crops per encoder call (default: %(default)s)")
+    seg.add_argument(
+        "--crop-batch-size", type=positive_int, default=8, help="448x448 crops per encoder call (default: %(default)s)"
+    )
     seg.add_argument("--overlays", type=int, default=0, help="write overlay PNGs of the first N images")
     _common(seg, 4)
     seg.set_defaults(func=_cmd_eval_seg)
     cls = sub.add_parser("cls", help="zero-shot top-1/top-5 on ImageNet val (ImageFolder or webdataset shards)")
-    cls.add_argument("--data", required=True, help="val/<wnid>/*.JPEG folder, a folder of .tar shards, or "
-                                                   "'imagenet-val-{000000..000049}.tar'")
+    cls.add_argument(
+        "--data",
+        required=True,
+        help="val/<wnid>/*.JPEG folder, a folder of .tar shards, or 'imagenet-val-{000000..000049}.tar'",
+    )
     cls.add_argument("--templates", default="subset", help="subset (NVlabs' 7, default), full (CLIP's 80), simple")
     cls.add_argument("--class-names", help="file with one class name a line (default: the 1000 ImageNet names)")
-    cls.add_argument("--resize", type=positive_int, default=256, help="shorter side before the crop (default: "
-                                                                       "%(default)s)")
+    cls.add_argument(
+        "--resize", type=positive_int, default=256, help="shorter side before the crop (default: %(default)s)"
+    )
     cls.add_argument("--crop", type=positive_int, default=224, help="centre crop (default: %(default)s)")
     cls.add_argument("--cache-dir", help="cache the text classifier here per (checkpoint, classes, templates)")
     _common(cls, 64)
@@ -175,10 +208,18 @@ def _cmd_prepare(args) -> int:
             from ..train.data.scenes import SceneSpec, write_scenes
 
             spec = SceneSpec(args.min_size, args.max_size, args.min_objects, args.max_objects)
-            folders = write_scenes(args.out, train_length=args.train_length, num_shards=args.shards,
-                                   eval_count=args.eval_count, seed=args.seed, spec=spec)
-            print(f"wrote {args.train_length} training scenes in {args.shards} shards under {folders['train']} and "
-                  f"{args.eval_count} held-out scenes with masks under {folders['eval']}")
+            folders = write_scenes(
+                args.out,
+                train_length=args.train_length,
+                num_shards=args.shards,
+                eval_count=args.eval_count,
+                seed=args.seed,
+                spec=spec,
+            )
+            print(
+                f"wrote {args.train_length} training scenes in {args.shards} shards under {folders['train']} and "
+                f"{args.eval_count} held-out scenes with masks under {folders['eval']}"
+            )
         elif args.dataset == "context":
             counts = convert_context(args.devkit, args.json, progress=not args.quiet)
             print(f"wrote PASCAL Context labels: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
@@ -190,25 +231,28 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
-def add_prepare_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-                       ) -> argparse.ArgumentParser:
+def add_prepare_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Register ``prepare-data context``, ``prepare-data coco-object`` and ``prepare-data scenes``."""
-    prep = subparsers.add_parser("prepare-data", help="build PASCAL Context / COCO-Object label maps, or generate "
-                                 "the scenes dataset")
+    prep = subparsers.add_parser(
+        "prepare-data", help="build PASCAL Context / COCO-Object label maps, or generate the scenes dataset"
+    )
     sub = prep.add_subparsers(dest="dataset", required=True)
-    scenes = sub.add_parser("scenes", help="generated scenes: training shards (captions + nouns) and a held-out "
-                            "split with label masks (docs/training.md)")
+    scenes = sub.add_parser(
+        "scenes",
+        help="generated scenes: training shards (captions + nouns) and a held-out "
+        "split with label masks (docs/training.md)",
+    )
     scenes.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
-    scenes.add_argument("--train-length", type=positive_int, default=16384, help="training scenes "
-                        "(default: %(default)s)")
+    scenes.add_argument(
+        "--train-length", type=positive_int, default=16384, help="training scenes (default: %(default)s)"
+    )
     scenes.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
-    scenes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: "
-                        "%(default)s)")
+    scenes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: %(default)s)")
     scenes.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    scenes.add_argument("--min-size", type=positive_int, default=64, help="smallest image side (default: "
-                        "%(default)s)")
-    scenes.add_argument("--max-size", type=positive_int, default=128, help="largest image side (default: "
-                        "%(default)s)")
+    scenes.add_argument("--min-size", type=positive_int, default=64, help="smallest image side (default: %(default)s)")
+    scenes.add_argument("--max-size", type=positive_int, default=128, help="largest image side (default: %(default)s)")
     scenes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
     scenes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
     ctx = sub.add_parser("context", help="SegmentationClassContext from Detail's trainval_merged.json")
@@ -222,4 +266,3 @@ def add_prepare_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_prepare)
     return prep
-

@@ -106,12 +106,14 @@ def _pairs_from_split(base: str, image_dir: str, mask_dir: str, split_file: str)
     return out
 
 
-def _pairs_from_folder(image_dir: str, mask_dir: str, image_suffix: str, mask_suffix: str,
-                       recursive: bool = False) -> list[Sample]:
+def _pairs_from_folder(
+    image_dir: str, mask_dir: str, image_suffix: str, mask_suffix: str, recursive: bool = False
+) -> list[Sample]:
     _folder(image_dir)
     _folder(mask_dir)
-    pattern = os.path.join(image_dir, "*", "*" + image_suffix) if recursive else os.path.join(image_dir,
-                                                                                             "*" + image_suffix)
+    pattern = (
+        os.path.join(image_dir, "*", "*" + image_suffix) if recursive else os.path.join(image_dir, "*" + image_suffix)
+    )
     images = sorted(glob.glob(pattern))
     if not images:
         raise ValueError(f"{image_dir}: no *{image_suffix} images")
@@ -134,26 +136,40 @@ def find_samples(dataset: str, data_root: str, split: str = "val") -> list[Sampl
         year = "VOC2012" if preset.name == "voc" else "VOC2010"
         base = _descend(_descend(root, "VOCdevkit"), year)
         if preset.name == "voc":
-            samples = _pairs_from_split(base, "JPEGImages", "SegmentationClass",
-                                        os.path.join("ImageSets", "Segmentation", f"{split}.txt"))
+            samples = _pairs_from_split(
+                base, "JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation", f"{split}.txt")
+            )
         else:
-            samples = _pairs_from_split(base, "JPEGImages", "SegmentationClassContext",
-                                        os.path.join("ImageSets", "SegmentationContext", f"{split}.txt"))
+            samples = _pairs_from_split(
+                base,
+                "JPEGImages",
+                "SegmentationClassContext",
+                os.path.join("ImageSets", "SegmentationContext", f"{split}.txt"),
+            )
     elif preset.name == "coco-object":
-        samples = _pairs_from_folder(os.path.join(root, "images", f"{split}2017"),
-                                     os.path.join(root, "annotations", f"{split}2017"), ".jpg",
-                                     "_instanceTrainIds.png")
+        samples = _pairs_from_folder(
+            os.path.join(root, "images", f"{split}2017"),
+            os.path.join(root, "annotations", f"{split}2017"),
+            ".jpg",
+            "_instanceTrainIds.png",
+        )
     elif preset.name == "ade20k":
         base = _descend(root, "ADEChallengeData2016")
         folder = {"val": "validation", "train": "training"}.get(split, split)
-        samples = _pairs_from_folder(os.path.join(base, "images", folder), os.path.join(base, "annotations", folder),
-                                     ".jpg", ".png")
+        samples = _pairs_from_folder(
+            os.path.join(base, "images", folder), os.path.join(base, "annotations", folder), ".jpg", ".png"
+        )
     elif preset.name == "scenes":  # <root>/{images,masks}/<stem>.png, or the --out folder of prepare-data scenes
         base = _descend(root, "eval" if split == "val" else split)
         samples = _pairs_from_folder(os.path.join(base, "images"), os.path.join(base, "masks"), ".png", ".png")
     else:  # cityscapes: leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png
-        samples = _pairs_from_folder(os.path.join(root, "leftImg8bit", split), os.path.join(root, "gtFine", split),
-                                     "_leftImg8bit.png", "_gtFine_labelTrainIds.png", recursive=True)
+        samples = _pairs_from_folder(
+            os.path.join(root, "leftImg8bit", split),
+            os.path.join(root, "gtFine", split),
+            "_leftImg8bit.png",
+            "_gtFine_labelTrainIds.png",
+            recursive=True,
+        )
     for s in samples:
         for path, what in ((s.image, "image"), (s.mask, "mask")):
             if not os.path.isfile(path):
@@ -174,8 +190,10 @@ def check_sizes(samples: list[Sample]) -> None:
             except (UnidentifiedImageError, OSError) as err:
                 raise ValueError(f"{path}: cannot read ({err})") from None
         if sizes[0] != sizes[1]:
-            raise ValueError(f"{s.mask}: mask is {sizes[1][0]}x{sizes[1][1]}, its image {s.image} is "
-                             f"{sizes[0][0]}x{sizes[0][1]} (width x height)")
+            raise ValueError(
+                f"{s.mask}: mask is {sizes[1][0]}x{sizes[1][1]}, its image {s.image} is "
+                f"{sizes[0][0]}x{sizes[0][1]} (width x height)"
+            )
 
 
 class SegmentationSamples(torch.utils.data.Dataset):
@@ -184,8 +202,9 @@ class SegmentationSamples(torch.utils.data.Dataset):
     ``keep_raw``), ``mask`` (``int64 [H, W]``, 255 = ignored) or ``error`` (a one-line message; the
     main process raises it, so that a bad file reads as one line and not as a worker traceback)."""
 
-    def __init__(self, samples: list[Sample], preset: DatasetPreset, indices: list[int] | None = None,
-                 keep_raw: bool = False):
+    def __init__(
+        self, samples: list[Sample], preset: DatasetPreset, indices: list[int] | None = None, keep_raw: bool = False
+    ):
         self.samples = samples
         self.preset = preset
         self.indices = list(range(len(samples))) if indices is None else list(indices)
@@ -209,10 +228,16 @@ class SegmentationSamples(torch.utils.data.Dataset):
         k = len(self.preset.class_names)
         if labelled.numel() and (int(labelled.min()) < 0 or int(labelled.max()) >= k):
             bad = np.unique(labelled[(labelled < 0) | (labelled >= k)].numpy()).tolist()
-            return {"index": index, "error": f"{sample.mask}: label values {bad[:5]} outside 0..{k - 1} (and not "
-                                             f"{IGNORE_INDEX}) for {self.preset.name}"}
-        item = {"index": index, "image": preprocess_image(raw, self.preset.short_side, self.preset.max_long_side),
-                "mask": mask}
+            return {
+                "index": index,
+                "error": f"{sample.mask}: label values {bad[:5]} outside 0..{k - 1} (and not "
+                f"{IGNORE_INDEX}) for {self.preset.name}",
+            }
+        item = {
+            "index": index,
+            "image": preprocess_image(raw, self.preset.short_side, self.preset.max_long_side),
+            "mask": mask,
+        }
         if self.keep_raw:
             item["raw"] = raw
         return item

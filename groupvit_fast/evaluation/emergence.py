@@ -58,9 +58,19 @@ def group_usage(attn_dicts: list[dict | None]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, crop_size: int = 64, stride: int = 32,
-                    bg_thresh: float = 0.5, max_images: int | None = None, batch_size: int = 32,
-                    assignment: str = "soft", topk: int = 5) -> dict:
+def scene_emergence(
+    model: nn.Module,
+    data_root: str,
+    *,
+    short_side: int = 64,
+    crop_size: int = 64,
+    stride: int = 32,
+    bg_thresh: float = 0.5,
+    max_images: int | None = None,
+    batch_size: int = 32,
+    assignment: str = "soft",
+    topk: int = 5,
+) -> dict:
     """Scores of ``model`` on the held-out scenes under ``data_root`` (see the module docstring).
 
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
@@ -76,9 +86,18 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
     model.eval()
     start = time.perf_counter()
     try:
-        segmenter = GroupViTSegmenter(model, classes, bg_thresh=bg_thresh, crop_size=crop_size, stride=stride,
-                                      short_side=short_side, max_long_side=max(short_side, 2 * short_side),
-                                      assignment=assignment, crop_batch_size=batch_size, topk=topk)
+        segmenter = GroupViTSegmenter(
+            model,
+            classes,
+            bg_thresh=bg_thresh,
+            crop_size=crop_size,
+            stride=stride,
+            short_side=short_side,
+            max_long_side=max(short_side, 2 * short_side),
+            assignment=assignment,
+            crop_batch_size=batch_size,
+            topk=topk,
+        )
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
         ours, no_group, all_bg = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
@@ -86,15 +105,16 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
         present = 0
         device = segmenter.device
         for first in range(0, len(samples), batch_size):
-            chunk = samples[first:first + batch_size]
+            chunk = samples[first : first + batch_size]
             raws = [load_image(s.image) for s in chunk]
             masks = [load_label_mask(s.mask) for s in chunk]
             scores = segmenter.predict_scores(raws)
             # one whole-image pass at the test resolution: the image-level class and the group usage
             resized = [preprocess_image(r, short_side, max(short_side, 2 * short_side)) for r in raws]
             side = min(min(t.shape[-2:]) for t in resized)
-            batch = torch.stack([F.interpolate(t[None], size=(side, side), mode="bilinear", align_corners=False)[0]
-                                 for t in resized]).to(device)
+            batch = torch.stack(
+                [F.interpolate(t[None], size=(side, side), mode="bilinear", align_corners=False)[0] for t in resized]
+            ).to(device)
             outs = model.img_encoder(batch, return_attn=True, return_feat=True, as_dict=True)
             image = F.normalize(model.img_projector(outs["x"]).float(), dim=-1)
             top = (image @ text.float().t()).argmax(dim=-1) + 1  # label of the top class (background is 0)
@@ -110,14 +130,28 @@ def scene_emergence(model: nn.Module, data_root: str, *, short_side: int = 64, c
     finally:
         model.train(was_training)
     per_class = {name: _pct(v) for name, v in zip(SCENE_CLASSES, ours.iou(), strict=True)}
-    return {"mIoU": _pct(ours.miou()), "no_grouping_mIoU": _pct(no_group.miou()),
-            "all_background_mIoU": _pct(all_bg.miou()), "per_class": per_class,
-            "groups": [{"mean": float(s.mean()), "min": int(s.min()), "max": int(s.max()), "of": g}
-                       for s, g in zip(stages, available, strict=True)],
-            "image_top1_present": present / max(1, len(samples)), "num_images": len(samples),
-            "seconds": time.perf_counter() - start,
-            "settings": {"short_side": short_side, "crop_size": crop_size, "stride": stride, "bg_thresh": bg_thresh,
-                         "assignment": assignment, "topk": topk, "data_root": os.fspath(data_root)}}
+    return {
+        "mIoU": _pct(ours.miou()),
+        "no_grouping_mIoU": _pct(no_group.miou()),
+        "all_background_mIoU": _pct(all_bg.miou()),
+        "per_class": per_class,
+        "groups": [
+            {"mean": float(s.mean()), "min": int(s.min()), "max": int(s.max()), "of": g}
+            for s, g in zip(stages, available, strict=True)
+        ],
+        "image_top1_present": present / max(1, len(samples)),
+        "num_images": len(samples),
+        "seconds": time.perf_counter() - start,
+        "settings": {
+            "short_side": short_side,
+            "crop_size": crop_size,
+            "stride": stride,
+            "bg_thresh": bg_thresh,
+            "assignment": assignment,
+            "topk": topk,
+            "data_root": os.fspath(data_root),
+        },
+    }
 
 
 def _palette(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
@@ -125,13 +159,25 @@ def _palette(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
     import random
 
     rng = random.Random(seed)
-    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618 + rng.random() * 0.05) % 1.0, 0.65, 0.95))
-            for i in range(n)]
+    return [
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618 + rng.random() * 0.05) % 1.0, 0.65, 0.95))
+        for i in range(n)
+    ]
 
 
 @torch.no_grad()
-def emergence_figure(model: nn.Module, data_root: str, path: str, *, count: int = 6, cell: int = 96,
-                     short_side: int = 64, crop_size: int = 64, stride: int = 32, bg_thresh: float = 0.5) -> None:
+def emergence_figure(
+    model: nn.Module,
+    data_root: str,
+    path: str,
+    *,
+    count: int = 6,
+    cell: int = 96,
+    short_side: int = 64,
+    crop_size: int = 64,
+    stride: int = 32,
+    bg_thresh: float = 0.5,
+) -> None:
     """A PNG of ``count`` held-out scenes, one row each: the image, the stage-1 groups, the stage-2
     groups (the composed hard maps' argmax, one colour per group), the prediction and the ground truth
     (label colours of ``segment``'s PNGs), each ``cell`` pixels square (nearest-neighbour)."""
@@ -145,9 +191,15 @@ def emergence_figure(model: nn.Module, data_root: str, path: str, *, count: int 
     was_training = model.training
     model.eval()
     try:
-        segmenter = GroupViTSegmenter(model, ClassSet(SCENE_CLASSES, bg_thresh), bg_thresh=bg_thresh,
-                                      crop_size=crop_size, stride=stride, short_side=short_side,
-                                      max_long_side=2 * short_side)
+        segmenter = GroupViTSegmenter(
+            model,
+            ClassSet(SCENE_CLASSES, bg_thresh),
+            bg_thresh=bg_thresh,
+            crop_size=crop_size,
+            stride=stride,
+            short_side=short_side,
+            max_long_side=2 * short_side,
+        )
         header = 14
         sheet = Image.new("RGB", (5 * cell, header + count * cell), (255, 255, 255))
         draw = ImageDraw.Draw(sheet)
@@ -169,8 +221,7 @@ def emergence_figure(model: nn.Module, data_root: str, path: str, *, count: int 
                 maps = step if maps is None else maps @ step
                 groups = maps[0].argmax(-1).reshape(grid).numpy()
                 colours = _palette(maps.shape[-1])
-                panels.append(Image.fromarray(
-                    np.asarray([[colours[g] for g in r] for r in groups], dtype=np.uint8)))
+                panels.append(Image.fromarray(np.asarray([[colours[g] for g in r] for r in groups], dtype=np.uint8)))
             image = Image.fromarray(raw.permute(1, 2, 0).numpy())
 
             def paint(labels: torch.Tensor) -> Image.Image:
@@ -215,17 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         tt["bg_thresh"] = args.bg_thresh
     torch.manual_seed(0)
     untrained = build_model(ckpt.config)
-    report = {"checkpoint": args.checkpoint, "step": ckpt.meta.get("step"), "test_time": tt,
-              "trained": scene_emergence(ckpt.model, args.data, max_images=args.max_images, **tt),
-              "untrained": scene_emergence(untrained, args.data, max_images=args.max_images, **tt)}
+    report = {
+        "checkpoint": args.checkpoint,
+        "step": ckpt.meta.get("step"),
+        "test_time": tt,
+        "trained": scene_emergence(ckpt.model, args.data, max_images=args.max_images, **tt),
+        "untrained": scene_emergence(untrained, args.data, max_images=args.max_images, **tt),
+    }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "emergence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     emergence_figure(ckpt.model, args.data, os.path.join(args.out, "emergence.png"), count=args.figure_count, **tt)
     t, u = report["trained"], report["untrained"]
-    print(f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
-          f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
-          f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}")
+    print(
+        f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
+        f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
+        f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}"
+    )
     return 0
 
 

@@ -28,8 +28,16 @@ import torch
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["ImageRecord", "find_imagefolder", "find_shards", "index_shards", "ImageNetSamples", "val_transform",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "ImageRecord",
+    "find_imagefolder",
+    "find_shards",
+    "index_shards",
+    "ImageNetSamples",
+    "val_transform",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,8 +81,11 @@ def _expand_braces(pattern: str) -> list[str]:
         return [pattern]
     lo, hi = m.group(1), m.group(2)
     width = len(lo)
-    return [p for i in range(int(lo), int(hi) + 1)
-            for p in _expand_braces(pattern[: m.start()] + str(i).zfill(width) + pattern[m.end():])]
+    return [
+        p
+        for i in range(int(lo), int(hi) + 1)
+        for p in _expand_braces(pattern[: m.start()] + str(i).zfill(width) + pattern[m.end() :])
+    ]
 
 
 def find_shards(data: str) -> list[str]:

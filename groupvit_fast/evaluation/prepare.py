@@ -27,18 +27,95 @@ import numpy as np
 
 from ..common.files import atomic_write
 
-__all__ = ["CONTEXT_CATEGORY_IDS", "COCO_THING_IDS", "decode_rle", "context_label_map", "convert_context",
-           "coco_object_labels", "convert_coco_object"]
+__all__ = [
+    "CONTEXT_CATEGORY_IDS",
+    "COCO_THING_IDS",
+    "decode_rle",
+    "context_label_map",
+    "convert_context",
+    "coco_object_labels",
+    "convert_coco_object",
+]
 
 #: the Detail category ids of PASCAL Context's 59 classes, with 0 (unlabelled -> background) first
-CONTEXT_CATEGORY_IDS = tuple(sorted((
-    0, 2, 259, 260, 415, 324, 9, 258, 144, 18, 19, 22, 23, 397, 25, 284, 158, 159, 416, 33, 162, 420, 454, 295, 296,
-    427, 44, 45, 46, 308, 59, 440, 445, 31, 232, 65, 354, 424, 68, 326, 72, 458, 34, 207, 80, 355, 85, 347, 220,
-    349, 360, 98, 187, 104, 105, 366, 189, 368, 113, 115)))
+CONTEXT_CATEGORY_IDS = tuple(
+    sorted(
+        (
+            0,
+            2,
+            259,
+            260,
+            415,
+            324,
+            9,
+            258,
+            144,
+            18,
+            19,
+            22,
+            23,
+            397,
+            25,
+            284,
+            158,
+            159,
+            416,
+            33,
+            162,
+            420,
+            454,
+            295,
+            296,
+            427,
+            44,
+            45,
+            46,
+            308,
+            59,
+            440,
+            445,
+            31,
+            232,
+            65,
+            354,
+            424,
+            68,
+            326,
+            72,
+            458,
+            34,
+            207,
+            80,
+            355,
+            85,
+            347,
+            220,
+            349,
+            360,
+            98,
+            187,
+            104,
+            105,
+            366,
+            189,
+            368,
+            113,
+            115,
+        )
+    )
+)
 
 #: COCO's 80 thing category ids (1-based, with the gaps of the 91-id list)
-COCO_THING_IDS = tuple(list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
-                       + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91)))
+COCO_THING_IDS = tuple(
+    list(range(1, 12))
+    + list(range(13, 26))
+    + [27, 28]
+    + list(range(31, 45))
+    + list(range(46, 66))
+    + [67, 70]
+    + list(range(72, 83))
+    + list(range(84, 91))
+)
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -125,8 +202,9 @@ def convert_context(devkit: str, json_path: str, progress: bool = False) -> dict
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{json_path}: not valid JSON ({err})") from None
     except (KeyError, TypeError):
-        raise ValueError(f"{json_path}: no 'images' / 'annos_segmentation' (not Detail's trainval_merged.json)") \
-            from None
+        raise ValueError(
+            f"{json_path}: no 'images' / 'annos_segmentation' (not Detail's trainval_merged.json)"
+        ) from None
     per_image: dict[int, list[dict]] = {}
     for ann in annos:
         per_image.setdefault(ann["image_id"], []).append(ann)
@@ -141,8 +219,12 @@ def convert_context(devkit: str, json_path: str, progress: bool = False) -> dict
         iterator = tqdm(images, desc="prepare context", unit="img")
     for img in iterator:
         stem = os.path.splitext(img["file_name"])[0]
-        labels = context_label_map(int(img["height"]), int(img["width"]), per_image.get(img["image_id"], []),
-                                   f"{json_path}: {img['file_name']}")
+        labels = context_label_map(
+            int(img["height"]),
+            int(img["width"]),
+            per_image.get(img["image_id"], []),
+            f"{json_path}: {img['file_name']}",
+        )
         _save_png(os.path.join(out_dir, stem + ".png"), labels)
         phases.setdefault(img.get("phase", "trainval"), []).append(stem)
     os.makedirs(split_dir, exist_ok=True)

@@ -22,19 +22,32 @@ def _fmt(v) -> str:
 def markdown_table(result: dict) -> str:
     """The summary line and the per-class table of a segmentation or classification result."""
     if "mIoU" in result:
-        lines = [f"# {result['dataset']}: mIoU {_fmt(result['mIoU'])}, mAcc {_fmt(result['mAcc'])}, "
-                 f"aAcc {_fmt(result['aAcc'])} ({result['num_images']} images)", "",
-                 "| class | IoU | Acc |", "| --- | ---: | ---: |"]
+        lines = [
+            f"# {result['dataset']}: mIoU {_fmt(result['mIoU'])}, mAcc {_fmt(result['mAcc'])}, "
+            f"aAcc {_fmt(result['aAcc'])} ({result['num_images']} images)",
+            "",
+            "| class | IoU | Acc |",
+            "| --- | ---: | ---: |",
+        ]
         lines += [f"| {name} | {_fmt(v['IoU'])} | {_fmt(v['Acc'])} |" for name, v in result["per_class"].items()]
     else:
         settings = result.get("settings", {})
-        among = (f", among the {settings['num_classes']} ImageNet classes present (WordNet-id folders)"
-                 if settings.get("class_set") == "imagenet-subset" else "")
-        lines = [f"# zero-shot classification: top-1 {_fmt(result['top1'])}, top-5 {_fmt(result['top5'])} "
-                 f"({result['num_images']} images{among})", "", "| class | top-1 | top-5 | images |",
-                 "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {name} | {_fmt(v['top1'])} | {_fmt(v['top5'])} | {v['images']} |"
-                  for name, v in result["per_class"].items()]
+        among = (
+            f", among the {settings['num_classes']} ImageNet classes present (WordNet-id folders)"
+            if settings.get("class_set") == "imagenet-subset"
+            else ""
+        )
+        lines = [
+            f"# zero-shot classification: top-1 {_fmt(result['top1'])}, top-5 {_fmt(result['top5'])} "
+            f"({result['num_images']} images{among})",
+            "",
+            "| class | top-1 | top-5 | images |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {name} | {_fmt(v['top1'])} | {_fmt(v['top5'])} | {v['images']} |"
+            for name, v in result["per_class"].items()
+        ]
     settings = ", ".join(f"{k}={v}" for k, v in result.get("settings", {}).items() if k != "templates")
     return "\n".join(lines + ["", f"Settings: {settings}.", ""])
 

@@ -35,21 +35,36 @@ __all__ = ["evaluate_segmentation", "segmentation_metrics", "SEG_OPTIONS"]
 
 #: keyword options of ``evaluate_segmentation`` besides the named ones, with their defaults
 SEG_OPTIONS = {
-    "split": "val", "templates": "simple", "crop_batch_size": 8, "autocast": None, "max_images": None,
-    "keep_predictions": 0, "assignment": "soft", "short_side": None, "crop_size": None, "stride": None,
+    "split": "val",
+    "templates": "simple",
+    "crop_batch_size": 8,
+    "autocast": None,
+    "max_images": None,
+    "keep_predictions": 0,
+    "assignment": "soft",
+    "short_side": None,
+    "crop_size": None,
+    "stride": None,
 }
 
 
 def segmentation_metrics(confusion: ConfusionMatrix, class_names: tuple[str, ...]) -> dict:
     """mmseg's summary in percent: ``mIoU``, ``mAcc``, ``aAcc`` and ``per_class`` ``{name: {IoU, Acc}}``
     (``None`` where a class has no union / no ground truth, and such classes out of the means)."""
+
     def pct(v: float) -> float | None:
         return None if math.isnan(v) else 100.0 * v
 
-    per_class = {name: {"IoU": pct(iou), "Acc": pct(acc)}
-                 for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy(), strict=True)}
-    return {"mIoU": pct(confusion.miou()), "mAcc": pct(confusion.mean_accuracy()),
-            "aAcc": pct(confusion.pixel_accuracy()), "per_class": per_class}
+    per_class = {
+        name: {"IoU": pct(iou), "Acc": pct(acc)}
+        for name, iou, acc in zip(class_names, confusion.iou(), confusion.class_accuracy(), strict=True)
+    }
+    return {
+        "mIoU": pct(confusion.miou()),
+        "mAcc": pct(confusion.mean_accuracy()),
+        "aAcc": pct(confusion.pixel_accuracy()),
+        "per_class": per_class,
+    }
 
 
 def _collate(batch: list[dict]) -> list[dict]:
@@ -71,15 +86,25 @@ def _with_test_time(preset: DatasetPreset, opts: dict[str, Any]) -> DatasetPrese
                 raise ValueError(f"{key} must be a positive int, got {value!r}")
             changes[field] = value
     if "short_side" in changes:  # keep the preset's long-side bound in proportion
-        changes["max_long_side"] = max(changes["short_side"],
-                                       preset.max_long_side * changes["short_side"] // preset.short_side)
+        changes["max_long_side"] = max(
+            changes["short_side"], preset.max_long_side * changes["short_side"] // preset.short_side
+        )
     return dataclasses.replace(preset, **changes)
 
 
-def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_thresh: float | None = None,
-                          topk: int = 5, batch_size: int = 4, num_workers: int = 2,
-                          device: str | torch.device | None = None, progress: bool = True,
-                          **options: Any) -> dict:
+def evaluate_segmentation(
+    model: nn.Module,
+    *,
+    dataset: str,
+    data_root: str,
+    bg_thresh: float | None = None,
+    topk: int = 5,
+    batch_size: int = 4,
+    num_workers: int = 2,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict:
     """Zero-shot mIoU of ``model`` (a ``MultiLabelContrastive``) on ``dataset``'s validation split.
 
     ``dataset``: ``voc``, ``context``, ``coco-object``, ``ade20k`` or ``cityscapes`` (layouts in
@@ -100,8 +125,9 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     """
     unknown = sorted(set(options) - set(SEG_OPTIONS))
     if unknown:
-        raise TypeError(f"evaluate_segmentation got unknown option(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(SEG_OPTIONS)}")
+        raise TypeError(
+            f"evaluate_segmentation got unknown option(s) {', '.join(unknown)}; known: {', '.join(SEG_OPTIONS)}"
+        )
     opts = {**SEG_OPTIONS, **options}
     for name, value in (("batch_size", batch_size), ("topk", topk), ("crop_batch_size", opts["crop_batch_size"])):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -126,20 +152,33 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
     was_training = model.training
     model.eval()
     try:
-        text = compute_once_and_broadcast(
-            lambda: class_text_embeddings(model, class_set.text_names, opts["templates"]))
+        text = compute_once_and_broadcast(lambda: class_text_embeddings(model, class_set.text_names, opts["templates"]))
         cache = TextEmbeddingCache()
         cache.put(model, class_set.text_names, opts["templates"], text.to(device))
-        segmenter = GroupViTSegmenter(model, class_set, templates=opts["templates"], crop_size=preset.crop,
-                                      stride=preset.stride, short_side=preset.short_side,
-                                      max_long_side=preset.max_long_side, crop_batch_size=opts["crop_batch_size"],
-                                      text_cache=cache, autocast_dtype=autocast_dtype, topk=topk,
-                                      assignment=opts["assignment"])
+        segmenter = GroupViTSegmenter(
+            model,
+            class_set,
+            templates=opts["templates"],
+            crop_size=preset.crop,
+            stride=preset.stride,
+            short_side=preset.short_side,
+            max_long_side=preset.max_long_side,
+            crop_batch_size=opts["crop_batch_size"],
+            text_cache=cache,
+            autocast_dtype=autocast_dtype,
+            topk=topk,
+            assignment=opts["assignment"],
+        )
         keep = int(opts["keep_predictions"]) if rank == 0 else 0
         data = SegmentationSamples(samples, preset, rank_slice(len(samples), rank, world), keep_raw=keep > 0)
-        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                                             collate_fn=_collate, worker_init_fn=_worker_init if num_workers else None,
-                                             persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            worker_init_fn=_worker_init if num_workers else None,
+            persistent_workers=False,
+        )
         confusion, kept, error, start = ConfusionMatrix(len(preset.class_names)), [], None, time.perf_counter()
         bar = _progress(len(samples), progress and rank == 0, f"eval seg {preset.name}")
         with bar:
@@ -151,8 +190,7 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
                 for item, score in zip(batch, scores, strict=True):
                     mask = item["mask"]
                     # mmseg resizes the averaged scores to the original size before the argmax
-                    score = F.interpolate(score[None], size=tuple(mask.shape), mode="bilinear",
-                                          align_corners=False)[0]
+                    score = F.interpolate(score[None], size=tuple(mask.shape), mode="bilinear", align_corners=False)[0]
                     pred = score.argmax(dim=0).cpu()
                     confusion.update(pred, mask)
                     if len(kept) < keep:
@@ -165,13 +203,26 @@ def evaluate_segmentation(model: nn.Module, *, dataset: str, data_root: str, bg_
         seconds = time.perf_counter() - start
     finally:
         model.train(was_training)
-    result = {"dataset": preset.name, **segmentation_metrics(confusion, preset.class_names),
-              "num_images": len(samples), "seconds": seconds, "images_per_s": len(samples) / max(seconds, 1e-9),
-              "settings": {"bg_thresh": thresh, "topk": topk, "assignment": opts["assignment"],
-                           "templates": opts["templates"],
-                           "img_scale": [preset.max_long_side, preset.short_side], "crop": preset.crop,
-                           "stride": preset.stride, "autocast": str(autocast_dtype) if autocast_dtype else None,
-                           "ignore_index": IGNORE_INDEX, "world_size": world, "split": opts["split"]}}
+    result = {
+        "dataset": preset.name,
+        **segmentation_metrics(confusion, preset.class_names),
+        "num_images": len(samples),
+        "seconds": seconds,
+        "images_per_s": len(samples) / max(seconds, 1e-9),
+        "settings": {
+            "bg_thresh": thresh,
+            "topk": topk,
+            "assignment": opts["assignment"],
+            "templates": opts["templates"],
+            "img_scale": [preset.max_long_side, preset.short_side],
+            "crop": preset.crop,
+            "stride": preset.stride,
+            "autocast": str(autocast_dtype) if autocast_dtype else None,
+            "ignore_index": IGNORE_INDEX,
+            "world_size": world,
+            "split": opts["split"],
+        },
+    }
     if keep:
         result["predictions"] = kept
     return result

@@ -11,6 +11,20 @@ from .multi_label_contrastive import MultiLabelContrastive
 from .registry import MODELS, build_model, register_model, released_config
 from .text_transformer import TextTransformer
 
-__all__ = ["GroupViT", "GroupingLayer", "PatchEmbed", "GroupingBlock", "AssignAttention", "Attention", "AttnBlock",
-           "CrossAttnBlock", "ATTN_BACKENDS", "MultiLabelContrastive", "TextTransformer", "MODELS", "build_model",
-           "register_model", "released_config"]
+__all__ = [
+    "GroupViT",
+    "GroupingLayer",
+    "PatchEmbed",
+    "GroupingBlock",
+    "AssignAttention",
+    "Attention",
+    "AttnBlock",
+    "CrossAttnBlock",
+    "ATTN_BACKENDS",
+    "MultiLabelContrastive",
+    "TextTransformer",
+    "MODELS",
+    "build_model",
+    "register_model",
+    "released_config",
+]

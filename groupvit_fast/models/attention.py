@@ -28,8 +28,14 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
 
 
-def attention_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | None = None, *,
-                      value: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention_forward(
+    self: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor | None = None,
+    *,
+    value: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``Attention.forward`` as a function of any module with NVlabs' ``Attention`` attributes
     (``qkv_fuse``, ``qkv`` or ``q_proj/k_proj/v_proj``, ``num_heads``, ``scale``, ``attn_drop``, ``proj``,
     ``proj_drop``) and an ``attn_backend``: ours, and NVlabs instances patched by ``apply_groupvit_fast``
@@ -44,12 +50,22 @@ def attention_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | 
     else:
         key = query if key is None else key
         value = key if value is None else value
-        q, k, v = (split_heads(self.q_proj(query), self.num_heads), split_heads(self.k_proj(key), self.num_heads),
-                   split_heads(self.v_proj(value), self.num_heads))
+        q, k, v = (
+            split_heads(self.q_proj(query), self.num_heads),
+            split_heads(self.k_proj(key), self.num_heads),
+            split_heads(self.v_proj(value), self.num_heads),
+        )
     dropout_p = self.attn_drop.p if self.training else 0.0
     # NVlabs' mask is additive [B, L, S]: one per batch element, shared by the heads
-    out = multi_head_attention(q, k, v, scale=self.scale, mask=None if mask is None else mask.unsqueeze(1),
-                               dropout_p=dropout_p, backend=getattr(self, "attn_backend", "auto"))
+    out = multi_head_attention(
+        q,
+        k,
+        v,
+        scale=self.scale,
+        mask=None if mask is None else mask.unsqueeze(1),
+        dropout_p=dropout_p,
+        backend=getattr(self, "attn_backend", "auto"),
+    )
     out = out.transpose(1, 2).reshape(b, n, c)
     return self.proj_drop(self.proj(out))
 
@@ -57,9 +73,18 @@ def attention_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | 
 class Attention(nn.Module):
     """Multi-head (self- or cross-) attention with NVlabs' parameter layout."""
 
-    def __init__(self, dim: int, num_heads: int, out_dim: int | None = None, qkv_bias: bool = False,
-                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 qkv_fuse: bool = False, attn_backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        out_dim: int | None = None,
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        qkv_fuse: bool = False,
+        attn_backend: str = "auto",
+    ):
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
         self.num_heads = num_heads
@@ -86,10 +111,21 @@ class Attention(nn.Module):
 class CrossAttnBlock(nn.Module):
     """Cross attention of ``query`` to ``key`` with an MLP; ``post_norm`` puts the LN at the end."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 act_layer: Callable[[], nn.Module] = nn.GELU, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-                 post_norm: bool = False, attn_backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        post_norm: bool = False,
+        attn_backend: str = "auto",
+    ):
         super().__init__()
         if post_norm:
             self.norm_post = norm_layer(dim)
@@ -99,8 +135,15 @@ class CrossAttnBlock(nn.Module):
             self.norm_q = norm_layer(dim)
             self.norm_k = norm_layer(dim)
             self.norm_post = nn.Identity()
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
-                              proj_drop=drop, attn_backend=attn_backend)
+        self.attn = Attention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            attn_backend=attn_backend,
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -115,14 +158,32 @@ class CrossAttnBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Pre-norm transformer block with fused-qkv self-attention."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 qk_scale: float | None = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 act_layer: Callable[[], nn.Module] = nn.GELU, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-                 attn_backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        attn_backend: str = "auto",
+    ):
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
-                              proj_drop=drop, qkv_fuse=True, attn_backend=attn_backend)
+        self.attn = Attention(
+            dim,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            qkv_fuse=True,
+            attn_backend=attn_backend,
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)

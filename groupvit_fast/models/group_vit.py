@@ -45,9 +45,16 @@ def interpolate_pos_encoding(pos_embed: torch.Tensor, h: int, w: int) -> torch.T
 class PatchEmbed(nn.Module):
     """Image to patch tokens: a strided conv, flattened, optionally LayerNorm'ed."""
 
-    def __init__(self, img_size: int | Sequence[int] = 224, kernel_size: int | Sequence[int] = 7,
-                 stride: int | Sequence[int] = 4, padding: int | Sequence[int] = 2, in_chans: int = 3,
-                 embed_dim: int = 96, norm_layer: Callable[[int], nn.Module] | None = None):
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        kernel_size: int | Sequence[int] = 7,
+        stride: int | Sequence[int] = 4,
+        padding: int | Sequence[int] = 2,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ):
         super().__init__()
         img_size, kernel_size = to_2tuple(img_size), to_2tuple(kernel_size)
         stride, padding = to_2tuple(stride), to_2tuple(padding)
@@ -75,17 +82,22 @@ class PatchEmbed(nn.Module):
             raise TypeError(f"x must be a floating-point image batch (normalised pixels), got {x.dtype}")
         weight_dtype = self.proj.weight.dtype
         if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"x is {x.dtype} but the model's parameters are {weight_dtype}: convert one of them "
-                            "(x.to(...) or model.to(...)) or run under torch.autocast")
+            raise TypeError(
+                f"x is {x.dtype} but the model's parameters are {weight_dtype}: convert one of them "
+                "(x.to(...) or model.to(...)) or run under torch.autocast"
+            )
         _, c, h, w = x.shape
         if c != self.in_chans:
             raise ValueError(f"x has {c} channels but the model expects in_chans={self.in_chans}")
         if h < self.kernel_size[0] or w < self.kernel_size[1]:
-            raise ValueError(f"x of {h}x{w} pixels is smaller than one {self.kernel_size[0]}x{self.kernel_size[1]} "
-                             "patch")
+            raise ValueError(
+                f"x of {h}x{w} pixels is smaller than one {self.kernel_size[0]}x{self.kernel_size[1]} patch"
+            )
         if self.training and (h, w) != tuple(self.img_size):
-            raise ValueError(f"in training mode x must be {self.img_size[0]}x{self.img_size[1]} (img_size), "
-                             f"got {h}x{w}; other sizes are supported in eval mode")
+            raise ValueError(
+                f"in training mode x must be {self.img_size[0]}x{self.img_size[1]} (img_size), "
+                f"got {h}x{w}; other sizes are supported in eval mode"
+            )
         x = self.proj(x)
         hw_shape = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)
@@ -97,12 +109,26 @@ class PatchEmbed(nn.Module):
 class GroupingLayer(nn.Module):
     """One stage: optional group tokens, ``depth`` transformer blocks, then an optional grouping block."""
 
-    def __init__(self, dim: int, num_input_token: int, depth: int, num_heads: int, num_group_token: int,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: float | None = None, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float | Sequence[float] = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, downsample: nn.Module | None = None,
-                 use_checkpoint: bool = False, group_projector: nn.Module | None = None,
-                 zero_init_group_token: bool = False, attn_backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_input_token: int,
+        depth: int,
+        num_heads: int,
+        num_group_token: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float | Sequence[float] = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        downsample: nn.Module | None = None,
+        use_checkpoint: bool = False,
+        group_projector: nn.Module | None = None,
+        zero_init_group_token: bool = False,
+        attn_backend: str = "auto",
+    ):
         super().__init__()
         self.dim = dim
         self.input_length = num_input_token
@@ -118,12 +144,23 @@ class GroupingLayer(nn.Module):
             self.group_token = None
         if not isinstance(drop_path, (list, tuple)):
             drop_path = [float(drop_path)] * depth  # type: ignore[arg-type]  # a float here
-        self.blocks = nn.ModuleList([
-            AttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                      drop=drop, attn_drop=attn_drop, drop_path=drop_path[i], norm_layer=norm_layer,
-                      attn_backend=attn_backend)
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                AttnBlock(
+                    dim=dim,
+                    num_heads=num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop,
+                    attn_drop=attn_drop,
+                    drop_path=drop_path[i],
+                    norm_layer=norm_layer,
+                    attn_backend=attn_backend,
+                )
+                for i in range(depth)
+            ]
+        )
         self.downsample = downsample
         self.input_resolution = num_input_token
         self.group_projector = group_projector
@@ -135,15 +172,19 @@ class GroupingLayer(nn.Module):
     def split_x(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``[B, L + S, C]`` -> (image tokens ``[B, L, C]``, group tokens ``[B, S, C]`` or None)."""
         if self.with_group_token:
-            return x[:, :-self.num_group_token], x[:, -self.num_group_token:]
+            return x[:, : -self.num_group_token], x[:, -self.num_group_token :]
         return x, None
 
     def concat_x(self, x: torch.Tensor, group_token: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, L, C]`` and ``[B, S, C]`` -> ``[B, L + S, C]`` (``x`` alone without group tokens)."""
         return x if group_token is None else torch.cat([x, group_token], dim=1)
 
-    def forward(self, x: torch.Tensor, prev_group_token: torch.Tensor | None = None, return_attn: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor | None, AttnMaps | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        prev_group_token: torch.Tensor | None = None,
+        return_attn: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, AttnMaps | None]:
         """``x [B, L, C]`` -> (tokens after the stage, its group tokens or None, its attention maps or None)."""
         if self.group_token is not None:  # with_group_token
             group_token = self.group_token.expand(x.size(0), -1, -1)
@@ -164,8 +205,10 @@ class GroupingLayer(nn.Module):
         return x, group_token, attn_dict
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, input_resolution={self.input_resolution}, depth={self.depth}, "
-                f"num_group_token={self.num_group_token}")
+        return (
+            f"dim={self.dim}, input_resolution={self.input_resolution}, depth={self.depth}, "
+            f"num_group_token={self.num_group_token}"
+        )
 
 
 @register_model()
@@ -179,15 +222,32 @@ class GroupViT(nn.Module):
     """
 
     def __init__(  # noqa: C901  (NVlabs' constructor: one check per argument, each refused by name)
-                 self, img_size: int | Sequence[int] = 224, patch_size: int = 16, in_chans: int = 3,
-                 num_classes: int = 0, embed_dim: int = 384, embed_factors: Sequence[int] = (1, 1, 1),
-                 depths: Sequence[int] = (6, 3, 3), num_heads: Sequence[int] = (6, 6, 6),
-                 num_group_tokens: Sequence[int] = (64, 8, 0), num_output_groups: Sequence[int] = (64, 8),
-                 hard_assignment: bool = True, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 qk_scale: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, patch_norm: bool = True, use_checkpoint: bool = False,
-                 pos_embed_type: str = "simple", freeze_patch_embed: bool = False, *, attn_backend: str = "auto",
-                 assign_backend: str = "auto"):
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 0,
+        embed_dim: int = 384,
+        embed_factors: Sequence[int] = (1, 1, 1),
+        depths: Sequence[int] = (6, 3, 3),
+        num_heads: Sequence[int] = (6, 6, 6),
+        num_group_tokens: Sequence[int] = (64, 8, 0),
+        num_output_groups: Sequence[int] = (64, 8),
+        hard_assignment: bool = True,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        pos_embed_type: str = "simple",
+        freeze_patch_embed: bool = False,
+        *,
+        attn_backend: str = "auto",
+        assign_backend: str = "auto",
+    ):
         super().__init__()
         embed_factors, depths, num_heads = list(embed_factors), list(depths), list(num_heads)
         num_group_tokens, num_output_groups = list(num_group_tokens), list(num_output_groups)
@@ -205,8 +265,9 @@ class GroupViT(nn.Module):
         for i, (factor, heads) in enumerate(zip(embed_factors, num_heads, strict=False)):
             width = int(embed_dim * factor)
             if heads and width % heads:
-                raise ValueError(f"num_heads[{i}]={heads} must divide stage {i}'s width "
-                                 f"embed_dim * embed_factors[{i}] = {width}")
+                raise ValueError(
+                    f"num_heads[{i}]={heads} must divide stage {i}'s width embed_dim * embed_factors[{i}] = {width}"
+                )
         check_assign_backend(assign_backend)
         self.num_classes = num_classes
         self.num_layers = len(depths)
@@ -226,9 +287,15 @@ class GroupViT(nn.Module):
         self.assign_backend = assign_backend
         norm_layer = nn.LayerNorm
 
-        self.patch_embed = PatchEmbed(img_size=img_size, kernel_size=patch_size, stride=patch_size, padding=0,
-                                      in_chans=in_chans, embed_dim=embed_dim,
-                                      norm_layer=norm_layer if patch_norm else None)
+        self.patch_embed = PatchEmbed(
+            img_size=img_size,
+            kernel_size=patch_size,
+            stride=patch_size,
+            padding=0,
+            in_chans=in_chans,
+            embed_dim=embed_dim,
+            norm_layer=norm_layer if patch_norm else None,
+        )
         num_patches = self.patch_embed.num_patches
         self.patches_resolution = self.patch_embed.patches_resolution
         self.avgpool = nn.AdaptiveAvgPool1d(1)
@@ -251,29 +318,52 @@ class GroupViT(nn.Module):
             downsample = None
             if i_layer < self.num_layers - 1:
                 out_dim = embed_dim * embed_factors[i_layer + 1]
-                downsample = GroupingBlock(dim=dim, out_dim=out_dim, num_heads=num_heads[i_layer],
-                                           num_group_token=num_group_tokens[i_layer],
-                                           num_output_group=num_output_groups[i_layer], norm_layer=norm_layer,
-                                           hard=hard_assignment, gumbel=hard_assignment, attn_backend=attn_backend,
-                                           assign_backend=assign_backend)
+                downsample = GroupingBlock(
+                    dim=dim,
+                    out_dim=out_dim,
+                    num_heads=num_heads[i_layer],
+                    num_group_token=num_group_tokens[i_layer],
+                    num_output_group=num_output_groups[i_layer],
+                    norm_layer=norm_layer,
+                    hard=hard_assignment,
+                    gumbel=hard_assignment,
+                    attn_backend=attn_backend,
+                    assign_backend=assign_backend,
+                )
                 num_output_token = num_output_groups[i_layer]
             if i_layer > 0 and num_group_tokens[i_layer] > 0:
                 prev_dim = int(embed_dim * embed_factors[i_layer - 1])
                 group_projector = nn.Sequential(
                     norm_layer(prev_dim),
-                    MixerMlp(num_group_tokens[i_layer - 1], prev_dim // 2, num_group_tokens[i_layer]))
+                    MixerMlp(num_group_tokens[i_layer - 1], prev_dim // 2, num_group_tokens[i_layer]),
+                )
                 if dim != prev_dim:
-                    group_projector = nn.Sequential(group_projector, norm_layer(prev_dim),
-                                                    nn.Linear(prev_dim, dim, bias=False))
+                    group_projector = nn.Sequential(
+                        group_projector, norm_layer(prev_dim), nn.Linear(prev_dim, dim, bias=False)
+                    )
             else:
                 group_projector = None
-            self.layers.append(GroupingLayer(
-                dim=dim, num_input_token=num_input_token, depth=depths[i_layer], num_heads=num_heads[i_layer],
-                num_group_token=num_group_tokens[i_layer], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate,
-                drop_path=dpr[sum(depths[:i_layer]):sum(depths[:i_layer + 1])], norm_layer=norm_layer,
-                downsample=downsample, use_checkpoint=use_checkpoint, group_projector=group_projector,
-                zero_init_group_token=group_projector is not None, attn_backend=attn_backend))
+            self.layers.append(
+                GroupingLayer(
+                    dim=dim,
+                    num_input_token=num_input_token,
+                    depth=depths[i_layer],
+                    num_heads=num_heads[i_layer],
+                    num_group_token=num_group_tokens[i_layer],
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[sum(depths[:i_layer]) : sum(depths[: i_layer + 1])],
+                    norm_layer=norm_layer,
+                    downsample=downsample,
+                    use_checkpoint=use_checkpoint,
+                    group_projector=group_projector,
+                    zero_init_group_token=group_projector is not None,
+                    attn_backend=attn_backend,
+                )
+            )
             if i_layer < self.num_layers - 1:
                 num_input_token = num_output_token
 
@@ -283,8 +373,9 @@ class GroupViT(nn.Module):
 
     # ---- weights ---------------------------------------------------------------------------
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
-                        assign: bool = False) -> _IncompatibleKeys:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
         """As NVlabs: a learned ``pos_embed`` of another grid size is resized bicubically on load."""
         if self.pos_embed_type == "simple" and "pos_embed" in state_dict:
             loaded = state_dict["pos_embed"]
@@ -301,8 +392,9 @@ class GroupViT(nn.Module):
 
     def build_2d_sincos_position_embedding(self, temperature: float = 10000.0) -> nn.Parameter:
         h, w = self.patch_embed.patches_resolution
-        grid_w, grid_h = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32),
-                                        indexing="ij")
+        grid_w, grid_h = torch.meshgrid(
+            torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij"
+        )
         if self.embed_dim % 4:
             raise ValueError("embed_dim must be divisible by 4 for the 'fourier' position embedding")
         pos_dim = self.embed_dim // 4
@@ -333,8 +425,12 @@ class GroupViT(nn.Module):
             return self.pos_embed
         return interpolate_pos_encoding(self.pos_embed, h, w)
 
-    def forward_features(self, x: torch.Tensor, *, return_attn: bool = False,
-                         ) -> tuple[torch.Tensor, torch.Tensor | None, list[AttnMaps | None]]:
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        *,
+        return_attn: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[AttnMaps | None]]:
         """``[B, in_chans, H, W]`` -> (normed tokens ``[B, G_last, num_features]``, last group tokens or None,
         one attention-map dict (or None) per stage)."""
         x, hw_shape = self.patch_embed(x)
@@ -350,8 +446,14 @@ class GroupViT(nn.Module):
         """``[B, L, C] -> [B, num_classes or C]``: average over tokens, then the head."""
         return self.head(torch.flatten(self.avgpool(x.transpose(1, 2)), 1))
 
-    def forward(self, x: torch.Tensor, *, return_feat: bool = False, return_attn: bool = False, as_dict: bool = False,
-                ) -> torch.Tensor | tuple[torch.Tensor | list[AttnMaps | None], ...] | dict[str, Any]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        return_feat: bool = False,
+        return_attn: bool = False,
+        as_dict: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor | list[AttnMaps | None], ...] | dict[str, Any]:
         feat, _group_token, attn_dicts = self.forward_features(x, return_attn=return_attn)
         outs: dict[str, Any] = {"x": self.forward_image_head(feat)}
         if return_feat:

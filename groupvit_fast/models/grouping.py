@@ -18,8 +18,15 @@ from ..reference.assign_attention import sample_gumbel
 from .attention import CrossAttnBlock
 from .layers import Mlp, to_2tuple
 
-__all__ = ["AssignAttention", "GroupingBlock", "assign_forward", "assign_core", "check_assign_backend",
-           "differentiable_maps", "MAP_NAMES"]
+__all__ = [
+    "AssignAttention",
+    "GroupingBlock",
+    "assign_forward",
+    "assign_core",
+    "check_assign_backend",
+    "differentiable_maps",
+    "MAP_NAMES",
+]
 
 #: The attention maps of one grouping block: ``{"hard", "soft"}``, each ``[B, 1, G, N]``.
 AttnMaps = dict[str, torch.Tensor]
@@ -36,15 +43,25 @@ def check_assign_backend(assign_backend: str) -> str:
     return assign_backend
 
 
-def _dropout_path(self: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  use_gumbel: bool) -> tuple[torch.Tensor, AttnMaps]:
+def _dropout_path(
+    self: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_gumbel: bool
+) -> tuple[torch.Tensor, AttnMaps]:
     # Attention dropout acts on the normalised [B, h, G, N] weights, which the fused op never
     # forms; NVlabs never enables it in GroupViT, so this rare case uses the explicit math.
     from ..reference.assign_attention import assign_attention_reference
 
     _, hard_attn, soft_attn = assign_attention_reference(
-        q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
-        tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps)
+        q,
+        k,
+        v,
+        num_heads=self.num_heads,
+        scale=self.scale,
+        hard=self.hard,
+        gumbel=use_gumbel,
+        tau=self.gumbel_tau if use_gumbel else 1.0,
+        sum_assign=self.sum_assign,
+        eps=self.assign_eps,
+    )
     attn = hard_attn
     if not self.sum_assign:
         attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)
@@ -60,9 +77,18 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
 
 
-def differentiable_maps(q: torch.Tensor, k: torch.Tensor, one_hot: torch.Tensor | None, *, num_heads: int,
-                        scale: float, hard: bool, tau: float, noise: torch.Tensor | None,
-                        names: tuple[str, ...] = MAP_NAMES) -> AttnMaps:
+def differentiable_maps(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    one_hot: torch.Tensor | None,
+    *,
+    num_heads: int,
+    scale: float,
+    hard: bool,
+    tau: float,
+    noise: torch.Tensor | None,
+    names: tuple[str, ...] = MAP_NAMES,
+) -> AttnMaps:
     """The reference's maps, differentiable in ``q [B, G, C]`` and ``k [B, N, C]`` (docs/assign_op.md,
     "Differentiability of the maps"); each ``[B, h, G, N]``:
 
@@ -84,9 +110,22 @@ def differentiable_maps(q: torch.Tensor, k: torch.Tensor, one_hot: torch.Tensor 
     return maps
 
 
-def assign_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int, scale: float, hard: bool,
-                gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
-                names: tuple[str, ...] = MAP_NAMES) -> tuple[torch.Tensor, AttnMaps | None]:
+def assign_core(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int,
+    scale: float,
+    hard: bool,
+    gumbel: bool,
+    tau: float,
+    sum_assign: bool,
+    eps: float,
+    return_attn: bool,
+    backend: str,
+    names: tuple[str, ...] = MAP_NAMES,
+) -> tuple[torch.Tensor, AttnMaps | None]:
     """``groupvit_fast.ops.assign_attention`` on projected ``q [B, G, C]``, ``k, v [B, N, C]`` ->
     ``(out [B, G, C], maps or None)``, with the maps ``names`` (each ``[B, h, G, N]``) when ``return_attn``.
 
@@ -99,8 +138,16 @@ def assign_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads:
       they carry the reference's gradients. A ``"hard"`` map in Gumbel mode needs the noise the op
       used: it is drawn here with torch's generator (``sample_gumbel``) and handed to the op.
     """
-    kwargs = dict(num_heads=num_heads, scale=scale, hard=hard, gumbel=gumbel, tau=tau, sum_assign=sum_assign, eps=eps,
-                  backend=backend)
+    kwargs = dict(
+        num_heads=num_heads,
+        scale=scale,
+        hard=hard,
+        gumbel=gumbel,
+        tau=tau,
+        sum_assign=sum_assign,
+        eps=eps,
+        backend=backend,
+    )
     if not return_attn:
         return assign_attention(q, k, v, **kwargs), None
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
@@ -117,13 +164,19 @@ def assign_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads:
         one_hot = maps["hard"]
     else:  # the soft map needs neither the assignment nor the noise: out keeps the in-kernel noise
         out, one_hot = assign_attention(q, k, v, **kwargs), None
-    return out, differentiable_maps(q, k, one_hot, num_heads=num_heads, scale=scale, hard=hard, tau=tau, noise=noise,
-                                    names=names)
+    return out, differentiable_maps(
+        q, k, one_hot, num_heads=num_heads, scale=scale, hard=hard, tau=tau, noise=noise, names=names
+    )
 
 
-def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | None = None, *,
-                   value: torch.Tensor | None = None, return_attn: bool = False,
-                   ) -> tuple[torch.Tensor, AttnMaps | None]:
+def assign_forward(
+    self: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor | None = None,
+    *,
+    value: torch.Tensor | None = None,
+    return_attn: bool = False,
+) -> tuple[torch.Tensor, AttnMaps | None]:
     """``AssignAttention.forward`` as a function of any module with NVlabs' ``AssignAttention``
     attributes (``q_proj``, ``k_proj``, ``v_proj``, ``proj``, ``hard``, ``gumbel``, ``gumbel_tau``,
     ``sum_assign``, ``assign_eps``, ``num_heads``, ``scale``, ``attn_drop``, ``proj_drop``) and an
@@ -139,9 +192,19 @@ def assign_forward(self: nn.Module, query: torch.Tensor, key: torch.Tensor | Non
         out, attn_dict = _dropout_path(self, q, k, v, use_gumbel)
     else:
         out, attn_dict = assign_core(
-            q, k, v, num_heads=self.num_heads, scale=self.scale, hard=self.hard, gumbel=use_gumbel,
-            tau=self.gumbel_tau if use_gumbel else 1.0, sum_assign=self.sum_assign, eps=self.assign_eps,
-            return_attn=return_attn, backend=getattr(self, "assign_backend", "auto"))
+            q,
+            k,
+            v,
+            num_heads=self.num_heads,
+            scale=self.scale,
+            hard=self.hard,
+            gumbel=use_gumbel,
+            tau=self.gumbel_tau if use_gumbel else 1.0,
+            sum_assign=self.sum_assign,
+            eps=self.assign_eps,
+            return_attn=return_attn,
+            backend=getattr(self, "assign_backend", "auto"),
+        )
     out = self.proj_drop(self.proj(out))
     return out, (attn_dict if return_attn else None)
 
@@ -154,10 +217,21 @@ class AssignAttention(nn.Module):
     (``"auto"`` picks the fastest usable backend for the device).
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = False, qk_scale: float | None = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, hard: bool = True, gumbel: bool = False,
-                 gumbel_tau: float = 1.0, sum_assign: bool = False, assign_eps: float = 1.0,
-                 assign_backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 1,
+        qkv_bias: bool = False,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        hard: bool = True,
+        gumbel: bool = False,
+        gumbel_tau: float = 1.0,
+        sum_assign: bool = False,
+        assign_eps: float = 1.0,
+        assign_backend: str = "auto",
+    ):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
@@ -178,8 +252,10 @@ class AssignAttention(nn.Module):
     forward = assign_forward
 
     def extra_repr(self) -> str:
-        return (f"num_heads={self.num_heads}, hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
-                f"gumbel_tau={self.gumbel_tau}, assign_eps={self.assign_eps}, assign_backend={self.assign_backend!r}")
+        return (
+            f"num_heads={self.num_heads}, hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
+            f"gumbel_tau={self.gumbel_tau}, assign_eps={self.assign_eps}, assign_backend={self.assign_backend!r}"
+        )
 
 
 class GroupingBlock(nn.Module):
@@ -190,11 +266,24 @@ class GroupingBlock(nn.Module):
     attention merges ``x`` into them, followed by an MLP over channels (docs/groupvit.md, "Data flow", step 3).
     """
 
-    def __init__(self, *, dim: int, out_dim: int | None, num_heads: int, num_group_token: int,
-                 num_output_group: int, norm_layer: Callable[[int], nn.Module],
-                 mlp_ratio: float | Sequence[float] = (0.5, 4.0), hard: bool = True, gumbel: bool = True,
-                 sum_assign: bool = False, assign_eps: float = 1.0, gumbel_tau: float = 1.0,
-                 attn_backend: str = "auto", assign_backend: str = "auto"):
+    def __init__(
+        self,
+        *,
+        dim: int,
+        out_dim: int | None,
+        num_heads: int,
+        num_group_token: int,
+        num_output_group: int,
+        norm_layer: Callable[[int], nn.Module],
+        mlp_ratio: float | Sequence[float] = (0.5, 4.0),
+        hard: bool = True,
+        gumbel: bool = True,
+        sum_assign: bool = False,
+        assign_eps: float = 1.0,
+        gumbel_tau: float = 1.0,
+        attn_backend: str = "auto",
+        assign_backend: str = "auto",
+    ):
         super().__init__()
         self.dim = dim
         self.hard = hard
@@ -206,11 +295,26 @@ class GroupingBlock(nn.Module):
         self.mlp_inter = Mlp(num_group_token, tokens_dim, num_output_group)
         self.norm_post_tokens = norm_layer(dim)
         self.norm_x = norm_layer(dim)
-        self.pre_assign_attn = CrossAttnBlock(dim=dim, num_heads=num_heads, mlp_ratio=4, qkv_bias=True,
-                                              norm_layer=norm_layer, post_norm=True, attn_backend=attn_backend)
-        self.assign = AssignAttention(dim=dim, num_heads=1, qkv_bias=True, hard=hard, gumbel=gumbel,
-                                      gumbel_tau=gumbel_tau, sum_assign=sum_assign, assign_eps=assign_eps,
-                                      assign_backend=assign_backend)
+        self.pre_assign_attn = CrossAttnBlock(
+            dim=dim,
+            num_heads=num_heads,
+            mlp_ratio=4,
+            qkv_bias=True,
+            norm_layer=norm_layer,
+            post_norm=True,
+            attn_backend=attn_backend,
+        )
+        self.assign = AssignAttention(
+            dim=dim,
+            num_heads=1,
+            qkv_bias=True,
+            hard=hard,
+            gumbel=gumbel,
+            gumbel_tau=gumbel_tau,
+            sum_assign=sum_assign,
+            assign_eps=assign_eps,
+            assign_backend=assign_backend,
+        )
         self.norm_new_x = norm_layer(dim)
         self.mlp_channels = Mlp(dim, channels_dim, out_dim)
         if out_dim is not None and dim != out_dim:
@@ -223,8 +327,9 @@ class GroupingBlock(nn.Module):
         projected = self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2)
         return self.norm_post_tokens(projected)
 
-    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor,
-                return_attn: bool = False) -> tuple[torch.Tensor, AttnMaps | None]:
+    def forward(
+        self, x: torch.Tensor, group_tokens: torch.Tensor, return_attn: bool = False
+    ) -> tuple[torch.Tensor, AttnMaps | None]:
         """``x [B, L, C]``, ``group_tokens [B, S, C]`` -> ``([B, num_output_group, out_dim], maps or None)``."""
         group_tokens = self.norm_tokens(group_tokens)
         x = self.norm_x(x)
@@ -236,5 +341,7 @@ class GroupingBlock(nn.Module):
         return new_x, attn_dict
 
     def extra_repr(self) -> str:
-        return (f"hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
-                f"num_output_group={self.num_output_group}")
+        return (
+            f"hard={self.hard}, gumbel={self.gumbel}, sum_assign={self.sum_assign}, "
+            f"num_output_group={self.num_output_group}"
+        )

@@ -26,8 +26,14 @@ def trunc_normal_(tensor: torch.Tensor, std: float = 1.0) -> torch.Tensor:
 class Mlp(nn.Module):
     """``fc2(drop(act(fc1(x))))``, then dropout; NVlabs parameter names ``fc1`` / ``fc2``."""
 
-    def __init__(self, in_features: int, hidden_features: int | None = None, out_features: int | None = None,
-                 act_layer: Callable[[], nn.Module] = nn.GELU, drop: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        drop: float = 0.0,
+    ):
         super().__init__()
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features

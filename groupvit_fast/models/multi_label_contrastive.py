@@ -67,7 +67,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
         # backends without reduce-scatter (gloo): sum everything, keep our slice
         total = grad.clone()
         dist.all_reduce(total)
-        return total[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -146,10 +146,20 @@ class MultiLabelContrastive(nn.Module):
     there).
     """
 
-    def __init__(self, img_encoder: nn.Module | Mapping[str, Any], text_encoder: nn.Module | Mapping[str, Any],
-                 output_dim: int = 256, contrast_temperature: float = 0.07,
-                 proj_num_layers: int = 2, multi_label: int = 0, share_temperature: bool = False,
-                 multi_label_loss_weight: float = 1.0, *, proj_inner_dim: int = 4096, sync_bn: bool = True):
+    def __init__(
+        self,
+        img_encoder: nn.Module | Mapping[str, Any],
+        text_encoder: nn.Module | Mapping[str, Any],
+        output_dim: int = 256,
+        contrast_temperature: float = 0.07,
+        proj_num_layers: int = 2,
+        multi_label: int = 0,
+        share_temperature: bool = False,
+        multi_label_loss_weight: float = 1.0,
+        *,
+        proj_inner_dim: int = 4096,
+        sync_bn: bool = True,
+    ):
         super().__init__()
         self.img_encoder = _build_encoder(img_encoder, "img_encoder")
         self.text_encoder = _build_encoder(text_encoder, "text_encoder")
@@ -159,10 +169,12 @@ class MultiLabelContrastive(nn.Module):
         self.multi_label = multi_label
         self.output_dim = output_dim
         if proj_num_layers > 0:
-            self.img_projector = ProjectMLP(in_dim=self.img_encoder.width, inner_dim=proj_inner_dim,
-                                            num_layers=proj_num_layers, out_dim=output_dim)
-            self.text_projector = ProjectMLP(in_dim=self.text_encoder.width, inner_dim=proj_inner_dim,
-                                             num_layers=proj_num_layers, out_dim=output_dim)
+            self.img_projector = ProjectMLP(
+                in_dim=self.img_encoder.width, inner_dim=proj_inner_dim, num_layers=proj_num_layers, out_dim=output_dim
+            )
+            self.text_projector = ProjectMLP(
+                in_dim=self.text_encoder.width, inner_dim=proj_inner_dim, num_layers=proj_num_layers, out_dim=output_dim
+            )
             if sync_bn:
                 self.img_projector = nn.SyncBatchNorm.convert_sync_batchnorm(self.img_projector)
                 self.text_projector = nn.SyncBatchNorm.convert_sync_batchnorm(self.text_projector)
@@ -187,8 +199,9 @@ class MultiLabelContrastive(nn.Module):
     def loss(self, image_x: torch.Tensor, text_x: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE of ``image_x [B, C]`` and ``text_x [B, C]`` over the global batch."""
         if image_x.shape != text_x.shape or image_x.dim() != 2:
-            raise ValueError(f"image_x and text_x must both be [B, C], got {tuple(image_x.shape)} and "
-                             f"{tuple(text_x.shape)}")
+            raise ValueError(
+                f"image_x and text_x must both be [B, C], got {tuple(image_x.shape)} and {tuple(text_x.shape)}"
+            )
         rank, _ = rank_and_world()
         batch = image_x.shape[0]
         labels = torch.arange(batch, device=image_x.device) + batch * rank
@@ -206,8 +219,10 @@ class MultiLabelContrastive(nn.Module):
         ``(rank, b, l2)``; row ``(b, l2)`` of the text side ``1/L1`` on ``(rank, b, l1)``.
         """
         if image_feat.dim() != 3 or text_feat.dim() != 3 or image_feat.shape[0] != text_feat.shape[0]:
-            raise ValueError(f"image_feat [B, L1, C] and text_feat [B, L2, C] expected, got "
-                             f"{tuple(image_feat.shape)} and {tuple(text_feat.shape)}")
+            raise ValueError(
+                f"image_feat [B, L1, C] and text_feat [B, L2, C] expected, got "
+                f"{tuple(image_feat.shape)} and {tuple(text_feat.shape)}"
+            )
         rank, world = rank_and_world()
         batch, img_len, _ = image_feat.shape
         text_len = text_feat.shape[1]
@@ -219,8 +234,9 @@ class MultiLabelContrastive(nn.Module):
         logits_per_text = text_x @ gather_with_grad(image_x).t() * scale  # [(B L2), (W B L1)]
         target_img = self._block_target(batch, img_len, text_len, rank, world, image_x)
         target_text = self._block_target(batch, text_len, img_len, rank, world, text_x)
-        return 0.5 * (_soft_cross_entropy(logits_per_img, target_img)
-                      + _soft_cross_entropy(logits_per_text, target_text))
+        return 0.5 * (
+            _soft_cross_entropy(logits_per_img, target_img) + _soft_cross_entropy(logits_per_text, target_text)
+        )
 
     @staticmethod
     def _block_target(batch, rows_per, cols_per, rank, world, like) -> torch.Tensor:
@@ -232,8 +248,13 @@ class MultiLabelContrastive(nn.Module):
 
     # ---- encoders --------------------------------------------------------------------------
 
-    def encode_image(self, image: torch.Tensor, *, return_feat: bool = False, as_dict: bool = False,
-                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+    def encode_image(
+        self,
+        image: torch.Tensor,
+        *,
+        return_feat: bool = False,
+        as_dict: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """``image [B, 3, H, W]`` -> ``image_x [B, output_dim]`` (+ ``image_feat [B, G, output_dim]``).
 
         Projected, not normalised. A tuple ``(image_x, image_feat)`` with ``return_feat``, a dict
@@ -247,8 +268,12 @@ class MultiLabelContrastive(nn.Module):
             return result
         return (result["image_x"], result["image_feat"]) if return_feat else result["image_x"]
 
-    def encode_text(self, text: torch.Tensor, *, as_dict: bool = False,
-                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+    def encode_text(
+        self,
+        text: torch.Tensor,
+        *,
+        as_dict: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """``text [N, L]`` -> ``text_x [N, output_dim]``; ``text [B, 1+M, L]`` -> ``text_x [B, output_dim]``
         (the first text of each row) and ``text_multi_label_x [B, M, output_dim]``.
 
@@ -271,20 +296,28 @@ class MultiLabelContrastive(nn.Module):
     def forward_train(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss dict for a batch of ``image [B, 3, H, W]`` and ``text [B, L]`` or ``[B, 1+M, L]``."""
         if self.with_multi_label and (text.dim() != 3 or text.shape[1] != 1 + self.multi_label):
-            raise ValueError(f"multi_label={self.multi_label} needs text [B, {1 + self.multi_label}, L] (caption "
-                             f"first, then the noun prompts), got shape {tuple(text.shape)}")
+            raise ValueError(
+                f"multi_label={self.multi_label} needs text [B, {1 + self.multi_label}, L] (caption "
+                f"first, then the noun prompts), got shape {tuple(text.shape)}"
+            )
         if not self.with_multi_label and not (text.dim() == 2 or (text.dim() == 3 and text.shape[1] == 1)):
-            raise ValueError(f"multi_label=0 trains on one caption per image: text [B, L] or [B, 1, L], got shape "
-                             f"{tuple(text.shape)}")
+            raise ValueError(
+                f"multi_label=0 trains on one caption per image: text [B, L] or [B, 1, L], got shape "
+                f"{tuple(text.shape)}"
+            )
         if image.shape[0] != text.shape[0]:
-            raise ValueError(f"image and text must hold the same batch of pairs, got {image.shape[0]} images and "
-                             f"{text.shape[0]} texts")
+            raise ValueError(
+                f"image and text must hold the same batch of pairs, got {image.shape[0]} images and "
+                f"{text.shape[0]} texts"
+            )
         image_x = self.encode_image(image)
         text_outs = self.encode_text(text, as_dict=True)
         losses = {"loss": self.loss(image_x, text_outs["text_x"])}
         if self.with_multi_label:
-            losses["multi_label_loss"] = self.multi_label_loss(
-                image_x.unsqueeze(1), text_outs["text_multi_label_x"]) * self.multi_label_loss_weight
+            losses["multi_label_loss"] = (
+                self.multi_label_loss(image_x.unsqueeze(1), text_outs["text_multi_label_x"])
+                * self.multi_label_loss_weight
+            )
         return losses
 
     def forward_test(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

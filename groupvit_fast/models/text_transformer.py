@@ -83,11 +83,15 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = CausalSelfAttention(d_model, n_head, attn_backend=attn_backend)
         self.ln_1 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(d_model * 4, d_model)),
-        ]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(d_model, d_model * 4)),
+                    ("gelu", QuickGELU()),
+                    ("c_proj", nn.Linear(d_model * 4, d_model)),
+                ]
+            )
+        )
         self.ln_2 = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,14 +102,16 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """``layers`` causal blocks of ``width`` channels and ``heads`` heads, batch-first ``[B, L, W]``."""
 
-    def __init__(self, width: int, layers: int, heads: int, use_checkpoint: bool = False, *,
-                 attn_backend: str = "auto"):
+    def __init__(
+        self, width: int, layers: int, heads: int, use_checkpoint: bool = False, *, attn_backend: str = "auto"
+    ):
         super().__init__()
         self.width = width
         self.layers = layers
         self.use_checkpoint = use_checkpoint
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, attn_backend=attn_backend)
-                                         for _ in range(layers)])
+        self.resblocks = nn.Sequential(
+            *[ResidualAttentionBlock(width, heads, attn_backend=attn_backend) for _ in range(layers)]
+        )
         # CLIP's / NVlabs' initialisation
         proj_std = (width**-0.5) * ((2 * layers) ** -0.5)
         attn_std = width**-0.5
@@ -141,16 +147,25 @@ class TextTransformer(nn.Module):
     end-of-text token never change the feature (padding to 77 gives the same ``x``).
     """
 
-    def __init__(self, context_length: int, width: int, layers: int, vocab_size: int, use_checkpoint: bool = False,
-                 *, attn_backend: str = "auto"):
+    def __init__(
+        self,
+        context_length: int,
+        width: int,
+        layers: int,
+        vocab_size: int,
+        use_checkpoint: bool = False,
+        *,
+        attn_backend: str = "auto",
+    ):
         super().__init__()
         if width < 64:
             raise ValueError(f"width must be at least 64 (NVlabs uses heads = width // 64), got {width}")
         self.context_length = context_length
         self.width = width
         self.vocab_size = vocab_size
-        self.transformer = Transformer(width=width, layers=layers, heads=width // 64, use_checkpoint=use_checkpoint,
-                                       attn_backend=attn_backend)
+        self.transformer = Transformer(
+            width=width, layers=layers, heads=width // 64, use_checkpoint=use_checkpoint, attn_backend=attn_backend
+        )
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.ln_final = nn.LayerNorm(width)
         self.token_embedding = nn.Embedding(vocab_size, width)
@@ -165,8 +180,10 @@ class TextTransformer(nn.Module):
         """``text [B, L]`` token ids -> ``[B, width]`` (the end-of-text token's feature);
         ``{'x': ...}`` with ``as_dict``."""
         if not isinstance(text, torch.Tensor) or text.dim() != 2:
-            raise ValueError(f"text must be a [B, L] tensor of token ids, got "
-                             f"{tuple(text.shape) if isinstance(text, torch.Tensor) else type(text).__name__}")
+            raise ValueError(
+                f"text must be a [B, L] tensor of token ids, got "
+                f"{tuple(text.shape) if isinstance(text, torch.Tensor) else type(text).__name__}"
+            )
         if text.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"text must hold integer token ids, got dtype {text.dtype}")
         length = text.shape[1]
@@ -176,8 +193,10 @@ class TextTransformer(nn.Module):
             # an id past the vocabulary is an IndexError on the CPU and a device-side assert on a GPU
             low, high = int(text.min()), int(text.max())
             if low < 0 or high >= self.vocab_size:
-                raise ValueError(f"text holds token ids in [{low}, {high}], outside the vocabulary "
-                                 f"[0, {self.vocab_size}) (tokenize with groupvit_fast.tokenize)")
+                raise ValueError(
+                    f"text holds token ids in [{low}, {high}], outside the vocabulary "
+                    f"[0, {self.vocab_size}) (tokenize with groupvit_fast.tokenize)"
+                )
         x = self.token_embedding(text) + self.positional_embedding[:length]
         x = self.ln_final(self.transformer(x))
         # the end-of-text token has the largest id in each row (CLIP vocabulary: 49407)

@@ -41,8 +41,16 @@ def backend_usage() -> dict[str, int]:
 
 
 def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -> AssignParams:
-    return AssignParams(int(num_heads), float(scale), bool(hard), bool(gumbel), float(tau), bool(sum_assign),
-                        float(eps), bool(return_attn))
+    return AssignParams(
+        int(num_heads),
+        float(scale),
+        bool(hard),
+        bool(gumbel),
+        float(tau),
+        bool(sum_assign),
+        float(eps),
+        bool(return_attn),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,8 +60,20 @@ def _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn) -
 
 @torch.library.custom_op("groupvit_fast::assign_attention", mutates_args=())
 def _assign_attention_op(
-    q: Tensor, k: Tensor, v: Tensor, noise: Optional[Tensor], seed: Tensor, num_heads: int, scale: float,  # noqa: UP045 (custom_op schema)
-    hard: bool, gumbel: bool, tau: float, sum_assign: bool, eps: float, return_attn: bool, backend: str,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    noise: Optional[Tensor],  # noqa: UP045 (custom_op schema)
+    seed: Tensor,
+    num_heads: int,
+    scale: float,
+    hard: bool,
+    gumbel: bool,
+    tau: float,
+    sum_assign: bool,
+    eps: float,
+    return_attn: bool,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
     if q.shape[0] == 0:  # empty batch: nothing to launch
@@ -70,16 +90,30 @@ def _(q, k, v, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps
 
 @torch.library.custom_op("groupvit_fast::assign_attention_backward", mutates_args=())
 def _assign_attention_backward_op(
-    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor, noise: Optional[Tensor],  # noqa: UP045 (custom_op schema)
-    seed: Tensor, num_heads: int, scale: float, hard: bool, gumbel: bool, tau: float, sum_assign: bool,
-    eps: float, backend: str,
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    r: Tensor,
+    noise: Optional[Tensor],  # noqa: UP045 (custom_op schema)
+    seed: Tensor,
+    num_heads: int,
+    scale: float,
+    hard: bool,
+    gumbel: bool,
+    tau: float,
+    sum_assign: bool,
+    eps: float,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     if q.shape[0] == 0:
         return backward_outputs_like(q, k, v, zeros=True)
     params = _params(num_heads, scale, hard, gumbel, tau, sum_assign, eps, False)
     seed_value, offset = (int(x) for x in seed.tolist())
-    dq, dk, dv = get_backend(backend).backward(grad_out.contiguous(), q, k, v, out, r, noise, seed_value, offset,
-                                               params)
+    dq, dk, dv = get_backend(backend).backward(
+        grad_out.contiguous(), q, k, v, out, r, noise, seed_value, offset, params
+    )
     return dq, dk, dv
 
 
@@ -108,8 +142,9 @@ def _backward(ctx, grad_out, _grad_r, _grad_hard, _grad_soft):
     num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend = ctx.args
     if grad_out is None:
         return (None, None, None, *_NO_GRADS)
-    dq, dk, dv = _assign_attention_backward_op(grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard,
-                                               gumbel, tau, sum_assign, eps, backend)
+    dq, dk, dv = _assign_attention_backward_op(
+        grad_out, q, k, v, out, r, noise, seed, num_heads, scale, hard, gumbel, tau, sum_assign, eps, backend
+    )
     return (dq, dk, dv, *_NO_GRADS)
 
 
@@ -201,15 +236,26 @@ def _seed_tensor(seed: int | None, needs_noise: bool) -> Tensor:
     if seed is None:
         # torch's default generator: torch.manual_seed(...) makes runs reproducible. It is the CPU
         # generator for every device, so drawing a seed never synchronises a GPU stream.
-        return torch.cat([torch.randint(0, _SEED_BOUND, (1,), dtype=torch.int64),
-                          torch.zeros(1, dtype=torch.int64)])
+        return torch.cat([torch.randint(0, _SEED_BOUND, (1,), dtype=torch.int64), torch.zeros(1, dtype=torch.int64)])
     return torch.tensor([int(seed) % _SEED_BOUND, 0], dtype=torch.int64)
 
 
 def assign_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, num_heads: int = 1, scale: float | None = None, hard: bool = True,
-    gumbel: bool = False, tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0, return_attn: bool = False,
-    seed: int | None = None, noise: Tensor | None = None, backend: str = "auto",
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    return_attn: bool = False,
+    seed: int | None = None,
+    noise: Tensor | None = None,
+    backend: str = "auto",
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """GroupViT assignment attention: softmax over groups, (hard) assignment, segment merging.
 
@@ -259,13 +305,32 @@ def assign_attention(
         if noise is not None:
             noise = noise.to(torch.float32).contiguous()
         out, _r, hard_attn, soft_attn = _assign_attention_op(
-            q, k, v, noise, seed_tensor, num_heads, scale, hard, gumbel, float(tau), sum_assign, float(eps),
-            return_attn, name)
+            q,
+            k,
+            v,
+            noise,
+            seed_tensor,
+            num_heads,
+            scale,
+            hard,
+            gumbel,
+            float(tau),
+            sum_assign,
+            float(eps),
+            return_attn,
+            name,
+        )
     return (out, {"hard": hard_attn, "soft": soft_attn}) if return_attn else out
 
 
-def gumbel_noise(shape: Sequence[int], *, seed: int, offset: int = 0, backend: str = "reference",
-                 device: str | torch.device | None = None) -> Tensor:
+def gumbel_noise(
+    shape: Sequence[int],
+    *,
+    seed: int,
+    offset: int = 0,
+    backend: str = "reference",
+    device: str | torch.device | None = None,
+) -> Tensor:
     """The float32 ``[B, h, G, N]`` Gumbel noise backend ``backend`` draws in-kernel for ``seed``.
 
     ``assign_attention(..., gumbel=True, seed=s, backend=b)`` equals

@@ -27,8 +27,16 @@ from .._availability import USABLE, Availability
 from .backend import Backend
 from .dispatch import Dispatcher
 
-__all__ = ["multi_head_attention", "attention_backend_usage", "select_attention_backend", "attention_backend_table",
-           "ATTENTION", "ATTN_ENV_VAR", "AttentionInputs", "AttentionBackend"]
+__all__ = [
+    "multi_head_attention",
+    "attention_backend_usage",
+    "select_attention_backend",
+    "attention_backend_table",
+    "ATTENTION",
+    "ATTN_ENV_VAR",
+    "AttentionInputs",
+    "AttentionBackend",
+]
 
 ATTN_ENV_VAR = "GROUPVIT_FAST_ATTN_BACKEND"
 
@@ -50,8 +58,9 @@ class AttentionBackend(Backend[AttentionInputs]):
 
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask: Tensor | None, causal: bool,
-                  dropout_p: float) -> Tensor:
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask: Tensor | None, causal: bool, dropout_p: float
+    ) -> Tensor:
         raise NotImplementedError
 
 
@@ -100,8 +109,9 @@ class XformersBackend(AttentionBackend):
             bias = _causal_mask(q, k) if bias is None else bias + _causal_mask(q, k)
         if bias is not None:
             bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              attn_bias=bias, p=dropout_p, scale=scale)
+        out = xops.memory_efficient_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=dropout_p, scale=scale
+        )
         return out.transpose(1, 2)
 
 
@@ -122,10 +132,14 @@ class ExplicitBackend(AttentionBackend):
 
 
 #: The dispatcher of ``multi_head_attention``.
-ATTENTION = Dispatcher("multi_head_attention",
-                       {b.name: b for b in (SdpaBackend(), XformersBackend(), ExplicitBackend())},
-                       {"cuda": ("sdpa", "xformers", "explicit"), "cpu": ("sdpa", "explicit")},
-                       ATTN_ENV_VAR, AttentionInputs, fallback="explicit")
+ATTENTION = Dispatcher(
+    "multi_head_attention",
+    {b.name: b for b in (SdpaBackend(), XformersBackend(), ExplicitBackend())},
+    {"cuda": ("sdpa", "xformers", "explicit"), "cpu": ("sdpa", "explicit")},
+    ATTN_ENV_VAR,
+    AttentionInputs,
+    fallback="explicit",
+)
 
 
 def check_attention_backend(backend: str) -> str:
@@ -142,8 +156,17 @@ def check_attention_backend(backend: str) -> str:
     return backend
 
 
-def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask: Tensor | None = None,
-                         causal: bool = False, dropout_p: float = 0.0, backend: str = "auto") -> Tensor:
+def multi_head_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+) -> Tensor:
     """``softmax(q k^T * scale + mask) v`` over the key axis.
 
     Args:
@@ -164,8 +187,10 @@ def multi_head_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask:
         out = a.softmax(-1) @ v
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"q, k, v must be [B, h, L, d] / [B, h, S, d], got shapes {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"q, k, v must be [B, h, L, d] / [B, h, S, d], got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(f"causal attention needs as many queries as keys, got {q.shape[-2]} and {k.shape[-2]}")
     inputs = AttentionInputs(q.device.type, q.dtype, mask is not None, bool(causal), dropout_p > 0.0)

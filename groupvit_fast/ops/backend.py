@@ -17,9 +17,19 @@ import torch
 
 from .._availability import USABLE, Availability
 
-__all__ = ["Backend", "ForwardOutputs", "BackwardOutputs", "NoiseShape", "AssignParams", "AssignInputs",
-           "AssignBackend", "Availability", "USABLE", "forward_outputs_like",
-           "backward_outputs_like"]
+__all__ = [
+    "Backend",
+    "ForwardOutputs",
+    "BackwardOutputs",
+    "NoiseShape",
+    "AssignParams",
+    "AssignInputs",
+    "AssignBackend",
+    "Availability",
+    "USABLE",
+    "forward_outputs_like",
+    "backward_outputs_like",
+]
 
 
 Tensor = torch.Tensor
@@ -112,21 +122,39 @@ class AssignBackend(Backend[AssignInputs]):
     #: ``eager`` instead of the custom op (one path for every backend, chosen by this property).
     runs_eagerly: bool = False
 
-    def eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, noise: torch.Tensor | None,
-              seed: torch.Tensor | None, params: AssignParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def eager(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        noise: torch.Tensor | None,
+        seed: torch.Tensor | None,
+        params: AssignParams,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(out, hard, soft)`` computed in plain PyTorch under autograd (``runs_eagerly`` backends);
         ``seed`` is the ``[seed, offset]`` tensor when the caller gave a seed, else None."""
         raise NotImplementedError(f"backend {self.name!r} has no eager path")
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
-                params: AssignParams) -> ForwardOutputs:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
+    ) -> ForwardOutputs:
         """Returns ``(out [B,G,C] in q's dtype, r [B,h,G] float32, hard [B,h,G,N], soft [B,h,G,N])``;
         ``hard``/``soft`` are empty tensors unless ``params.return_attn``."""
         raise NotImplementedError(f"backend {self.name!r} has no forward")
 
-    def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                 r: torch.Tensor, noise: torch.Tensor | None, seed: int, offset: int,
-                 params: AssignParams) -> BackwardOutputs:
+    def backward(
+        self,
+        grad_out: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        r: torch.Tensor,
+        noise: torch.Tensor | None,
+        seed: int,
+        offset: int,
+        params: AssignParams,
+    ) -> BackwardOutputs:
         """Returns ``(dq, dk, dv)`` in the input dtype, recomputing logits, noise and assignment."""
         raise NotImplementedError(f"backend {self.name!r} has no backward")
 
@@ -135,8 +163,9 @@ class AssignBackend(Backend[AssignInputs]):
         raise NotImplementedError(f"backend {self.name!r} draws no in-kernel noise")
 
 
-def forward_outputs_like(q: torch.Tensor, k: torch.Tensor, num_heads: int, return_attn: bool, *,
-                         zeros: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def forward_outputs_like(
+    q: torch.Tensor, k: torch.Tensor, num_heads: int, return_attn: bool, *, zeros: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The forward's outputs ``(out [B,G,C], r [B,h,G] float32, hard, soft)`` as new tensors on q's device,
     the maps ``[B,h,G,N]`` with ``return_attn`` else empty: the one description of the output shapes,
     used by every fake (meta) implementation and by the empty-batch path."""
@@ -146,8 +175,9 @@ def forward_outputs_like(q: torch.Tensor, k: torch.Tensor, num_heads: int, retur
     return make(q.shape), make((b, num_heads, g), dtype=torch.float32), make(attn_shape), make(attn_shape)
 
 
-def backward_outputs_like(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                          zeros: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward_outputs_like(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, zeros: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` shaped like ``(q, k, v)``: the backward's fake and empty-batch outputs."""
     if zeros:
         return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)

@@ -42,8 +42,15 @@ _logged_fallbacks: set[tuple] = set()
 class Dispatcher:
     """The backends of one op and how a call picks one (see the module docstring)."""
 
-    def __init__(self, op: str, backends: Mapping[str, object], priority: Mapping[str, tuple[str, ...]],
-                 env_var: str, inputs_type: type, fallback: str) -> None:
+    def __init__(
+        self,
+        op: str,
+        backends: Mapping[str, object],
+        priority: Mapping[str, tuple[str, ...]],
+        env_var: str,
+        inputs_type: type,
+        fallback: str,
+    ) -> None:
         self.op = op
         self.backends = dict(backends)
         self.priority = dict(priority)
@@ -64,8 +71,9 @@ class Dispatcher:
         try:
             return self.backends[name]
         except KeyError:
-            raise ValueError(f"backend: unknown backend {name!r} of {self.op}; choose one of "
-                             f"{['auto', *self.backends]}") from None
+            raise ValueError(
+                f"backend: unknown backend {name!r} of {self.op}; choose one of {['auto', *self.backends]}"
+            ) from None
 
     def _log_fallback_once(self, inputs, chosen: str, skipped: dict[str, list[str]]) -> None:
         key = (self.op, inputs.device_type, inputs.dtype, chosen, tuple((k, tuple(v)) for k, v in skipped.items()))
@@ -73,8 +81,9 @@ class Dispatcher:
             return
         _logged_fallbacks.add(key)
         why = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in skipped.items())
-        logger.warning("%s on %s/%s falls back to backend %r (%s)", self.op, inputs.device_type, inputs.dtype,
-                       chosen, why)
+        logger.warning(
+            "%s on %s/%s falls back to backend %r (%s)", self.op, inputs.device_type, inputs.dtype, chosen, why
+        )
 
     def _select_fields(self, requested: str, *fields) -> str:
         inputs = self.inputs_type(*fields)
@@ -115,8 +124,10 @@ class Dispatcher:
 
     def table(self) -> list[tuple[str, str, str]]:
         """``(name, devices, status)`` per backend: 'usable', 'not available: <why>' or 'BROKEN: <why>'."""
-        return [(name, ",".join(backend.devices) or "any", backend.availability().describe())
-                for name, backend in self.backends.items()]
+        return [
+            (name, ",".join(backend.devices) or "any", backend.availability().describe())
+            for name, backend in self.backends.items()
+        ]
 
 
 ENV_VAR = "GROUPVIT_FAST_BACKEND"
@@ -129,9 +140,14 @@ PRIORITY: dict[str, tuple[str, ...]] = {
 }
 
 #: The dispatcher of ``assign_attention``.
-ASSIGN = Dispatcher("assign_attention",
-                    {b.name: b for b in (TritonBackend(), CudaBackend(), CpuBackend(), ReferenceBackend())},
-                    PRIORITY, ENV_VAR, AssignInputs, fallback="reference")
+ASSIGN = Dispatcher(
+    "assign_attention",
+    {b.name: b for b in (TritonBackend(), CudaBackend(), CpuBackend(), ReferenceBackend())},
+    PRIORITY,
+    ENV_VAR,
+    AssignInputs,
+    fallback="reference",
+)
 BACKENDS: dict[str, AssignBackend] = ASSIGN.backends
 
 

@@ -39,10 +39,20 @@ def _assignment(qh, kh, scale, hard, gumbel, tau, noise):
     return z, s, a
 
 
-def assign_attention_forward_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_heads: int = 1,
-                                  scale: float | None = None, hard: bool = True, gumbel: bool = False,
-                                  tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0,
-                                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_attention_forward_math(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(out [B,G,C], r [B,h,G])`` with ``r[g] = sum_n A[g, n]``."""
     d = q.shape[-1] // num_heads
     scale = d**-0.5 if scale is None else scale
@@ -53,12 +63,23 @@ def assign_attention_forward_math(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     return _merge_heads(weights @ vh), r
 
 
-def assign_attention_backward_math(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                   out: torch.Tensor, r: torch.Tensor, *, num_heads: int = 1,
-                                   scale: float | None = None, hard: bool = True, gumbel: bool = False,
-                                   tau: float = 1.0, sum_assign: bool = False, eps: float = 1.0,
-                                   noise: torch.Tensor | None = None,
-                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def assign_attention_backward_math(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    r: torch.Tensor,
+    *,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns ``(dq, dk, dv)`` from the saved ``q, k, v, out, r`` (docs/assign_op.md, "Backward")."""
     d = q.shape[-1] // num_heads
     scale = d**-0.5 if scale is None else scale
@@ -67,17 +88,17 @@ def assign_attention_backward_math(grad_out: torch.Tensor, q: torch.Tensor, k: t
     _, s, a = _assignment(qh, kh, scale, hard, gumbel, tau, noise)  # recomputed, never saved
 
     denom = (r + eps).unsqueeze(-1)
-    weights = a if sum_assign else a / denom                  # R
-    dv = weights.transpose(-2, -1) @ d_out                     # dv[n] = sum_g R[g,n] dO[g]
-    d_weights = d_out @ vh.transpose(-2, -1)                   # dR[g,n] = <dO[g], v_n>
+    weights = a if sum_assign else a / denom  # R
+    dv = weights.transpose(-2, -1) @ d_out  # dv[n] = sum_g R[g,n] dO[g]
+    d_weights = d_out @ vh.transpose(-2, -1)  # dR[g,n] = <dO[g], v_n>
     if sum_assign:
-        d_assign = d_weights                                   # dA = dR
+        d_assign = d_weights  # dA = dR
     else:
-        delta = (d_out * outh).sum(dim=-1, keepdim=True)       # delta[g] = <dO[g], out[g]>
-        d_assign = (d_weights - delta) / denom                 # dA = (dR - delta) / (r + eps)
+        delta = (d_out * outh).sum(dim=-1, keepdim=True)  # delta[g] = <dO[g], out[g]>
+        d_assign = (d_weights - delta) / denom  # dA = (dR - delta) / (r + eps)
     # dS = dA (straight-through in hard mode); softmax Jacobian over the group axis:
     dy = s * (d_assign - (s * d_assign).sum(dim=-2, keepdim=True))
-    dz = dy / tau                                              # no gradient into the noise
-    dq = scale * (dz @ kh)                                     # dq[g] = scale * sum_n dz[g,n] k_n
-    dk = scale * (dz.transpose(-2, -1) @ qh)                   # dk[n] = scale * sum_g dz[g,n] q_g
+    dz = dy / tau  # no gradient into the noise
+    dq = scale * (dz @ kh)  # dq[g] = scale * sum_n dz[g,n] k_n
+    dk = scale * (dz.transpose(-2, -1) @ qh)  # dk[n] = scale * sum_g dz[g,n] q_g
     return _merge_heads(dq), _merge_heads(dk), _merge_heads(dv)

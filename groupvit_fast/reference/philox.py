@@ -42,9 +42,15 @@ def _mul_hi_lo(a: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
-def philox4x32_10(c0: torch.Tensor | int, c1: torch.Tensor | int, c2: torch.Tensor | int, c3: torch.Tensor | int,
-                  k0: torch.Tensor | int, k1: torch.Tensor | int, rounds: int = 10,
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def philox4x32_10(
+    c0: torch.Tensor | int,
+    c1: torch.Tensor | int,
+    c2: torch.Tensor | int,
+    c3: torch.Tensor | int,
+    k0: torch.Tensor | int,
+    k1: torch.Tensor | int,
+    rounds: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox4x32 on int64 tensors (or ints) holding 32-bit values; returns the four output words."""
     c0, c1, c2, c3, k0, k1 = (torch.as_tensor(x, dtype=torch.int64) for x in (c0, c1, c2, c3, k0, k1))
     for _ in range(rounds):
@@ -61,15 +67,22 @@ def philox_uniform(counters: torch.Tensor, seed: int) -> torch.Tensor:
     seed = int(seed) & 0xFFFFFFFFFFFFFFFF
     counters = counters.to(torch.int64)
     zeros = torch.zeros_like(counters)
-    x, _, _, _ = philox4x32_10(counters & _MASK32, (counters >> 32) & _MASK32, zeros, zeros,
-                               torch.full_like(counters, seed & _MASK32), torch.full_like(counters, seed >> 32))
+    x, _, _, _ = philox4x32_10(
+        counters & _MASK32,
+        (counters >> 32) & _MASK32,
+        zeros,
+        zeros,
+        torch.full_like(counters, seed & _MASK32),
+        torch.full_like(counters, seed >> 32),
+    )
     x = torch.where(x >= 2**31, x - 2**32, x)  # read as int32
     x = torch.where(x < 0, -x - 1, x)  # ~x for negative x, as Triton
     return x.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
 
 
-def philox_gumbel_noise(shape: tuple[int, int, int, int], seed: int, offset: int = 0,
-                        device: torch.device | str | None = None) -> torch.Tensor:
+def philox_gumbel_noise(
+    shape: tuple[int, int, int, int], seed: int, offset: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The ``[B, H, G, N]`` float32 Gumbel noise a fused backend draws for ``(seed, offset)``."""
     counters = torch.arange(int(torch.Size(shape).numel()), dtype=torch.int64, device=device) + int(offset)
     u = philox_uniform(counters, seed).clamp(U_MIN, U_MAX)

@@ -26,9 +26,17 @@ _MEAN = (123.675, 116.28, 103.53)
 _STD = (58.395, 57.12, 57.375)
 
 
-def reference_crop_scores(softs: Sequence[torch.Tensor], feat: torch.Tensor, x: torch.Tensor, text: torch.Tensor,
-                          logit_scale: torch.Tensor | float, crop_hw: tuple[int, int], grid_hw: tuple[int, int],
-                          with_bg: bool, bg_thresh: float) -> torch.Tensor:
+def reference_crop_scores(
+    softs: Sequence[torch.Tensor],
+    feat: torch.Tensor,
+    x: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    crop_hw: tuple[int, int],
+    grid_hw: tuple[int, int],
+    with_bg: bool,
+    bg_thresh: float,
+) -> torch.Tensor:
     """Per-crop steps 2-6 of the spec, literally, for ONE crop: ``softs`` the grouping blocks'
     soft maps ``[G_i, N_i]`` in stage order (or their hard maps, for the hard-assignment ablation),
     ``feat [G, C]`` and ``x [C]`` projected segment and image features, ``text [K, C]`` normalised.
@@ -84,10 +92,20 @@ def reference_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> Ite
 
 
 @torch.no_grad()
-def reference_segment_scores(model: nn.Module, image: torch.Tensor, text: torch.Tensor, *, with_bg: bool,
-                             bg_thresh: float, crop: int = 448, stride: int = 224, short_side: int = 448,
-                             max_long_side: int = 2048, patch_size: int = 16,
-                             assignment: str = "soft") -> torch.Tensor:
+def reference_segment_scores(
+    model: nn.Module,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    *,
+    with_bg: bool,
+    bg_thresh: float,
+    crop: int = 448,
+    stride: int = 224,
+    short_side: int = 448,
+    max_long_side: int = 2048,
+    patch_size: int = 16,
+    assignment: str = "soft",
+) -> torch.Tensor:
     """The whole-image protocol step by step: ``[(1 +) K, H, W]`` averaged class scores of one
     ``[3, H, W]`` image (0..255) at its original size; its argmax is the label map.
 
@@ -109,8 +127,16 @@ def reference_segment_scores(model: nn.Module, image: torch.Tensor, text: torch.
         feat_x, feat = model.encode_image(c, return_feat=True)
         softs = [a[assignment][0, 0].float() for a in attn if a is not None]
         grid = ((y2 - y1) // patch_size, (x2 - x1) // patch_size)
-        total[:, y1:y2, x1:x2] += reference_crop_scores(softs, feat[0].float(), feat_x[0].float(), text,
-                                                        model.logit_scale, (y2 - y1, x2 - x1), grid, with_bg,
-                                                        bg_thresh)
+        total[:, y1:y2, x1:x2] += reference_crop_scores(
+            softs,
+            feat[0].float(),
+            feat_x[0].float(),
+            text,
+            model.logit_scale,
+            (y2 - y1, x2 - x1),
+            grid,
+            with_bg,
+            bg_thresh,
+        )
         count[:, y1:y2, x1:x2] += 1
     return F.interpolate((total / count)[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0]

@@ -50,9 +50,18 @@ from .preprocess import (
 from .text import TextEmbeddingCache
 
 __all__ = [
-    "compose_soft_maps", "compose_assignment_maps", "check_assignment", "ASSIGNMENTS", "group_class_affinity",
-    "crop_class_scores", "sliding_windows", "rescale_size",
-    "preprocess_image", "GroupViTSegmenter", "IMAGENET_MEAN_255", "IMAGENET_STD_255",
+    "compose_soft_maps",
+    "compose_assignment_maps",
+    "check_assignment",
+    "ASSIGNMENTS",
+    "group_class_affinity",
+    "crop_class_scores",
+    "sliding_windows",
+    "rescale_size",
+    "preprocess_image",
+    "GroupViTSegmenter",
+    "IMAGENET_MEAN_255",
+    "IMAGENET_STD_255",
 ]
 
 # ---- batched per-crop math -------------------------------------------------------------------
@@ -87,8 +96,7 @@ def compose_assignment_maps(attn_dicts: Sequence[dict | None], assignment: str =
             raise ValueError(f"the grouping maps have no {assignment!r} entry (keys: {sorted(attn)})")
         stage = attn[assignment]
         if stage.dim() != 4 or stage.shape[1] != 1:
-            raise ValueError(f"expected {assignment} maps [B, 1, G, N] (one assignment head), "
-                             f"got {tuple(stage.shape)}")
+            raise ValueError(f"expected {assignment} maps [B, 1, G, N] (one assignment head), got {tuple(stage.shape)}")
         step = stage[:, 0].transpose(1, 2).float()  # [B, N_i, G_i]
         maps = step if maps is None else maps @ step
     if maps is None:
@@ -101,8 +109,9 @@ def compose_soft_maps(attn_dicts: Sequence[dict | None]) -> torch.Tensor:
     return compose_assignment_maps(attn_dicts, "soft")
 
 
-def group_class_affinity(image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor,
-                         logit_scale: torch.Tensor, topk: int = 5) -> torch.Tensor:
+def group_class_affinity(
+    image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, topk: int = 5
+) -> torch.Tensor:
     """``Q [B, G, K]`` of step 3 from projected ``image_feat [B, G, C]``, ``image_x [B, C]`` and
     normalised class embeddings ``text [K, C]``."""
     feat = F.normalize(image_feat.float(), dim=-1)
@@ -118,8 +127,15 @@ def group_class_affinity(image_feat: torch.Tensor, image_x: torch.Tensor, text: 
     return masked.softmax(dim=-1) * prior
 
 
-def crop_class_scores(maps: torch.Tensor, grid_hw: tuple[int, int], crop_hw: tuple[int, int],
-                      affinity: torch.Tensor, *, with_bg: bool, bg_thresh: float) -> torch.Tensor:
+def crop_class_scores(
+    maps: torch.Tensor,
+    grid_hw: tuple[int, int],
+    crop_hw: tuple[int, int],
+    affinity: torch.Tensor,
+    *,
+    with_bg: bool,
+    bg_thresh: float,
+) -> torch.Tensor:
     """Steps 2 and 4, batched: ``[B, (1 +) K, h, w]`` class scores of ``B`` crops.
 
     ``maps [B, N, G]`` (``N = grid_h * grid_w``), ``affinity [B, G, K]``; background first when
@@ -154,11 +170,23 @@ class GroupViTSegmenter:
     ``predict_scores(images)`` -> the ``[num_classes, H, W]`` averaged window scores before argmax.
     """
 
-    def __init__(self, model: nn.Module, classes: ClassSet | str | Sequence[str], *, bg_thresh: float | None = None,
-                 templates: str | Sequence[str] = "simple", crop_size: int = 448, stride: int = 224,
-                 short_side: int = 448, max_long_side: int = 2048, crop_batch_size: int = 8,
-                 text_cache: TextEmbeddingCache | None = None, autocast_dtype: torch.dtype | None = None,
-                 topk: int = 5, assignment: str = "soft"):
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: ClassSet | str | Sequence[str],
+        *,
+        bg_thresh: float | None = None,
+        templates: str | Sequence[str] = "simple",
+        crop_size: int = 448,
+        stride: int = 224,
+        short_side: int = 448,
+        max_long_side: int = 2048,
+        crop_batch_size: int = 8,
+        text_cache: TextEmbeddingCache | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        topk: int = 5,
+        assignment: str = "soft",
+    ):
         for name in ("img_encoder", "img_projector", "logit_scale", "encode_text"):
             if not hasattr(model, name):
                 raise TypeError(f"model must be a MultiLabelContrastive-like image-text model (no {name!r})")
@@ -219,8 +247,9 @@ class GroupViTSegmenter:
         maps = compose_assignment_maps(outs["attn_dicts"], self.assignment)
         affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale, self.topk)
         h, w = crops.shape[-2:]
-        return crop_class_scores(maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg,
-                                 bg_thresh=self.class_set.bg_thresh)
+        return crop_class_scores(
+            maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg, bg_thresh=self.class_set.bg_thresh
+        )
 
     @torch.no_grad()
     def predict_scores(self, images: Iterable, *, preprocessed: bool = False) -> list[torch.Tensor]:
@@ -255,7 +284,7 @@ class GroupViTSegmenter:
                 jobs.setdefault((win[1] - win[0], win[3] - win[2]), []).append((idx, win))
         for shape_jobs in jobs.values():
             for start in range(0, len(shape_jobs), self.crop_batch_size):
-                chunk = shape_jobs[start:start + self.crop_batch_size]
+                chunk = shape_jobs[start : start + self.crop_batch_size]
                 crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
                 scores = self.crop_scores(crops).to(sums[0].dtype)
                 for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
@@ -276,4 +305,3 @@ class GroupViTSegmenter:
 
     def __call__(self, image) -> torch.Tensor:
         return self.predict([image])[0]
-

@@ -18,8 +18,16 @@ from ..common.files import atomic_write
 from .classes import BACKGROUND, pascal_palette
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "load_image", "load_label_mask", "save_label_png", "save_overlay_png", "class_fractions",
-    "save_json", "label_palette", "list_images", "atomic_write",
+    "IMAGE_EXTENSIONS",
+    "load_image",
+    "load_label_mask",
+    "save_label_png",
+    "save_overlay_png",
+    "class_fractions",
+    "save_json",
+    "label_palette",
+    "list_images",
+    "atomic_write",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
@@ -27,8 +35,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 def list_images(folder: str) -> list[str]:
     """Image files directly in ``folder``, sorted by name."""
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
+    )
 
 
 def load_image(path: str) -> torch.Tensor:
@@ -84,8 +95,9 @@ def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) 
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
-def save_overlay_png(path: str, image: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
-                     opacity: float = 0.5) -> None:
+def save_overlay_png(
+    path: str, image: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], opacity: float = 0.5
+) -> None:
     """``image`` (``uint8 [3, H, W]``) blended with the label colours; background pixels left as they are."""
     from PIL import Image
 

@@ -39,8 +39,9 @@ class ConfusionMatrix:
         for name, t in (("ground truth", gt), ("prediction", pred)):
             if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
                 bad = int(t.max()) if int(t.max()) >= k else int(t.min())
-                raise ValueError(f"{name} holds label {bad}, outside 0..{k - 1} (and not ignore_index "
-                                 f"{self.ignore_index})")
+                raise ValueError(
+                    f"{name} holds label {bad}, outside 0..{k - 1} (and not ignore_index {self.ignore_index})"
+                )
         self.counts += torch.bincount(gt * k + pred, minlength=k * k).view(k, k)
 
     def iou(self) -> list[float]:

@@ -32,8 +32,14 @@ def _template_list(templates: str | Sequence[str]) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def class_text_embeddings(model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "simple",
-                          *, tokenizer: Callable | None = None, chunk: int = 256) -> torch.Tensor:
+def class_text_embeddings(
+    model: nn.Module,
+    class_names: Sequence[str],
+    templates: str | Sequence[str] = "simple",
+    *,
+    tokenizer: Callable | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
     """``[K, C]`` L2-normalised class embeddings of ``model`` (a ``MultiLabelContrastive``).
 
     ``tokenizer(list_of_str) -> LongTensor [N, L]`` defaults to ``groupvit_fast.tokenize`` with the
@@ -55,7 +61,7 @@ def class_text_embeddings(model: nn.Module, class_names: Sequence[str], template
     was_training = model.training
     model.eval()
     try:
-        parts = [model.encode_text(tokens[i:i + chunk].to(device)) for i in range(0, len(texts), chunk)]
+        parts = [model.encode_text(tokens[i : i + chunk].to(device)) for i in range(0, len(texts), chunk)]
     finally:
         model.train(was_training)
     emb = torch.cat(parts).view(len(names), len(temps), -1).float()
@@ -73,8 +79,9 @@ class TextEmbeddingCache:
         self._lock = threading.Lock()
         self._store: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
-    def get(self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "simple",
-            **kwargs: Any) -> torch.Tensor:
+    def get(
+        self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str] = "simple", **kwargs: Any
+    ) -> torch.Tensor:
         key = (tuple(class_names), _template_list(templates))
         with self._lock:
             per_model = self._store.setdefault(model, {})
@@ -86,8 +93,9 @@ class TextEmbeddingCache:
             self._store.setdefault(model, {})[key] = emb
         return emb
 
-    def put(self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str],
-            embedding: torch.Tensor) -> None:
+    def put(
+        self, model: nn.Module, class_names: Sequence[str], templates: str | Sequence[str], embedding: torch.Tensor
+    ) -> None:
         """Store an embedding computed elsewhere (e.g. on rank 0 and broadcast) for ``get`` to return."""
         key = (tuple(class_names), _template_list(templates))
         with self._lock:

@@ -36,8 +36,14 @@ from dataclasses import asdict, dataclass, field
 SHARED_LIMIT_BYTES = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
 #: (name, G, N, D, H) of docs/benchmarks.md's op shapes (the batch does not change the code).
-SHAPES = (("stage0-224", 64, 196, 384, 1), ("stage1-224", 8, 64, 384, 1), ("stage0-448", 64, 784, 384, 1),
-          ("stage0-896", 64, 3136, 384, 1), ("wide", 64, 1024, 768, 1), ("multihead", 64, 196, 64, 6))
+SHAPES = (
+    ("stage0-224", 64, 196, 384, 1),
+    ("stage1-224", 8, 64, 384, 1),
+    ("stage0-448", 64, 784, 384, 1),
+    ("stage0-896", 64, 3136, 384, 1),
+    ("wide", 64, 1024, 768, 1),
+    ("multihead", 64, 196, 64, 6),
+)
 
 _PTR_IN = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 
@@ -64,8 +70,10 @@ def _module():
     from groupvit_fast.kernels import assign_attention as module
 
     if module.INTERPRET:
-        raise RuntimeError("TRITON_INTERPRET is set: the kernels were decorated for the interpreter; "
-                           "run the compile check with TRITON_INTERPRET unset")
+        raise RuntimeError(
+            "TRITON_INTERPRET is set: the kernels were decorated for the interpreter; "
+            "run the compile check with TRITON_INTERPRET unset"
+        )
     return module
 
 
@@ -105,7 +113,10 @@ DTYPES = ("bf16", "fp16", "fp32")
 
 
 def variants(  # noqa: C901  (the selection rules of the docstring, one condition each, kept side by side)
-    archs=(80, 90), dtypes=DTYPES, all_configs_for=("stage0-224",), modes_for=("stage0-224", "stage0-448"),
+    archs=(80, 90),
+    dtypes=DTYPES,
+    all_configs_for=("stage0-224",),
+    modes_for=("stage0-224", "stage0-448"),
 ) -> list[Variant]:
     """The compilations of the check. Training mode (hard + Gumbel) everywhere: every kept
     autotuning config for the shapes in ``all_configs_for`` on the newest target in bf16 (the
@@ -137,9 +148,17 @@ def variants(  # noqa: C901  (the selection rules of the docstring, one conditio
                 for arch in archs:
                     chosen = kept if (shape in all_configs_for and arch == newest and dtype == "bf16") else kept[:1]
                     for cfg in chosen:
-                        flags = {"G_PAD": g_pad, "BLOCK_N": block, "BLOCK_D": cfg.kwargs["BLOCK_D"], "HARD": True,
-                                 "GUMBEL": True, "HAS_NOISE": False, "SUM_ASSIGN": False, "SINGLE": single,
-                                 "FP32": dtype == "fp32"}
+                        flags = {
+                            "G_PAD": g_pad,
+                            "BLOCK_N": block,
+                            "BLOCK_D": cfg.kwargs["BLOCK_D"],
+                            "HARD": True,
+                            "GUMBEL": True,
+                            "HAS_NOISE": False,
+                            "SUM_ASSIGN": False,
+                            "SINGLE": single,
+                            "FP32": dtype == "fp32",
+                        }
                         if kernel == "fwd":
                             flags["RETURN_ATTN"] = False
                         options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
@@ -148,27 +167,58 @@ def variants(  # noqa: C901  (the selection rules of the docstring, one conditio
                             for mode, override in MODE_VARIANTS.items():
                                 if "RETURN_ATTN" in override and kernel != "fwd":
                                     continue
-                                add(kernel, shape, dtype, arch, {**flags, **override}, options,
-                                    f"{kernel}/{shape}/{dtype}/sm_{arch}/{mode}")
+                                add(
+                                    kernel,
+                                    shape,
+                                    dtype,
+                                    arch,
+                                    {**flags, **override},
+                                    options,
+                                    f"{kernel}/{shape}/{dtype}/sm_{arch}/{mode}",
+                                )
             if kernel == "fwd" and not single:
                 c = d * h
                 for arch in archs:
-                    add("fwd_finalize", shape, dtypes[0], arch,
-                        {"SUM_ASSIGN": False, "BLOCK_C": min(1024, triton.next_power_of_2(c))}, {"num_warps": 4},
-                        f"fwd_finalize/{shape}/sm_{arch}")
+                    add(
+                        "fwd_finalize",
+                        shape,
+                        dtypes[0],
+                        arch,
+                        {"SUM_ASSIGN": False, "BLOCK_C": min(1024, triton.next_power_of_2(c))},
+                        {"num_warps": 4},
+                        f"fwd_finalize/{shape}/sm_{arch}",
+                    )
         for arch in archs:
-            add("bwd_preprocess", shape, dtypes[0], arch,
-                {"G_PAD": g_pad, "BLOCK_D": min(64, max(16, triton.next_power_of_2(d)))}, {"num_warps": 4},
-                f"bwd_preprocess/{shape}/sm_{arch}")
+            add(
+                "bwd_preprocess",
+                shape,
+                dtypes[0],
+                arch,
+                {"G_PAD": g_pad, "BLOCK_D": min(64, max(16, triton.next_power_of_2(d)))},
+                {"num_warps": 4},
+                f"bwd_preprocess/{shape}/sm_{arch}",
+            )
     for arch in archs:
         for uniform in (False, True):
-            add("gumbel_noise", "-", "fp32", arch, {"UNIFORM": uniform, "BLOCK": 1024}, {"num_warps": 4},
-                f"gumbel_noise/uniform={uniform}/sm_{arch}")
+            add(
+                "gumbel_noise",
+                "-",
+                "fp32",
+                arch,
+                {"UNIFORM": uniform, "BLOCK": 1024},
+                {"num_warps": 4},
+                f"gumbel_noise/uniform={uniform}/sm_{arch}",
+            )
     return out
 
 
-_KERNELS = {"fwd": "_assign_fwd_kernel", "bwd": "_assign_bwd_kernel", "fwd_finalize": "_assign_fwd_finalize_kernel",
-            "bwd_preprocess": "_assign_bwd_preprocess_kernel", "gumbel_noise": "_gumbel_noise_kernel"}
+_KERNELS = {
+    "fwd": "_assign_fwd_kernel",
+    "bwd": "_assign_bwd_kernel",
+    "fwd_finalize": "_assign_fwd_finalize_kernel",
+    "bwd_preprocess": "_assign_bwd_preprocess_kernel",
+    "gumbel_noise": "_gumbel_noise_kernel",
+}
 
 
 _PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)' for 'sm_(\w+)'")
@@ -205,8 +255,18 @@ def _ptxas_resources(ptx: str, arch: int) -> dict:
         path = os.path.join(tmp, "kernel.ptx")
         with open(path, "w") as f:
             f.write(ptx)
-        proc = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={target.group(1) if target else f'sm_{arch}'}",
-                               path, "-o", os.path.join(tmp, "kernel.cubin")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                get_ptxas(arch).path,
+                "-v",
+                f"--gpu-name={target.group(1) if target else f'sm_{arch}'}",
+                path,
+                "-o",
+                os.path.join(tmp, "kernel.cubin"),
+            ],
+            capture_output=True,
+            text=True,
+        )
     entries = list(parse_ptxas(proc.stdout + proc.stderr).values())  # one entry: the kernel
     return entries[0] if entries else {}
 
@@ -247,28 +307,50 @@ def failures(results: list[Variant]) -> list[str]:
 
 def _print_row(i: int, total: int, v: Variant) -> None:
     shared = "-" if v.shared_bytes is None else f"{v.shared_bytes / 1024:.0f} KiB"
-    regs = (f", {v.extra['registers']} registers, {v.extra.get('spill_stores', '?')} B spilled"
-            if "registers" in v.extra else "")
-    print(f"[{i}/{total}] {v.status:13s} {v.group:36s} {v.options} shared {shared}{regs} ({v.seconds}s)"
-          + (f"\n    {v.error}" if v.error else ""), flush=True)
+    regs = (
+        f", {v.extra['registers']} registers, {v.extra.get('spill_stores', '?')} B spilled"
+        if "registers" in v.extra
+        else ""
+    )
+    print(
+        f"[{i}/{total}] {v.status:13s} {v.group:36s} {v.options} shared {shared}{regs} ({v.seconds}s)"
+        + (f"\n    {v.error}" if v.error else ""),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.tools.compile_check", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SHARED_LIMIT_BYTES),
-                        help="compute capabilities to compile for (default: 80 90)")
+    parser = argparse.ArgumentParser(
+        prog="python -m groupvit_fast.tools.compile_check",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--arch",
+        type=int,
+        nargs="+",
+        default=[80, 90],
+        choices=sorted(SHARED_LIMIT_BYTES),
+        help="compute capabilities to compile for (default: 80 90)",
+    )
     parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=sorted(_PTR_IN))
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                        help="compiler processes (default: the CPU count, at most 4)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="compiler processes (default: the CPU count, at most 4)",
+    )
     args = parser.parse_args(argv)
 
     import triton
 
     todo = variants(tuple(args.arch), tuple(args.dtype))
-    print(f"triton {triton.__version__}: compiling {len(todo)} kernel variants for "
-          f"{', '.join(f'sm_{a}' for a in args.arch)} in {args.jobs} processes (no GPU needed)", flush=True)
+    print(
+        f"triton {triton.__version__}: compiling {len(todo)} kernel variants for "
+        f"{', '.join(f'sm_{a}' for a in args.arch)} in {args.jobs} processes (no GPU needed)",
+        flush=True,
+    )
     results = []
     # LLVM and ptxas are single-threaded: one process per core, spawned (not forked: triton state).
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -279,10 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     bad = failures(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"triton": triton.__version__, "results": [asdict(v) for v in results], "failures": bad}, f,
-                      indent=1)
-    print("FAILED:\n  " + "\n  ".join(bad) if bad else f"all {len(results)} variants compiled; every launch has a "
-          "config that fits the target's shared memory")
+            json.dump(
+                {"triton": triton.__version__, "results": [asdict(v) for v in results], "failures": bad}, f, indent=1
+            )
+    print(
+        "FAILED:\n  " + "\n  ".join(bad)
+        if bad
+        else f"all {len(results)} variants compiled; every launch has a config that fits the target's shared memory"
+    )
     return 1 if bad else 0
 
 

@@ -26,8 +26,16 @@ import torch
 
 from ..common.files import atomic_write
 
-__all__ = ["atomic_save", "find_latest", "load_training_checkpoint", "rng_state", "set_rng_state",
-           "prune_epoch_files", "LATEST", "epoch_file"]
+__all__ = [
+    "atomic_save",
+    "find_latest",
+    "load_training_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "prune_epoch_files",
+    "LATEST",
+    "epoch_file",
+]
 
 LATEST = "checkpoint.pth"
 _EPOCH_RE = re.compile(r"ckpt_epoch_(\d+)\.pth$")
@@ -47,9 +55,10 @@ def prune_epoch_files(folder: str, max_kept: int) -> list[str]:
     """Delete all but the newest ``max_kept`` ``ckpt_epoch_*.pth`` (none when ``max_kept < 0``); returns them."""
     if max_kept < 0:
         return []
-    found = sorted((int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "ckpt_epoch_*.pth"))
-                   if (m := _EPOCH_RE.search(p)))
-    doomed = [p for _, p in found[:max(0, len(found) - max_kept)]]
+    found = sorted(
+        (int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "ckpt_epoch_*.pth")) if (m := _EPOCH_RE.search(p))
+    )
+    doomed = [p for _, p in found[: max(0, len(found) - max_kept)]]
     for path in doomed:
         os.remove(path)
     return doomed
@@ -60,8 +69,9 @@ def find_latest(folder: str) -> str | None:
     latest = os.path.join(folder, LATEST)
     if os.path.isfile(latest):
         return latest
-    found = sorted((int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "ckpt_epoch_*.pth"))
-                   if (m := _EPOCH_RE.search(p)))
+    found = sorted(
+        (int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "ckpt_epoch_*.pth")) if (m := _EPOCH_RE.search(p))
+    )
     return found[-1][1] if found else None
 
 
@@ -76,18 +86,22 @@ def load_training_checkpoint(path: str) -> dict:
         raise ValueError(f"{path}: not a readable training checkpoint ({first})") from None
     missing = [k for k in ("model", "optimizer", "lr_scheduler", "step") if k not in obj]
     if missing:
-        raise ValueError(f"{path}: not a groupvit-fast training checkpoint (no {', '.join(missing)}); to start "
-                         f"from weights only use --init")
+        raise ValueError(
+            f"{path}: not a groupvit-fast training checkpoint (no {', '.join(missing)}); to start "
+            f"from weights only use --init"
+        )
     return obj
 
 
 def rng_state() -> dict:
     """This process's generator states, in types ``weights_only`` loading accepts."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
 
 
 def set_rng_state(state: dict) -> None:

@@ -18,16 +18,33 @@ __all__ = ["add_train_parser", "add_train_arguments", "run_train", "main"]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "--cfg", required=True, help="YAML config or recipe name (tiny, "
-                        "group_vit_gcc_yfcc_30e, group_vit_gcc_redcap_30e)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. data.batch_size=128 train.epochs=10")
+    parser.add_argument(
+        "--config",
+        "--cfg",
+        required=True,
+        help="YAML config or recipe name (tiny, group_vit_gcc_yfcc_30e, group_vit_gcc_redcap_30e)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. data.batch_size=128 train.epochs=10",
+    )
     parser.add_argument("--output", help="run folder (default: output/<config>_bs<batch>x<world>)")
     parser.add_argument("--tag", help="sub-folder of the run folder (NVlabs' --tag)")
-    parser.add_argument("--resume", metavar="PATH|auto", help="a checkpoint to continue, or 'auto' for the run "
-                        "folder's latest (the default while checkpoint.auto_resume is true)")
-    parser.add_argument("--init", metavar="WEIGHTS", help="start from these weights (our checkpoints, NVlabs .pth, "
-                        "HF weights, safetensors) with a fresh optimiser and schedule")
+    parser.add_argument(
+        "--resume",
+        metavar="PATH|auto",
+        help="a checkpoint to continue, or 'auto' for the run "
+        "folder's latest (the default while checkpoint.auto_resume is true)",
+    )
+    parser.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from these weights (our checkpoints, NVlabs .pth, "
+        "HF weights, safetensors) with a fresh optimiser and schedule",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -59,8 +76,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m groupvit_fast.train", description="Train GroupViT on "
-                                     "image-text pairs (docs/training.md).")
+    parser = argparse.ArgumentParser(
+        prog="python -m groupvit_fast.train", description="Train GroupViT on image-text pairs (docs/training.md)."
+    )
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -111,8 +111,10 @@ def _check_filled(cfg: DictConfig, path: str) -> None:
         raise ValueError(f"config key {missing[0]!r} in {path} has no value (it has no default)")
     for name, entry in cfg.data.dataset.meta.items():
         if entry.type not in DATASET_TYPES:
-            raise ValueError(f"config key 'data.dataset.meta.{name}.type' in {path} must be one of {DATASET_TYPES}, "
-                             f"got {entry.type!r}")
+            raise ValueError(
+                f"config key 'data.dataset.meta.{name}.type' in {path} must be one of {DATASET_TYPES}, "
+                f"got {entry.type!r}"
+            )
 
 
 def run_name(cfg: DictConfig, config_path: str, world_size: int) -> str:
@@ -121,8 +123,9 @@ def run_name(cfg: DictConfig, config_path: str, world_size: int) -> str:
     return f"{stem}_bs{cfg.data.batch_size}x{world_size}"
 
 
-def load_config(path: str, opts: Sequence[str] = (), *, output: str | None = None, tag: str | None = None,
-                world_size: int = 1) -> DictConfig:
+def load_config(
+    path: str, opts: Sequence[str] = (), *, output: str | None = None, tag: str | None = None, world_size: int = 1
+) -> DictConfig:
     """The resolved, checked training config (an OmegaConf ``DictConfig``).
 
     ``path``: a YAML file or a shipped recipe name; ``opts``: ``key=value`` overrides (OmegaConf

@@ -15,8 +15,17 @@ from ..common.distributed import DistInfo, rank_and_world
 from ..common.distributed import join_process_group as init_distributed
 from ..common.distributed import leave_process_group as cleanup
 
-__all__ = ["DistInfo", "init_distributed", "wrap_model", "unwrap", "barrier", "all_reduce_mean", "cleanup",
-           "fsdp_state_to_checkpoint", "checkpoint_state_to_fsdp"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "wrap_model",
+    "unwrap",
+    "barrier",
+    "all_reduce_mean",
+    "cleanup",
+    "fsdp_state_to_checkpoint",
+    "checkpoint_state_to_fsdp",
+]
 
 
 def _fsdp_units(model: nn.Module) -> list[nn.Module]:

@@ -67,11 +67,15 @@ def grad_cache_refusal(*, strategy: str, world: int, compile_model: bool, model_
     if model_type != "MultiLabelContrastive":
         return f"train.grad_cache needs model.type MultiLabelContrastive, got {model_type!r}"
     if strategy == "fsdp" and world > 1:
-        return ("train.grad_cache does not run under train.strategy=fsdp: it calls the encoders and projectors "
-                "one by one, outside the root module's forward, where FSDP2 does not gather their parameters")
+        return (
+            "train.grad_cache does not run under train.strategy=fsdp: it calls the encoders and projectors "
+            "one by one, outside the root module's forward, where FSDP2 does not gather their parameters"
+        )
     if compile_model:
-        return ("train.grad_cache does not run with train.compile: it calls the encoders chunk by chunk, "
-                "outside the compiled forward")
+        return (
+            "train.grad_cache does not run with train.compile: it calls the encoders chunk by chunk, "
+            "outside the compiled forward"
+        )
     return None
 
 
@@ -82,8 +86,12 @@ def chunk_size_from_config(cfg: DictConfig, world: int) -> int | None:
     if chunk_size is None:
         return None
     chunk_size = check_chunk_size(chunk_size, int(cfg.data.batch_size))
-    why = grad_cache_refusal(strategy=str(cfg.train.strategy), world=world, compile_model=bool(cfg.train.compile),
-                             model_type=str(cfg.model.get("type")))
+    why = grad_cache_refusal(
+        strategy=str(cfg.train.strategy),
+        world=world,
+        compile_model=bool(cfg.train.compile),
+        model_type=str(cfg.model.get("type")),
+    )
     if why:
         raise ValueError(why)
     return chunk_size
@@ -128,21 +136,24 @@ def _head_losses(model: nn.Module, image_feat: torch.Tensor, text_feat: torch.Te
         text_x, prompts_x = projected[:, 0], projected[:, 1:]
     losses = {"loss": model.loss(image_x, text_x)}
     if model.with_multi_label:
-        losses["multi_label_loss"] = model.multi_label_loss(image_x.unsqueeze(1), prompts_x) * \
-            model.multi_label_loss_weight
+        losses["multi_label_loss"] = (
+            model.multi_label_loss(image_x.unsqueeze(1), prompts_x) * model.multi_label_loss_weight
+        )
     return losses
 
 
 def _check_inputs(model: nn.Module, image: torch.Tensor, text: torch.Tensor, chunk_size: int) -> None:
     if image.shape[0] != text.shape[0]:
-        raise ValueError(f"image and text must hold the same batch of pairs, got {image.shape[0]} images and "
-                         f"{text.shape[0]} texts")
+        raise ValueError(
+            f"image and text must hold the same batch of pairs, got {image.shape[0]} images and {text.shape[0]} texts"
+        )
     multi = model.multi_label
     if multi and (text.dim() != 3 or text.shape[1] != 1 + multi):
         raise ValueError(f"multi_label={multi} needs text [B, {1 + multi}, L], got shape {tuple(text.shape)}")
     if not multi and not (text.dim() == 2 or (text.dim() == 3 and text.shape[1] == 1)):
-        raise ValueError(f"multi_label=0 trains on one caption per image: text [B, L] or [B, 1, L], got shape "
-                         f"{tuple(text.shape)}")
+        raise ValueError(
+            f"multi_label=0 trains on one caption per image: text [B, L] or [B, 1, L], got shape {tuple(text.shape)}"
+        )
     check_chunk_size(chunk_size, image.shape[0], "grad cache chunk_size")
 
 
@@ -157,10 +168,17 @@ def _through(model: nn.Module, core: nn.Module, fn: Callable[[], torch.Tensor]) 
         del core.forward
 
 
-def grad_cached_backward(model: nn.Module, image: torch.Tensor, text: torch.Tensor, chunk_size: int, *,
-                         device: torch.device, autocast_dtype: torch.dtype | None = None,
-                         scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
-                         sync: bool = True) -> dict[str, torch.Tensor]:
+def grad_cached_backward(
+    model: nn.Module,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    chunk_size: int,
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+    sync: bool = True,
+) -> dict[str, torch.Tensor]:
     """Accumulate into ``.grad`` the gradient of ``scale(total loss)`` of one batch, ``chunk_size`` pairs at a time.
 
     ``model``: a ``MultiLabelContrastive``, bare or inside DDP; ``image [B, 3, S, S]`` and ``text

@@ -61,8 +61,13 @@ class EvaluationHook:
                 continue
             data = os.path.join(meta[name].path, meta[name].prefix)
             self.tasks[f"cls/{name}"] = lambda model, data=data: api[0](
-                model, data, templates=self.cfg.evaluate.cls.template, batch_size=int(self.cfg.data.batch_size),
-                num_workers=int(self.cfg.data.num_workers), progress=self.is_main)
+                model,
+                data,
+                templates=self.cfg.evaluate.cls.template,
+                batch_size=int(self.cfg.data.batch_size),
+                num_workers=int(self.cfg.data.num_workers),
+                progress=self.is_main,
+            )
 
     def _plan_seg(self, api) -> None:
         seg = self.cfg.evaluate.seg
@@ -71,7 +76,8 @@ class EvaluationHook:
                 self.log(f"evaluate: seg skipped (evaluate.seg.data_root {seg.data_root!r}: no such folder)")
                 return
             self.tasks[f"seg/{seg.dataset}"] = lambda model: api[1](
-                model, dataset=seg.dataset, data_root=seg.data_root, progress=self.is_main)
+                model, dataset=seg.dataset, data_root=seg.data_root, progress=self.is_main
+            )
         elif seg.images:
             for key in ("images", "gt"):
                 if not os.path.isdir(seg[key]):

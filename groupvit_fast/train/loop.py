@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
 
 __all__ = ["train", "Trainer", "autocast_dtype_for"]
 
+
 def autocast_dtype_for(train_cfg: DictConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: ``None`` (fp32) with ``amp_opt_level: O0``; ``auto`` is bf16 on CUDA, fp32 elsewhere."""
     dtype = autocast_dtype(str(train_cfg.amp_dtype), device, key="train.amp_dtype")
@@ -79,8 +80,16 @@ def _gather(obj) -> list:
 class Trainer:
     """A configured run (see ``train``); ``run()`` trains and returns the last logged metrics."""
 
-    def __init__(self, cfg: DictConfig, *, resume: str | None = None, init: str | None = None,
-                 device: str | None = None, quiet: bool = False, text_transform: Callable | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        *,
+        resume: str | None = None,
+        init: str | None = None,
+        device: str | None = None,
+        quiet: bool = False,
+        text_transform: Callable | None = None,
+    ) -> None:
         from omegaconf import OmegaConf
 
         self.cfg = cfg
@@ -132,8 +141,9 @@ class Trainer:
         self.contrastive_batch = self.data.batch_size * info.world
         base_lr, warmup_lr, min_lr = scaled_lrs(tcfg, self.contrastive_batch)
         self.optimizer = build_optimizer(self.model, tcfg, warmup_lr)
-        self.scheduler = CosineWarmup(self.optimizer, base_lr, warmup_lr, min_lr, self.total_steps,
-                                      int(tcfg.warmup_epochs) * self.steps_per_epoch)
+        self.scheduler = CosineWarmup(
+            self.optimizer, base_lr, warmup_lr, min_lr, self.total_steps, int(tcfg.warmup_epochs) * self.steps_per_epoch
+        )
         self.scaler = torch.amp.GradScaler(info.device.type) if self.autocast_dtype == torch.float16 else None
         self.step, self.epoch, self.epoch_step = 0, int(tcfg.start_epoch), 0
         self.positions: list[int] | None = None
@@ -180,8 +190,13 @@ class Trainer:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
             checkpoint_state_to_fsdp(self.model, state["model"], state["optimizer"])
-            set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                           optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+            set_state_dict(
+                self.model,
+                self.optimizer,
+                model_state_dict=state["model"],
+                optim_state_dict=state["optimizer"],
+                options=StateDictOptions(full_state_dict=True),
+            )
         else:
             unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -210,16 +225,27 @@ class Trainer:
         from omegaconf import OmegaConf
 
         workers = max(1, self.data.num_workers)
-        data = {"positions": list(self.positions or [0] * workers), "worker_offset": self.worker_offset,
-                "num_workers": workers}
+        data = {
+            "positions": list(self.positions or [0] * workers),
+            "worker_offset": self.worker_offset,
+            "num_workers": workers,
+        }
         rngs, datas = _gather(rng_state()), _gather(data)
         model_state, optim_state = self._state_dicts()
         if self.info.is_main:
-            state = {"model": model_state, "optimizer": optim_state, "lr_scheduler": self.scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                     "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step,
-                     "config": {**OmegaConf.to_container(self.cfg, resolve=True), "model": self.model_cfg},
-                     "metrics": self.metrics, "rng": rngs, "data": datas}
+            state = {
+                "model": model_state,
+                "optimizer": optim_state,
+                "lr_scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "epoch": self.epoch,
+                "step": self.step,
+                "epoch_step": self.epoch_step,
+                "config": {**OmegaConf.to_container(self.cfg, resolve=True), "model": self.model_cfg},
+                "metrics": self.metrics,
+                "rng": rngs,
+                "data": datas,
+            }
             atomic_save(state, os.path.join(self.output, LATEST))
             save_freq = int(self.cfg.checkpoint.save_freq)
             if epoch_done and save_freq > 0 and (self.epoch + 1) % save_freq == 0:
@@ -244,18 +270,24 @@ class Trainer:
         info, cfg = self.info, self.cfg
         stop = self._stop_step()
         workers = max(1, self.data.num_workers)
-        self.log.info(f"run {cfg.model_name}: {info.world} process(es) on {info.device.type}, batch "
-                      f"{self.data.batch_size} per process = global batch {self.contrastive_batch} (the contrastive "
-                      f"batch), x {self.accum} accumulation step(s) = {self.data.global_batch} pairs per optimiser "
-                      f"step; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all; output {self.output}")
+        self.log.info(
+            f"run {cfg.model_name}: {info.world} process(es) on {info.device.type}, batch "
+            f"{self.data.batch_size} per process = global batch {self.contrastive_batch} (the contrastive "
+            f"batch), x {self.accum} accumulation step(s) = {self.data.global_batch} pairs per optimiser "
+            f"step; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all; output {self.output}"
+        )
         if self.accum > 1:  # docs/training.md, "Batch sizes and the learning rate"
-            self.log.info(f"accumulation: each of the {self.accum} micro-batches is its own contrastive batch of "
-                          f"{self.contrastive_batch} pairs (its own negatives), not one of {self.data.global_batch}; "
-                          f"the learning rate is scaled by {self.contrastive_batch} / 4096 (train.grad_cache."
-                          f"chunk_size makes a larger contrastive batch fit)")
+            self.log.info(
+                f"accumulation: each of the {self.accum} micro-batches is its own contrastive batch of "
+                f"{self.contrastive_batch} pairs (its own negatives), not one of {self.data.global_batch}; "
+                f"the learning rate is scaled by {self.contrastive_batch} / 4096 (train.grad_cache."
+                f"chunk_size makes a larger contrastive batch fit)"
+            )
         if self.chunk_size:
-            self.log.info(f"gradient caching: the encoders run {self.chunk_size} pairs at a time, the loss sees "
-                          f"the contrastive batch of {self.contrastive_batch}")
+            self.log.info(
+                f"gradient caching: the encoders run {self.chunk_size} pairs at a time, the loss sees "
+                f"the contrastive batch of {self.contrastive_batch}"
+            )
         if cfg.evaluate.eval_only:
             result = self.hook(unwrap(self.model))
             self.log.metrics({"eval": result, "epoch": self.epoch})
@@ -282,9 +314,16 @@ class Trainer:
                         self.skipped += batch["skipped"]
                         self.worker_offset = (batch["worker"] + 1) % workers
                         micro.append(batch)
-                    out = train_step(self.model, micro, self.optimizer, device=info.device,
-                                     autocast_dtype=self.autocast_dtype, scaler=self.scaler,
-                                     clip_grad=float(cfg.train.clip_grad), chunk_size=self.chunk_size)
+                    out = train_step(
+                        self.model,
+                        micro,
+                        self.optimizer,
+                        device=info.device,
+                        autocast_dtype=self.autocast_dtype,
+                        scaler=self.scaler,
+                        clip_grad=float(cfg.train.clip_grad),
+                        chunk_size=self.chunk_size,
+                    )
                     lr = self.scheduler.get_last_lr()
                     self.scheduler.step()
                     self.step += 1
@@ -319,19 +358,36 @@ class Trainer:
         skipped = torch.tensor(float(self.skipped))
         skipped = all_reduce_mean(skipped) * self.info.world
         elapsed = max(time.perf_counter() - tick, 1e-9)
-        record = {"step": self.step, "epoch": self.epoch, "lr": lr, "grad_norm": float(out["grad_norm"]),
-                  **{k: float(v) for k, v in zip(keys, values, strict=True)},
-                  "images_per_s": (self.step - tick_step) * self.data.global_batch / elapsed,
-                  "peak_memory_mb": _peak_memory_mb(self.info.device), "skipped": int(skipped)}
+        record = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "lr": lr,
+            "grad_norm": float(out["grad_norm"]),
+            **{k: float(v) for k, v in zip(keys, values, strict=True)},
+            "images_per_s": (self.step - tick_step) * self.data.global_batch / elapsed,
+            "peak_memory_mb": _peak_memory_mb(self.info.device),
+            "skipped": int(skipped),
+        }
         self.metrics["last_loss"] = record["total_loss"]
         self.log.metrics(record)
-        self.log.advance(self.step - tick_step, loss=f"{record['total_loss']:.4f}", lr=f"{lr:.2e}",
-                         img_s=f"{record['images_per_s']:.1f}")
+        self.log.advance(
+            self.step - tick_step,
+            loss=f"{record['total_loss']:.4f}",
+            lr=f"{lr:.2e}",
+            img_s=f"{record['images_per_s']:.1f}",
+        )
         return record
 
 
-def train(cfg: DictConfig, *, resume: str | None = None, init: str | None = None, device: str | None = None,
-          quiet: bool = False, text_transform: Callable | None = None) -> dict:
+def train(
+    cfg: DictConfig,
+    *,
+    resume: str | None = None,
+    init: str | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+    text_transform: Callable | None = None,
+) -> dict:
     """Train the model of ``cfg`` (``config.load_config``); returns the last logged metrics.
 
     ``resume``: a checkpoint path or ``'auto'`` (the run folder's latest; also the default when

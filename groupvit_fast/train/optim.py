@@ -29,16 +29,23 @@ if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
 __all__ = ["param_groups", "build_optimizer", "scaled_lrs", "CosineWarmup", "EMBEDDING_NAMES"]
 
 #: Parameter names (last component) exempted with ``skip_decay_embeddings``.
-EMBEDDING_NAMES = ("pos_embed", "group_token", "logit_scale", "multi_label_logit_scale", "positional_embedding",
-                   "token_embedding.weight")
+EMBEDDING_NAMES = (
+    "pos_embed",
+    "group_token",
+    "logit_scale",
+    "multi_label_logit_scale",
+    "positional_embedding",
+    "token_embedding.weight",
+)
 
 
 def _is_embedding(name: str) -> bool:
     return any(name == e or name.endswith("." + e) for e in EMBEDDING_NAMES)
 
 
-def param_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
-                 skip_decay_embeddings: bool = False) -> list[dict]:
+def param_groups(
+    named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, skip_decay_embeddings: bool = False
+) -> list[dict]:
     """``[{'params': decayed, 'weight_decay': wd}, {'params': not decayed, 'weight_decay': 0}]``."""
     decay, no_decay = [], []
     for name, param in named:
@@ -60,11 +67,13 @@ def build_optimizer(model: nn.Module, train_cfg: DictConfig, lr: float) -> torch
     name = str(train_cfg.optimizer.name).lower()
     if name != "adamw":
         raise ValueError(f"train.optimizer.name: only 'adamw' is supported, got {name!r}")
-    groups = param_groups(model.named_parameters(), float(train_cfg.weight_decay),
-                          bool(train_cfg.skip_decay_embeddings))
+    groups = param_groups(
+        model.named_parameters(), float(train_cfg.weight_decay), bool(train_cfg.skip_decay_embeddings)
+    )
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=lr, eps=float(train_cfg.optimizer.eps),
-                             betas=tuple(train_cfg.optimizer.betas), fused=on_cuda or None)
+    return torch.optim.AdamW(
+        groups, lr=lr, eps=float(train_cfg.optimizer.eps), betas=tuple(train_cfg.optimizer.betas), fused=on_cuda or None
+    )
 
 
 class CosineWarmup:
@@ -76,8 +85,15 @@ class CosineWarmup:
     here, not at the top: ``groupvit_fast.train`` imports without the ``train`` extra.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_lr: float, min_lr: float,
-                 total_steps: int, warmup_steps: int):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base_lr: float,
+        warmup_lr: float,
+        min_lr: float,
+        total_steps: int,
+        warmup_steps: int,
+    ):
         from timm.scheduler import CosineLRScheduler
 
         if total_steps <= 0:
@@ -86,8 +102,15 @@ class CosineWarmup:
         # at ``warmup_lr``, so the peak is written here.
         for group in optimizer.param_groups:
             group["initial_lr"] = base_lr
-        self.timm = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=min_lr, warmup_t=warmup_steps,
-                                      warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=False)
+        self.timm = CosineLRScheduler(
+            optimizer,
+            t_initial=total_steps,
+            lr_min=min_lr,
+            warmup_t=warmup_steps,
+            warmup_lr_init=warmup_lr,
+            cycle_limit=1,
+            t_in_epochs=False,
+        )
         self.optimizer = optimizer
         self.base_lr, self.warmup_lr, self.min_lr = base_lr, warmup_lr, min_lr
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
@@ -108,8 +131,14 @@ class CosineWarmup:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "base_lr": self.base_lr, "warmup_lr": self.warmup_lr,
-                "min_lr": self.min_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+        return {
+            "step_count": self.step_count,
+            "base_lr": self.base_lr,
+            "warmup_lr": self.warmup_lr,
+            "min_lr": self.min_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step_count"])

@@ -45,8 +45,9 @@ class RunLog:
         if not quiet:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True
+            )
 
     def info(self, message: str) -> None:
         """A line in log.txt and on the console (above the progress bar)."""

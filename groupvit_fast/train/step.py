@@ -36,10 +36,17 @@ def _no_sync(model: nn.Module, last: bool):
     return contextlib.nullcontext()
 
 
-def train_step(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim.Optimizer, *,
-               device: torch.device, autocast_dtype: torch.dtype | None = None,
-               scaler: torch.amp.GradScaler | None = None, clip_grad: float = 5.0,
-               chunk_size: int | None = None) -> dict[str, float | torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    batches: Sequence[dict],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad: float = 5.0,
+    chunk_size: int | None = None,
+) -> dict[str, float | torch.Tensor]:
     """Update ``model`` on ``batches`` (each ``{'image' [B, 3, S, S], 'text' [B, 1+M, L]}``).
 
     ``chunk_size``: gradient caching, the encoders run ``chunk_size`` pairs at a time while the
@@ -59,13 +66,21 @@ def train_step(model: nn.Module, batches: Sequence[dict], optimizer: torch.optim
         text = batch["text"].to(device, non_blocking=True)
         if chunk_size:  # the encoders chunk by chunk, the loss on the whole micro-batch
             losses = grad_cached_backward(
-                model, image, text, chunk_size, device=device, autocast_dtype=autocast_dtype, sync=last,
-                scale=lambda value: scaler.scale(value / count) if scaler is not None else value / count)
+                model,
+                image,
+                text,
+                chunk_size,
+                device=device,
+                autocast_dtype=autocast_dtype,
+                sync=last,
+                scale=lambda value: scaler.scale(value / count) if scaler is not None else value / count,
+            )
             loss = losses.pop("total_loss")
         else:
             with _no_sync(model, last):
-                autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                          enabled=autocast_dtype is not None)
+                autocast = torch.autocast(
+                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                )
                 with autocast:
                     losses = model(image, text)
                     loss = total_loss(losses)

@@ -38,8 +38,16 @@ def test_layout_gives_every_pair_and_decoded_masks(tmp_path, dataset):
         assert tuple(item["image"].shape) == (3, int(h * scale + 0.5), int(w * scale + 0.5))
 
 
-@pytest.mark.parametrize("dataset, classes, bg", [("voc", 21, 0.95), ("context", 60, 0.35), ("coco-object", 81, 0.95),
-                                                  ("ade20k", 150, None), ("cityscapes", 19, None)])
+@pytest.mark.parametrize(
+    "dataset, classes, bg",
+    [
+        ("voc", 21, 0.95),
+        ("context", 60, 0.35),
+        ("coco-object", 81, 0.95),
+        ("ade20k", 150, None),
+        ("cityscapes", 19, None),
+    ],
+)
 def test_presets_match_the_published_protocols(dataset, classes, bg):
     p = DATASETS[dataset]
     assert (len(p.class_names), p.bg_thresh, p.crop, p.stride) == (classes, bg, 448, 224)
@@ -60,12 +68,15 @@ def test_unknown_dataset():
         get_preset("kitti")
 
 
-@pytest.mark.parametrize("remove, needle", [
-    ("VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt", "val.txt: no such split file"),
-    ("VOCdevkit/VOC2012/SegmentationClass", "SegmentationClass: no such folder"),
-    ("VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg", "2007_000001.jpg: no such image file"),
-    ("VOCdevkit/VOC2012/SegmentationClass/2007_000002.png", "2007_000002.png: no such mask file"),
-])
+@pytest.mark.parametrize(
+    "remove, needle",
+    [
+        ("VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt", "val.txt: no such split file"),
+        ("VOCdevkit/VOC2012/SegmentationClass", "SegmentationClass: no such folder"),
+        ("VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg", "2007_000001.jpg: no such image file"),
+        ("VOCdevkit/VOC2012/SegmentationClass/2007_000002.png", "2007_000002.png: no such mask file"),
+    ],
+)
 def test_missing_files_and_folders_are_named(tmp_path, remove, needle):
     import shutil
 

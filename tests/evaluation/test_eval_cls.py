@@ -18,6 +18,7 @@ from groupvit_fast.evaluation.imagenet import val_transform
 
 pytest.importorskip("open_clip", reason="the prompts need open_clip_torch's tokenizer")
 
+
 def test_shipped_names_and_templates():
     names = imagenet_classes()
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet paper"
@@ -49,7 +50,7 @@ def _shards(images, folder, per_shard=5):
     os.makedirs(folder, exist_ok=True)
     for s in range(0, len(images), per_shard):
         with tarfile.open(os.path.join(folder, f"val-{s // per_shard:06d}.tar"), "w") as tar:
-            for i, (path, label) in enumerate(images[s:s + per_shard]):
+            for i, (path, label) in enumerate(images[s : s + per_shard]):
                 key = f"sample{s + i:06d}"
                 for ext, data in (("jpg", open(path, "rb").read()), ("cls", str(label).encode())):
                     info = tarfile.TarInfo(f"{key}.{ext}")
@@ -74,10 +75,17 @@ def test_imagefolder_and_shards_match_a_direct_computation(tmp_path, eval_model)
     images = write_imagefolder(str(tmp_path / "val"))
     _shards(images, str(tmp_path / "shards"))
     top1, top5 = direct_accuracy(eval_model, images, CLASSES)
-    a = evaluate_classification(eval_model, str(tmp_path), class_names=CLASSES, num_workers=0, progress=False,
-                                batch_size=4)
-    b = evaluate_classification(eval_model, str(tmp_path / "shards" / "val-{000000..000002}.tar"),
-                                class_names=CLASSES, num_workers=1, progress=False, batch_size=3)
+    a = evaluate_classification(
+        eval_model, str(tmp_path), class_names=CLASSES, num_workers=0, progress=False, batch_size=4
+    )
+    b = evaluate_classification(
+        eval_model,
+        str(tmp_path / "shards" / "val-{000000..000002}.tar"),
+        class_names=CLASSES,
+        num_workers=1,
+        progress=False,
+        batch_size=3,
+    )
     for r in (a, b):
         assert (r["top1"], r["top5"]) == (pytest.approx(top1), pytest.approx(top5))
         assert r["num_images"] == len(images)
@@ -90,9 +98,25 @@ def test_cli_report_and_classifier_cache(tmp_path, eval_checkpoint, eval_model, 
     images = write_imagefolder(str(tmp_path / "val"))
     names = tmp_path / "names.txt"
     names.write_text("\n".join(CLASSES) + "\n")
-    argv = ["eval", "cls", "--data", str(tmp_path / "val"), "--checkpoint", eval_checkpoint, "--class-names",
-            str(names), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet",
-            "--workers", "0", "--device", "cpu"]
+    argv = [
+        "eval",
+        "cls",
+        "--data",
+        str(tmp_path / "val"),
+        "--checkpoint",
+        eval_checkpoint,
+        "--class-names",
+        str(names),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--quiet",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "classification.json").read_text())
     top1, top5 = direct_accuracy(eval_model, images, CLASSES)
@@ -112,17 +136,33 @@ def test_cli_report_and_classifier_cache(tmp_path, eval_checkpoint, eval_model, 
         main(argv + ["--templates", "simple"])
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda p: None, "no such folder or shard"),
-    (lambda p: os.makedirs(p), "no class folders"),
-    (lambda p: open(p + ".tar", "wb").write(b"junk" * 200), "cannot read tar shard"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda p: None, "no such folder or shard"),
+        (lambda p: os.makedirs(p), "no class folders"),
+        (lambda p: open(p + ".tar", "wb").write(b"junk" * 200), "cannot read tar shard"),
+    ],
+)
 def test_bad_data_is_one_line(tmp_path, eval_checkpoint, capsys, make, needle):
     target = str(tmp_path / "data")
     make(target)
     data = target + ".tar" if os.path.exists(target + ".tar") else target
-    rc = main(["eval", "cls", "--data", data, "--checkpoint", eval_checkpoint, "--out", str(tmp_path / "out"),
-               "--quiet", "--workers", "0"])
+    rc = main(
+        [
+            "eval",
+            "cls",
+            "--data",
+            data,
+            "--checkpoint",
+            eval_checkpoint,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--workers",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and needle in err and data in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -179,8 +219,23 @@ def test_a_wnid_subset_is_classified_among_the_classes_present(tmp_path, eval_mo
     assert result["settings"]["class_set"] == "imagenet-subset" and result["settings"]["num_classes"] == 3
     assert top5 == 100.0  # 3 classes: every label is in the top 5
 
-    rc = main(["eval", "cls", "--data", str(tmp_path / "val"), "--checkpoint", eval_checkpoint, "--out",
-               str(tmp_path / "out"), "--quiet", "--workers", "0", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "cls",
+            "--data",
+            str(tmp_path / "val"),
+            "--checkpoint",
+            eval_checkpoint,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     markdown = (tmp_path / "out" / "classification.md").read_text()
     assert "among the 3 ImageNet classes present" in markdown and "| tench |" in markdown

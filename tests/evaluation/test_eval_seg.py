@@ -36,9 +36,14 @@ def oracle_counts(model, dataset, pairs, bg_thresh=None, assignment="soft"):
     counts = np.zeros((k, k), dtype=np.int64)
     for img_path, mask_path in pairs:
         image = torch.from_numpy(np.array(Image.open(img_path).convert("RGB"))).permute(2, 0, 1)
-        scores = reference_segment_scores(model, image, text, with_bg=with_bg,
-                                          bg_thresh=bg_thresh if bg_thresh is not None else (preset.bg_thresh or 0),
-                                          assignment=assignment)
+        scores = reference_segment_scores(
+            model,
+            image,
+            text,
+            with_bg=with_bg,
+            bg_thresh=bg_thresh if bg_thresh is not None else (preset.bg_thresh or 0),
+            assignment=assignment,
+        )
         pred = scores.argmax(0).numpy()
         gt = np.array(Image.open(mask_path)).astype(np.int64)
         if preset.reduce_zero_label:
@@ -59,8 +64,15 @@ def iou_from(counts):
 def test_api_matches_the_reference_pipeline(tmp_path, eval_model, dataset, sizes):
     # the reference runs the encoder twice per crop, one crop at a time: few images keep this quick
     pairs = make_layout(str(tmp_path), dataset, sizes=sizes)
-    result = evaluate_segmentation(eval_model, dataset=dataset, data_root=str(tmp_path), num_workers=0,
-                                   batch_size=2, progress=False, crop_batch_size=3)
+    result = evaluate_segmentation(
+        eval_model,
+        dataset=dataset,
+        data_root=str(tmp_path),
+        num_workers=0,
+        batch_size=2,
+        progress=False,
+        crop_batch_size=3,
+    )
     counts = oracle_counts(eval_model, dataset, pairs)
     iou = iou_from(counts)
     names = get_preset(dataset).class_names
@@ -75,15 +87,24 @@ def test_api_matches_the_reference_pipeline(tmp_path, eval_model, dataset, sizes
 
 def test_bg_thresh_and_topk_are_options(tmp_path, eval_model):
     pairs = make_layout(str(tmp_path), "voc", sizes=SIZES[1:])
-    low = evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path), bg_thresh=0.0, num_workers=0,
-                                progress=False)
+    low = evaluate_segmentation(
+        eval_model, dataset="voc", data_root=str(tmp_path), bg_thresh=0.0, num_workers=0, progress=False
+    )
     counts = oracle_counts(eval_model, "voc", pairs, bg_thresh=0.0)
     assert low["mIoU"] == pytest.approx(100 * np.nanmean(iou_from(counts)), abs=1e-6)
     assert low["settings"]["bg_thresh"] == 0.0
     # threshold 0: no score is below it, so no pixel is predicted background
     assert low["per_class"]["background"]["Acc"] in (0.0, None)
-    one = evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path), bg_thresh=0.0, topk=1,
-                                num_workers=0, progress=False, keep_predictions=3)
+    one = evaluate_segmentation(
+        eval_model,
+        dataset="voc",
+        data_root=str(tmp_path),
+        bg_thresh=0.0,
+        topk=1,
+        num_workers=0,
+        progress=False,
+        keep_predictions=3,
+    )
     # the 32x32 image is one 448x448 window: with one class kept, one class is predicted
     square = [p["pred"] for p in one["predictions"] if p["image"].endswith("2007_000001.jpg")][0]
     assert one["settings"]["topk"] == 1 and len(torch.unique(square)) == 1
@@ -92,13 +113,39 @@ def test_bg_thresh_and_topk_are_options(tmp_path, eval_model):
 def test_cli_writes_json_and_markdown(tmp_path, eval_checkpoint, eval_model, capsys):
     make_layout(str(tmp_path / "data"), "coco-object")
     out = tmp_path / "out"
-    rc = main(["eval", "seg", "--dataset", "coco-object", "--data-root", str(tmp_path / "data"), "--checkpoint",
-               eval_checkpoint, "--out", str(out), "--workers", "1", "--quiet", "--bg-thresh", "0.1",
-               "--overlays", "2", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "seg",
+            "--dataset",
+            "coco-object",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            eval_checkpoint,
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--quiet",
+            "--bg-thresh",
+            "0.1",
+            "--overlays",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "coco-object.json").read_text())
-    direct = evaluate_segmentation(eval_model, dataset="coco-object", data_root=str(tmp_path / "data"),
-                                   bg_thresh=0.1, num_workers=0, progress=False)
+    direct = evaluate_segmentation(
+        eval_model,
+        dataset="coco-object",
+        data_root=str(tmp_path / "data"),
+        bg_thresh=0.1,
+        num_workers=0,
+        progress=False,
+    )
     assert report["mIoU"] == pytest.approx(direct["mIoU"], abs=1e-9)
     assert report["per_class"] == direct["per_class"]
     md = (out / "coco-object.md").read_text()
@@ -110,9 +157,29 @@ def test_cli_writes_json_and_markdown(tmp_path, eval_checkpoint, eval_model, cap
 def test_cli_assign_hard_matches_the_reference_and_is_reported(tmp_path, eval_checkpoint, eval_model):
     pairs = make_layout(str(tmp_path / "data"), "voc", sizes=SIZES[:2])
     out = tmp_path / "out"
-    rc = main(["eval", "seg", "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--checkpoint",
-               eval_checkpoint, "--out", str(out), "--workers", "0", "--quiet", "--bg-thresh", "0.0",
-               "--assign", "hard", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "seg",
+            "--dataset",
+            "voc",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            eval_checkpoint,
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--quiet",
+            "--bg-thresh",
+            "0.0",
+            "--assign",
+            "hard",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "voc.json").read_text())
     assert report["settings"]["assignment"] == "hard"
@@ -125,16 +192,31 @@ def test_cli_assign_hard_matches_the_reference_and_is_reported(tmp_path, eval_ch
     # ... which differ from the soft maps' here, so an ignored flag could not pass the check above
     soft = iou_from(oracle_counts(eval_model, "voc", pairs, bg_thresh=0.0))
     assert not np.allclose(np.nan_to_num(hard, nan=-1), np.nan_to_num(soft, nan=-1))
-    default = evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path / "data"), bg_thresh=0.0,
-                                    num_workers=0, progress=False)
+    default = evaluate_segmentation(
+        eval_model, dataset="voc", data_root=str(tmp_path / "data"), bg_thresh=0.0, num_workers=0, progress=False
+    )
     assert default["settings"]["assignment"] == "soft"
 
 
 def test_bad_assign_value_is_one_error_line(tmp_path, eval_checkpoint, eval_model, capsys):
     make_layout(str(tmp_path / "data"), "voc")
     with pytest.raises(SystemExit) as exit_:
-        main(["eval", "seg", "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--checkpoint",
-              eval_checkpoint, "--out", str(tmp_path / "out"), "--assign", "argmax"])
+        main(
+            [
+                "eval",
+                "seg",
+                "--dataset",
+                "voc",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--checkpoint",
+                eval_checkpoint,
+                "--out",
+                str(tmp_path / "out"),
+                "--assign",
+                "argmax",
+            ]
+        )
     err = capsys.readouterr().err.strip().splitlines()
     # argparse's usage error: the usage, then one line naming the option and its choices
     assert exit_.value.code == 2 and err[-1].startswith("groupvit-fast eval seg: error: argument --assign")
@@ -145,14 +227,21 @@ def test_bad_assign_value_is_one_error_line(tmp_path, eval_checkpoint, eval_mode
         evaluate_segmentation(eval_model, dataset="voc", data_root=str(tmp_path / "MISSING"), assignment="argmax")
 
 
-@pytest.mark.parametrize("argv_tail, needle", [
-    (["--dataset", "voc", "--data-root", "MISSING"], "MISSING: no such folder"),
-    (["--dataset", "voc", "--data-root", "DATA", "--checkpoint", "NOCKPT"], "NOCKPT: no such checkpoint file"),
-])
+@pytest.mark.parametrize(
+    "argv_tail, needle",
+    [
+        (["--dataset", "voc", "--data-root", "MISSING"], "MISSING: no such folder"),
+        (["--dataset", "voc", "--data-root", "DATA", "--checkpoint", "NOCKPT"], "NOCKPT: no such checkpoint file"),
+    ],
+)
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, eval_checkpoint, capsys, argv_tail, needle):
     make_layout(str(tmp_path / "DATA"), "voc")
-    argv = [a.replace("MISSING", str(tmp_path / "MISSING")).replace("DATA", str(tmp_path / "DATA"))
-            .replace("NOCKPT", str(tmp_path / "NOCKPT")) for a in argv_tail]
+    argv = [
+        a.replace("MISSING", str(tmp_path / "MISSING"))
+        .replace("DATA", str(tmp_path / "DATA"))
+        .replace("NOCKPT", str(tmp_path / "NOCKPT"))
+        for a in argv_tail
+    ]
     if "--checkpoint" not in argv:
         argv += ["--checkpoint", eval_checkpoint]
     rc = main(["eval", "seg", *argv, "--out", str(tmp_path / "out"), "--quiet"])
@@ -166,8 +255,23 @@ def test_bad_mask_found_while_decoding_stops_with_its_name(tmp_path, eval_checkp
     mask = np.array(Image.open(pairs[2][1]))
     mask[5, 5] = 30
     Image.fromarray(mask, mode="L").save(pairs[2][1])
-    rc = main(["eval", "seg", "--dataset", "voc", "--data-root", str(tmp_path), "--checkpoint", eval_checkpoint,
-               "--out", str(tmp_path / "out"), "--quiet", "--workers", "1"])
+    rc = main(
+        [
+            "eval",
+            "seg",
+            "--dataset",
+            "voc",
+            "--data-root",
+            str(tmp_path),
+            "--checkpoint",
+            eval_checkpoint,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--workers",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and pairs[2][1] in err and "[30]" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "voc.json").exists()

@@ -18,10 +18,7 @@ GT_B = [[1, 255, 0]]
 PRED_B = [[1, 3, 2]]
 
 # counts[gt, pred], counted pixel by pixel from the four lists above
-EXPECTED_COUNTS = [[2, 1, 1, 0],
-                   [1, 3, 1, 0],
-                   [0, 0, 0, 0],
-                   [0, 0, 0, 0]]
+EXPECTED_COUNTS = [[2, 1, 1, 0], [1, 3, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
 # IoU = TP / (row + column - TP): bg 2/(4+3-2), cat 3/(5+4-3), dog 0/(0+2-0), bird 0/0
 EXPECTED_IOU = [2 / 5, 3 / 6, 0.0, math.nan]
 EXPECTED_ACC = [2 / 4, 3 / 5, math.nan, math.nan]  # TP / row

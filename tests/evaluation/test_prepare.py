@@ -61,8 +61,11 @@ def _context_tree(tmp_path, annotations, images):
 
 def _ann(image_id, category_id, mask, compressed=True):
     runs = rle_runs(mask)
-    return {"image_id": image_id, "category_id": category_id,
-            "segmentation": {"size": list(mask.shape), "counts": rle_string(runs) if compressed else runs}}
+    return {
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": {"size": list(mask.shape), "counts": rle_string(runs) if compressed else runs},
+    }
 
 
 def test_context_masks_and_splits(tmp_path, capsys):
@@ -73,9 +76,11 @@ def test_context_masks_and_splits(tmp_path, capsys):
     b[:, :4] = 1  # painted after a: wins where they overlap
     c = np.zeros((h, w), np.uint8)
     c[5, 7] = 1
-    images = [{"image_id": 2008000001, "file_name": "2008_000001.jpg", "height": h, "width": w, "phase": "train"},
-              {"image_id": 2008000002, "file_name": "2008_000002.jpg", "height": h, "width": w, "phase": "val"},
-              {"image_id": 2008000003, "file_name": "2008_000003.jpg", "height": h, "width": w, "phase": "train"}]
+    images = [
+        {"image_id": 2008000001, "file_name": "2008_000001.jpg", "height": h, "width": w, "phase": "train"},
+        {"image_id": 2008000002, "file_name": "2008_000002.jpg", "height": h, "width": w, "phase": "val"},
+        {"image_id": 2008000003, "file_name": "2008_000003.jpg", "height": h, "width": w, "phase": "train"},
+    ]
     anns = [_ann(2008000001, 2, a), _ann(2008000001, 115, b, compressed=False), _ann(2008000002, 458, c)]
     devkit, js, base = _context_tree(tmp_path, anns, images)
     assert main(["prepare-data", "context", "--devkit", str(devkit), "--json", str(js), "--quiet"]) == 0
@@ -117,11 +122,17 @@ def test_coco_object_cli(tmp_path, capsys):
     src = tmp_path / "stuffthingmaps_trainval2017" / "val2017"
     src.mkdir(parents=True)
     Image.fromarray(np.array([[0, 91], [255, 2]], np.uint8), mode="L").save(src / "000000000139.png")
-    assert main(["prepare-data", "coco-object", "--stuff-dir", str(src), "--out-root", str(tmp_path / "coco"),
-                 "--quiet"]) == 0
+    assert (
+        main(["prepare-data", "coco-object", "--stuff-dir", str(src), "--out-root", str(tmp_path / "coco"), "--quiet"])
+        == 0
+    )
     out = tmp_path / "coco" / "annotations" / "val2017" / "000000000139_instanceTrainIds.png"
     assert np.array(Image.open(out)).tolist() == [[1, 0], [255, 3]]
-    assert main(["prepare-data", "coco-object", "--stuff-dir", str(tmp_path / "nope"), "--out-root",
-                 str(tmp_path / "coco")]) == 1
+    assert (
+        main(
+            ["prepare-data", "coco-object", "--stuff-dir", str(tmp_path / "nope"), "--out-root", str(tmp_path / "coco")]
+        )
+        == 1
+    )
     assert "nope: no such folder" in capsys.readouterr().err
     assert sorted(os.listdir(out.parent)) == [out.name]

@@ -81,20 +81,41 @@ def test_a_missing_mask_is_one_line(tmp_path):
         find_samples("scenes", str(tmp_path))
 
 
-@pytest.mark.parametrize("flags, expected, source", [
-    ([], {"short_side": 64, "crop_size": 64, "stride": 32}, "checkpoint"),
-    (["--short-side", "96", "--crop-size", "48", "--stride", "24"], {"short_side": 96, "crop_size": 48, "stride": 24},
-     "flag"),
-])
-def test_segment_takes_resolution_and_window_from_the_checkpoint(ckpt_64, scenes_root, tmp_path, monkeypatch, capsys,
-                                                                 flags, expected, source):
+@pytest.mark.parametrize(
+    "flags, expected, source",
+    [
+        ([], {"short_side": 64, "crop_size": 64, "stride": 32}, "checkpoint"),
+        (
+            ["--short-side", "96", "--crop-size", "48", "--stride", "24"],
+            {"short_side": 96, "crop_size": 48, "stride": 24},
+            "flag",
+        ),
+    ],
+)
+def test_segment_takes_resolution_and_window_from_the_checkpoint(
+    ckpt_64, scenes_root, tmp_path, monkeypatch, capsys, flags, expected, source
+):
     from groupvit_fast.cli import main
 
     spy = _CropSpy(monkeypatch)
     out = tmp_path / "out"
-    argv = ["segment", os.path.join(scenes_root, "eval", "images"), "--classes", *SCENE_NAMES, "--checkpoint",
-            ckpt_64, "--gt", os.path.join(scenes_root, "eval", "masks"), "--out", str(out), "--device", "cpu",
-            "--quiet", "--no-overlay", *flags]
+    argv = [
+        "segment",
+        os.path.join(scenes_root, "eval", "images"),
+        "--classes",
+        *SCENE_NAMES,
+        "--checkpoint",
+        ckpt_64,
+        "--gt",
+        os.path.join(scenes_root, "eval", "masks"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-overlay",
+        *flags,
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {k: summary["test_time"][k] for k in expected} == expected
@@ -107,15 +128,35 @@ def test_segment_takes_resolution_and_window_from_the_checkpoint(ckpt_64, scenes
     assert summary["miou"] is not None
 
 
-def test_segment_without_settings_in_the_checkpoint_keeps_nvlabs_windows(ckpt_plain, scenes_root, tmp_path,
-                                                                         monkeypatch):
+def test_segment_without_settings_in_the_checkpoint_keeps_nvlabs_windows(
+    ckpt_plain, scenes_root, tmp_path, monkeypatch
+):
     from groupvit_fast.cli import main
 
     spy = _CropSpy(monkeypatch)
     out = tmp_path / "out"
     image = os.path.join(scenes_root, "eval", "images", "scene_00000.png")
-    assert main(["segment", image, "--classes", *SCENE_NAMES, "--checkpoint", ckpt_plain, "--out", str(out),
-                 "--device", "cpu", "--quiet", "--no-overlay", "--bg-thresh", "0.7"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                image,
+                "--classes",
+                *SCENE_NAMES,
+                "--checkpoint",
+                ckpt_plain,
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+                "--no-overlay",
+                "--bg-thresh",
+                "0.7",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_time"]["short_side"] == 448 and summary["test_time"]["crop_size"] == 448
     assert summary["background_threshold"] == 0.7
@@ -128,8 +169,29 @@ def test_eval_seg_scenes_uses_the_checkpoint_settings(ckpt_64, scenes_root, tmp_
 
     spy = _CropSpy(monkeypatch)
     out = tmp_path / "ev"
-    assert main(["eval", "seg", "--dataset", "scenes", "--data-root", scenes_root, "--checkpoint", ckpt_64, "--out",
-                 str(out), "--workers", "0", "--device", "cpu", "--quiet", *flags]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "seg",
+                "--dataset",
+                "scenes",
+                "--data-root",
+                scenes_root,
+                "--checkpoint",
+                ckpt_64,
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                *flags,
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "scenes.json").read_text())
     assert result["settings"]["crop"] == crop and result["settings"]["bg_thresh"] == thresh
     assert result["settings"]["img_scale"][1] == 64 and result["num_images"] == 6
@@ -141,8 +203,28 @@ def test_eval_seg_scenes_defaults_to_the_presets_64_px(ckpt_plain, scenes_root, 
 
     spy = _CropSpy(monkeypatch)
     out = tmp_path / "ev"
-    assert main(["eval", "seg", "--dataset", "scenes", "--data-root", scenes_root, "--checkpoint", ckpt_plain, "--out",
-                 str(out), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "seg",
+                "--dataset",
+                "scenes",
+                "--data-root",
+                scenes_root,
+                "--checkpoint",
+                ckpt_plain,
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "scenes.json").read_text())
     assert result["settings"]["crop"] == 64 and result["settings"]["bg_thresh"] == 0.5
     assert spy.sizes == {(64, 64)}
@@ -154,8 +236,26 @@ def test_bad_test_time_flags_are_usage_errors(ckpt_64, scenes_root, tmp_path, ca
     with pytest.raises(SystemExit) as err:
         main(["segment", scenes_root, "--classes", *SCENE_NAMES, "--checkpoint", ckpt_64, "--crop-size", "0"])
     assert err.value.code == 2 and "--crop-size" in capsys.readouterr().err
-    assert main(["segment", os.path.join(scenes_root, "eval", "images"), "--classes", *SCENE_NAMES, "--checkpoint",
-                 ckpt_64, "--bg-thresh", "1.5", "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                os.path.join(scenes_root, "eval", "images"),
+                "--classes",
+                *SCENE_NAMES,
+                "--checkpoint",
+                ckpt_64,
+                "--bg-thresh",
+                "1.5",
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--bg-thresh" in err
 
@@ -165,8 +265,10 @@ def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_roo
     from groupvit_fast.segmentation.io import load_label_mask
 
     result = scene_emergence(eval_model, scenes_root + "/eval", bg_thresh=0.5)
-    masks = [load_label_mask(os.path.join(scenes_root, "eval", "masks", f)).numpy()
-             for f in sorted(os.listdir(os.path.join(scenes_root, "eval", "masks")))]
+    masks = [
+        load_label_mask(os.path.join(scenes_root, "eval", "masks", f)).numpy()
+        for f in sorted(os.listdir(os.path.join(scenes_root, "eval", "masks")))
+    ]
     labels = np.concatenate([m.ravel() for m in masks])
     # all background: IoU of background = its pixel share, every drawn class IoU 0, the rest left out
     present = np.unique(labels)
@@ -178,8 +280,9 @@ def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_roo
     assert 0 <= result["mIoU"] <= 100 and 0 <= result["no_grouping_mIoU"] <= 100
 
 
-@pytest.mark.parametrize("winners, expected", [([0, 0, 0, 0], 1), ([0, 1, 0, 1], 2), ([3, 2, 1, 0], 4),
-                                               ([2, 2, 2, 1], 2)])
+@pytest.mark.parametrize(
+    "winners, expected", [([0, 0, 0, 0], 1), ([0, 1, 0, 1], 2), ([3, 2, 1, 0], 4), ([2, 2, 2, 1], 2)]
+)
 def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
     from groupvit_fast.evaluation.emergence import group_usage
 

@@ -97,8 +97,16 @@ def noisy_logits64(q, k, noise, heads, scale, tau):
     return z / tau
 
 
-def make_inputs(shape: Shape, dtype: torch.dtype, *, mode: Mode, device: str = "cpu", seed: int = 0,
-                min_gap: float = 1e-3, logit_std: float = 1.5):
+def make_inputs(
+    shape: Shape,
+    dtype: torch.dtype,
+    *,
+    mode: Mode,
+    device: str = "cpu",
+    seed: int = 0,
+    min_gap: float = 1e-3,
+    logit_std: float = 1.5,
+):
     """``q [B,G,C]``, ``k, v [B,N,C]`` in ``dtype`` and the noise (float32, or None) with every token's
     top-2 gap in the (noisy, tempered) logits at least ``min_gap`` once rounded to ``dtype``."""
     gen = torch.Generator().manual_seed(seed)
@@ -139,8 +147,9 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected).abs().max() / scale).item()
 
 
-def small_inputs(b: int = 2, g: int = 3, n: int = 5, c: int = 8, dtype: torch.dtype = torch.float32,
-                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def small_inputs(
+    b: int = 2, g: int = 3, n: int = 5, c: int = 8, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Plain random ``q [b,g,c]``, ``k, v [b,n,c]`` (no tie separation: for error and edge-case tests)."""
     gen = torch.Generator().manual_seed(0)
     return tuple(torch.randn(b, size, c, generator=gen).to(device, dtype) for size in (g, n, n))
@@ -151,10 +160,23 @@ def dense64(q, k, v, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     return assign_attention_forward_math(q.double(), k.double(), v.double(), **kwargs)
 
 
-def through_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str, num_heads: int = 1,
-               scale: float | None = None, hard: bool = True, gumbel: bool = False, tau: float = 1.0,
-               sum_assign: bool = False, eps: float = 1.0, return_attn: bool = False,
-               noise: torch.Tensor | None = None, seed: int = 0):
+def through_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    backend: str,
+    num_heads: int = 1,
+    scale: float | None = None,
+    hard: bool = True,
+    gumbel: bool = False,
+    tau: float = 1.0,
+    sum_assign: bool = False,
+    eps: float = 1.0,
+    return_attn: bool = False,
+    noise: torch.Tensor | None = None,
+    seed: int = 0,
+):
     """The custom op ``groupvit_fast::assign_attention`` itself on ``backend`` (its registered autograd
     formula, fake and backward op), bypassing the public function's eager paths: how the tests reach the
     reference backend's adapter (forward/backward math behind the op)."""
@@ -162,6 +184,19 @@ def through_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: st
     seed_tensor = torch.tensor([seed, 0], dtype=torch.int64)
     noise = None if noise is None else noise.to(torch.float32).contiguous()
     out, _r, hard_map, soft_map = torch.ops.groupvit_fast.assign_attention(
-        q, k, v, noise, seed_tensor, num_heads, float(scale), hard, gumbel, float(tau), sum_assign, float(eps),
-        return_attn, backend)
+        q,
+        k,
+        v,
+        noise,
+        seed_tensor,
+        num_heads,
+        float(scale),
+        hard,
+        gumbel,
+        float(tau),
+        sum_assign,
+        float(eps),
+        return_attn,
+        backend,
+    )
     return (out, {"hard": hard_map, "soft": soft_map}) if return_attn else out

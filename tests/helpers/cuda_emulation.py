@@ -38,9 +38,14 @@ def build() -> tuple[object | None, Availability]:
     if not cpp_extension.is_ninja_available():
         return None, Availability("absent", "ninja is not installed (pip install ninja)")
     try:
-        cpp_extension.load(name=f"gvf_cuda_emulation_{_sources_digest()}", sources=[str(ENTRY)],
-                           extra_include_paths=[str(CSRC)], extra_cflags=["-O2"], is_python_module=False,
-                           verbose=False)
+        cpp_extension.load(
+            name=f"gvf_cuda_emulation_{_sources_digest()}",
+            sources=[str(ENTRY)],
+            extra_include_paths=[str(CSRC)],
+            extra_cflags=["-O2"],
+            is_python_module=False,
+            verbose=False,
+        )
     except (RuntimeError, OSError, ImportError) as err:  # a compiler is there: the sources do not build
         return None, Availability("broken", f"the CUDA emulation does not build: {str(err)[-2000:]}")
     return torch.ops.groupvit_fast_cuda_emulation, USABLE

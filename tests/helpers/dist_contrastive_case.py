@@ -35,8 +35,10 @@ def build_case() -> dict:
 
 
 def feature_losses(model, feats: dict) -> dict:
-    return {"loss": model.loss(feats["image_x"], feats["text_x"]),
-            "multi_label_loss": model.multi_label_loss(feats["image_x"].unsqueeze(1), feats["prompt_x"])}
+    return {
+        "loss": model.loss(feats["image_x"], feats["text_x"]),
+        "multi_label_loss": model.multi_label_loss(feats["image_x"].unsqueeze(1), feats["prompt_x"]),
+    }
 
 
 def model_losses(model, images, texts) -> dict:

@@ -27,10 +27,13 @@ def run(rank: int, world: int, init_file: str) -> dict:
         model = case["model"]
         losses = feature_losses(model, feats)
         sum(losses.values()).backward()
-        result = {"feature_losses": {k: v.detach() for k, v in losses.items()},
-                  "feature_grads": {k: v.grad for k, v in feats.items()},
-                  "scale_grads": {n: p.grad.clone() for n, p in model.named_parameters()
-                                  if "logit_scale" in n and p.grad is not None}}
+        result = {
+            "feature_losses": {k: v.detach() for k, v in losses.items()},
+            "feature_grads": {k: v.grad for k, v in feats.items()},
+            "scale_grads": {
+                n: p.grad.clone() for n, p in model.named_parameters() if "logit_scale" in n and p.grad is not None
+            },
+        }
         model.zero_grad(set_to_none=True)
 
         # 2. the whole model on its slice of images and texts; DDP-style averaged parameter gradients

@@ -51,8 +51,9 @@ def make_layout(root: str, dataset: str, sizes=SIZES, num_classes: int | None = 
         if dataset in ("voc", "context"):
             base = os.path.join(root, "VOCdevkit", "VOC2012" if dataset == "voc" else "VOC2010")
             img = os.path.join(base, "JPEGImages", stem + ".jpg")
-            msk = os.path.join(base, "SegmentationClass" if dataset == "voc" else "SegmentationClassContext",
-                               stem + ".png")
+            msk = os.path.join(
+                base, "SegmentationClass" if dataset == "voc" else "SegmentationClassContext", stem + ".png"
+            )
         elif dataset == "coco-object":
             img = os.path.join(root, "images", "val2017", f"{i:012d}.jpg")
             msk = os.path.join(root, "annotations", "val2017", f"{i:012d}_instanceTrainIds.png")

@@ -11,9 +11,17 @@ import copy
 
 SMALL = {
     "type": "MultiLabelContrastive",
-    "img_encoder": {"type": "GroupViT", "img_size": 64, "patch_size": 16, "embed_dim": 64, "num_heads": [2, 2, 2],
-                    "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4],
-                    "drop_path_rate": 0.0},
+    "img_encoder": {
+        "type": "GroupViT",
+        "img_size": 64,
+        "patch_size": 16,
+        "embed_dim": 64,
+        "num_heads": [2, 2, 2],
+        "depths": [1, 1, 1],
+        "num_group_tokens": [8, 4, 0],
+        "num_output_groups": [8, 4],
+        "drop_path_rate": 0.0,
+    },
     "text_encoder": {"type": "TextTransformer", "context_length": 16, "width": 64, "layers": 2, "vocab_size": 100},
     "output_dim": 32,
     "proj_num_layers": 2,
@@ -35,13 +43,29 @@ def small_config(**overrides) -> dict:
 def hf_small_config():
     from transformers import GroupViTConfig
 
-    text = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 1,
-            "max_position_embeddings": 16, "vocab_size": 100,
-            # eos_token_id=2 selects HF's "argmax of the token ids" pooling, NVlabs' rule
-            "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
-    vision = {"hidden_size": 64, "intermediate_size": 256, "depths": [1, 1, 1], "num_hidden_layers": 3,
-              "num_attention_heads": 2, "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4, 4],
-              "image_size": 64, "patch_size": 16}
+    text = {
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 1,
+        "max_position_embeddings": 16,
+        "vocab_size": 100,
+        # eos_token_id=2 selects HF's "argmax of the token ids" pooling, NVlabs' rule
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+    }
+    vision = {
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "depths": [1, 1, 1],
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "num_group_tokens": [8, 4, 0],
+        "num_output_groups": [8, 4, 4],
+        "image_size": 64,
+        "patch_size": 16,
+    }
     return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=32, projection_intermediate_dim=128)
 
 
@@ -54,5 +78,5 @@ def random_text(batch: int, length: int = 16, eot: int = 99, generator=None):
     for i in range(batch):
         pos = int(torch.randint(1, length, (1,), generator=g))
         ids[i, pos] = eot
-        ids[i, pos + 1:] = 0
+        ids[i, pos + 1 :] = 0
     return ids

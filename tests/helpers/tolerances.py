@@ -16,8 +16,14 @@ import torch
 FP32_REL = 1e-5
 
 
-def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, rel: float = FP32_REL,
-                          msg: str | None = None, *, scale: float | None = None) -> None:
+def assert_close_to_scale(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    rel: float = FP32_REL,
+    msg: str | None = None,
+    *,
+    scale: float | None = None,
+) -> None:
     """``max |actual - expected| <= rel * max |expected|`` (shapes must match, NaNs fail).
 
     ``scale`` replaces ``max |expected|`` where a tensor's own size is not the right yardstick: e.g. a

@@ -22,10 +22,12 @@ KERNELS = os.path.join(CSRC, "cuda", "assign_attention_kernels.cu")
 
 
 def test_parse_ptxas_reads_spills():
-    report = ("ptxas info    : Compiling entry function '_Z3fooPf' for 'sm_90'\n"
-              "ptxas info    : Function properties for _Z3fooPf\n"
-              "    16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n"
-              "ptxas info    : Used 255 registers, used 1 barriers\n")
+    report = (
+        "ptxas info    : Compiling entry function '_Z3fooPf' for 'sm_90'\n"
+        "ptxas info    : Function properties for _Z3fooPf\n"
+        "    16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n"
+        "ptxas info    : Used 255 registers, used 1 barriers\n"
+    )
     assert parse_ptxas(report) == {"_Z3fooPf": {"stack": 16, "spill_stores": 8, "spill_loads": 12, "registers": 255}}
 
 
@@ -33,14 +35,34 @@ def test_parse_ptxas_reads_spills():
 @pytest.mark.parametrize("arch", [80, 90])
 def test_cuda_kernels_compile_without_register_spills(arch, tmp_path):
     nvcc = nvcc_path()
-    proc = subprocess.run([nvcc, "-cubin", f"-arch=sm_{arch}", "-O3", "-std=c++17", "-Xptxas", "-v", f"-I{CSRC}",
-                           KERNELS, "-o", str(tmp_path / "kernels.cubin")], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            nvcc,
+            "-cubin",
+            f"-arch=sm_{arch}",
+            "-O3",
+            "-std=c++17",
+            "-Xptxas",
+            "-v",
+            f"-I{CSRC}",
+            KERNELS,
+            "-o",
+            str(tmp_path / "kernels.cubin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     kernels = parse_ptxas(proc.stdout + proc.stderr)
     names = " ".join(kernels)
-    for kernel in ("forward_kernel", "forward_finalize_kernel", "delta_kernel", "backward_kernel",
-                   "gumbel_noise_kernel"):
+    for kernel in (
+        "forward_kernel",
+        "forward_finalize_kernel",
+        "delta_kernel",
+        "backward_kernel",
+        "gumbel_noise_kernel",
+    ):
         assert kernel in names, f"{kernel} missing from the ptxas report"
     for name, info in kernels.items():
         assert info["spill_stores"] == 0 and info["spill_loads"] == 0, (name, info)

@@ -57,20 +57,42 @@ def test_the_reversed_schedule_exposes_a_missing_syncthreads(emulation_ops, sync
 def _emulated(ops_, q, k, v, mode, heads, noise=None, seed=0, return_attn=False, grad=None):
     scale = (q.shape[-1] // heads) ** -0.5
     out, r, hard, soft = ops_.assign_attention_forward_native(
-        q, k, v, noise, seed, 0, heads, scale, mode.hard, mode.gumbel, mode.tau, mode.sum_assign, mode.eps,
-        return_attn)
+        q, k, v, noise, seed, 0, heads, scale, mode.hard, mode.gumbel, mode.tau, mode.sum_assign, mode.eps, return_attn
+    )
     grads = None
     if grad is not None:
-        grads = ops_.assign_attention_backward_native(grad, q, k, v, out, r, noise, seed, 0, heads, scale, mode.hard,
-                                                      mode.gumbel, mode.tau, mode.sum_assign, mode.eps)
+        grads = ops_.assign_attention_backward_native(
+            grad,
+            q,
+            k,
+            v,
+            out,
+            r,
+            noise,
+            seed,
+            0,
+            heads,
+            scale,
+            mode.hard,
+            mode.gumbel,
+            mode.tau,
+            mode.sum_assign,
+            mode.eps,
+        )
     return out, r, hard, soft, grads
 
 
 # Head dims <= 32 run tile_dot's 32-channel slice loop and the 64-channel merge chunks once; D = 384
 # (GroupViT's single assignment head) runs them 12 and 6 times, D = 71 (64 + odd) ends each on a
 # partial slice/chunk: a kernel that ignores its slice offset or its tail mask fails those two.
-EMULATED_SHAPES = [Shape(2, 3, 37, 40, 2), Shape(1, 40, 33, 8, 1), Shape(1, 1, 7, 8, 1), Shape(2, 8, 65, 20, 1),
-                   Shape(1, 6, 40, 384, 1), Shape(2, 4, 35, 71, 1)]
+EMULATED_SHAPES = [
+    Shape(2, 3, 37, 40, 2),
+    Shape(1, 40, 33, 8, 1),
+    Shape(1, 1, 7, 8, 1),
+    Shape(2, 8, 65, 20, 1),
+    Shape(1, 6, 40, 384, 1),
+    Shape(2, 4, 35, 71, 1),
+]
 
 
 @pytest.mark.slow
@@ -81,8 +103,9 @@ def test_emulated_cuda_kernels_match_the_float64_reference(emulated_cuda, shape,
     grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(3))
     out, r, _, _, (dq, dk, dv) = _emulated(emulated_cuda, q, k, v, mode, shape.heads, noise=noise, grad=grad)
     leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    ref, hard, _ = assign_attention_reference(*leaves, num_heads=shape.heads,
-                                              noise=None if noise is None else noise.double(), **mode.kwargs())
+    ref, hard, _ = assign_attention_reference(
+        *leaves, num_heads=shape.heads, noise=None if noise is None else noise.double(), **mode.kwargs()
+    )
     assert relative_error(out, ref) <= FORWARD_TOL[torch.float32]
     expected_r = hard.detach().sum(dim=-1)
     assert relative_error(r, expected_r) <= FORWARD_TOL[torch.float32]
@@ -100,8 +123,9 @@ def test_emulated_cuda_kernels_low_precision(emulated_cuda, dtype, mode):
     grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(3)).to(dtype)
     out, _, _, _, grads = _emulated(emulated_cuda, q, k, v, mode, shape.heads, noise=noise, grad=grad)
     leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    ref, _, _ = assign_attention_reference(*leaves, num_heads=shape.heads,
-                                           noise=None if noise is None else noise.double(), **mode.kwargs())
+    ref, _, _ = assign_attention_reference(
+        *leaves, num_heads=shape.heads, noise=None if noise is None else noise.double(), **mode.kwargs()
+    )
     assert out.dtype == dtype and relative_error(out, ref) <= FORWARD_TOL[dtype]
     ref.backward(grad.double())
     for ours, expected in zip(grads, leaves, strict=True):
@@ -122,7 +146,8 @@ def test_emulated_cuda_in_kernel_noise_maps_and_layouts(emulated_cuda):
     # maps: the exact one-hot of the noisy logits and the plain softmax (float64 oracle, same noise;
     # the oracle's straight-through one-hot differs from the exact one by float64 round-off only)
     ref_out, ref_hard, ref_soft = assign_attention_reference(
-        q.double(), k.double(), v.double(), gumbel=True, noise=philox_gumbel_noise((2, 1, 8, 65), 11).double())
+        q.double(), k.double(), v.double(), gumbel=True, noise=philox_gumbel_noise((2, 1, 8, 65), 11).double()
+    )
     assert set(drawn[2].unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(drawn[2].double(), ref_hard, rtol=0, atol=1e-9)
     torch.testing.assert_close(drawn[3].double(), ref_soft, rtol=1e-5, atol=1e-6)
@@ -148,8 +173,9 @@ def test_emulated_cuda_non_finite_inputs_follow_the_dense_formula(emulated_cuda)
         assert torch.equal(torch.isposinf(out), torch.isposinf(expected))
     k = k.clone()
     k[1, 4, 0] = float("nan")
-    out, r, hard, _, grads = _emulated(emulated_cuda, q, k, v.nan_to_num(), MODES[0], 1, return_attn=True,
-                                       grad=torch.ones(q.shape))
+    out, r, hard, _, grads = _emulated(
+        emulated_cuda, q, k, v.nan_to_num(), MODES[0], 1, return_attn=True, grad=torch.ones(q.shape)
+    )
     assert torch.isnan(out[1]).all() and torch.isfinite(out[0]).all()
     assert torch.isnan(r[1]).all() and torch.isnan(hard[1, :, :, 4]).all()
     assert all(g.shape == t.shape for g, t in zip(grads, (q, k, v), strict=True))

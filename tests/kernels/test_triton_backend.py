@@ -105,8 +105,10 @@ def test_same_seed_same_result_and_seed_changes_noise():
     again = assign_attention(q, k, v, seed=77, **kw)
     assert torch.equal(first, again)
     shape = (2, 2, 6, 21)
-    assert not torch.equal(gumbel_noise(shape, seed=77, backend="triton", device=DEVICE),
-                           gumbel_noise(shape, seed=78, backend="triton", device=DEVICE))
+    assert not torch.equal(
+        gumbel_noise(shape, seed=77, backend="triton", device=DEVICE),
+        gumbel_noise(shape, seed=78, backend="triton", device=DEVICE),
+    )
     # the op with seed=s draws exactly gumbel_noise(seed=s): same output as passing that noise
     noise = gumbel_noise(shape, seed=77, backend="triton", device=DEVICE)
     assert torch.equal(first, assign_attention(q, k, v, noise=noise, **kw))
@@ -199,7 +201,7 @@ def test_non_contiguous_views():
     fused = torch.randn(b, n, 3 * c, generator=gen).to(DEVICE)
     q_big = torch.randn(b, g + 2, c, generator=gen).to(DEVICE)
     q_t = torch.randn(b, c, g, generator=gen).to(DEVICE).transpose(1, 2)
-    k, v = fused[..., c:2 * c], fused[..., 2 * c:]
+    k, v = fused[..., c : 2 * c], fused[..., 2 * c :]
     assert not k.is_contiguous() and k.stride(-1) == 1 and q_t.stride(-1) != 1
     for q in (q_big[:, 1:-1], q_t):
         kw = dict(num_heads=2, gumbel=True, seed=3)
@@ -214,10 +216,12 @@ def test_return_attn_maps(hard):
     b, g, n, c, h = 2, 5, 23, 16, 2
     q, k, v = _inputs(b, g, n, c, seed=6)
     noise = gumbel_noise((b, h, g, n), seed=8, backend="triton", device=DEVICE)
-    out, maps = assign_attention(q, k, v, num_heads=h, hard=hard, gumbel=True, tau=0.8, seed=8, return_attn=True,
-                                 backend="triton")
-    ref_out, ref_maps = assign_attention(q, k, v, num_heads=h, hard=hard, gumbel=True, tau=0.8, noise=noise,
-                                         return_attn=True, backend="reference")
+    out, maps = assign_attention(
+        q, k, v, num_heads=h, hard=hard, gumbel=True, tau=0.8, seed=8, return_attn=True, backend="triton"
+    )
+    ref_out, ref_maps = assign_attention(
+        q, k, v, num_heads=h, hard=hard, gumbel=True, tau=0.8, noise=noise, return_attn=True, backend="reference"
+    )
     assert maps["hard"].shape == maps["soft"].shape == (b, h, g, n)
     assert maps["hard"].data_ptr() != maps["soft"].data_ptr()
     if hard:
@@ -253,8 +257,10 @@ def test_declared_support():
     too_many = BACKEND.not_supported_reasons(AssignInputs(DEVICE, torch.float32, 1, 257, 4, 16, 1, False))
     assert any("G=257" in reason for reason in too_many)
     assert BACKEND.not_supported_reasons(AssignInputs(DEVICE, torch.bfloat16, 8, 256, 16384, 1024, 8, True)) == []
-    assert any("float64" in r for r in BACKEND.not_supported_reasons(
-        AssignInputs(DEVICE, torch.float64, 1, 4, 4, 16, 1, False)))
+    assert any(
+        "float64" in r
+        for r in BACKEND.not_supported_reasons(AssignInputs(DEVICE, torch.float64, 1, 4, 4, 16, 1, False))
+    )
     q, k, v = _inputs(1, 4, 5, 8)
     with pytest.raises(ValueError, match="triton"):
         assign_attention(q.double(), k.double(), v.double(), backend="triton")

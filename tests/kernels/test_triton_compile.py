@@ -27,8 +27,13 @@ pytestmark = requires("triton-aot")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("compile") / "results.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "groupvit_fast.tools.compile_check", "--json", str(out)],
-                          env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "groupvit_fast.tools.compile_check", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -44,16 +49,28 @@ def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
         assert {(kernel, 80), (kernel, 90)} <= kernels, kernel
     # GroupViT's main launches in the GPU dtypes, both paths (one token block, several)
     # (the interpreter runs another tl.dot branch for half precision: this is the GPU branch of every dtype)
-    for group in ("fwd/stage0-224/bf16/sm_90", "bwd/stage0-224/bf16/sm_90", "fwd/stage0-224/fp32/sm_80",
-                  "bwd/stage1-224/fp32/sm_90", "fwd/stage0-448/bf16/sm_80", "fwd/stage0-224/fp16/sm_90",
-                  "bwd/stage0-224/fp16/sm_90", "fwd/stage0-448/fp16/sm_80", "fwd/stage0-224/fp32/sm_90",
-                  "bwd/stage0-224/fp32/sm_90"):
+    for group in (
+        "fwd/stage0-224/bf16/sm_90",
+        "bwd/stage0-224/bf16/sm_90",
+        "fwd/stage0-224/fp32/sm_80",
+        "bwd/stage1-224/fp32/sm_90",
+        "fwd/stage0-448/bf16/sm_80",
+        "fwd/stage0-224/fp16/sm_90",
+        "bwd/stage0-224/fp16/sm_90",
+        "fwd/stage0-448/fp16/sm_80",
+        "fwd/stage0-224/fp32/sm_90",
+        "bwd/stage0-224/fp32/sm_90",
+    ):
         members = [r for r in results if r["group"] == group]
         assert members and any(r["status"] == "ok" for r in members), group
     # the other constexpr branches: eval, soft, a given noise tensor, sum_assign, segmentation's maps
-    for group in ("fwd/stage0-224/bf16/sm_90/eval", "fwd/stage0-224/bf16/sm_90/soft",
-                  "bwd/stage0-224/bf16/sm_90/noise-tensor", "bwd/stage0-224/bf16/sm_90/sum-assign",
-                  "fwd/stage0-448/bf16/sm_90/return-attn"):
+    for group in (
+        "fwd/stage0-224/bf16/sm_90/eval",
+        "fwd/stage0-224/bf16/sm_90/soft",
+        "bwd/stage0-224/bf16/sm_90/noise-tensor",
+        "bwd/stage0-224/bf16/sm_90/sum-assign",
+        "fwd/stage0-448/bf16/sm_90/return-attn",
+    ):
         assert [r["status"] for r in results if r["group"] == group] == ["ok"], group
     single = [r for r in results if r["group"] == "fwd/stage0-224/bf16/sm_90"]
     assert len(single) >= 2 and all(r["constexprs"]["SINGLE"] for r in single)  # every kept autotune config
@@ -86,11 +103,14 @@ def _variant(group, status, arch=90):
     return v
 
 
-@pytest.mark.parametrize("statuses, failing", [
-    (["ok", "shared-memory"], False),        # the autotuner skips the config that does not fit
-    (["shared-memory", "shared-memory"], True),  # nothing fits: the launch would fail on the GPU
-    (["ok", "error"], True),                 # a compile error aborts the autotuner
-])
+@pytest.mark.parametrize(
+    "statuses, failing",
+    [
+        (["ok", "shared-memory"], False),  # the autotuner skips the config that does not fit
+        (["shared-memory", "shared-memory"], True),  # nothing fits: the launch would fail on the GPU
+        (["ok", "error"], True),  # a compile error aborts the autotuner
+    ],
+)
 def test_failures_are_reported(statuses, failing):
     results = [_variant("fwd/x/bf16/sm_90", s) for s in statuses]
     assert bool(failures(results)) == failing

@@ -42,15 +42,30 @@ def _snapshot(model):
 def _nvlabs_pth(path, model, config):
     """An NVlabs training checkpoint: OmegaConf config (read-only, as get_config leaves it), optimizer, ..."""
     omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.create({"data": {"text_aug": {"multi_label": config["multi_label"]}},
-                                      "model": dict(config, multi_label="${data.text_aug.multi_label}"),
-                                      "train": {"epochs": 30, "base_lr": 1.6e-3}, "model_name": "small"})
+    cfg = omegaconf.OmegaConf.create(
+        {
+            "data": {"text_aug": {"multi_label": config["multi_label"]}},
+            "model": dict(config, multi_label="${data.text_aug.multi_label}"),
+            "train": {"epochs": 30, "base_lr": 1.6e-3},
+            "model_name": "small",
+        }
+    )
     omegaconf.OmegaConf.set_struct(cfg, True)
     omegaconf.OmegaConf.set_readonly(cfg, True)
     opt = torch.optim.AdamW(model.parameters())
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "lr_scheduler": {"last_epoch": 4},
-                "metrics": {"max_accuracy": 12.5, "max_miou": 30.0}, "epoch": 4, "config": cfg,
-                "max_accuracy": 12.5, "max_miou": 30.0}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": {"last_epoch": 4},
+            "metrics": {"max_accuracy": 12.5, "max_miou": 30.0},
+            "epoch": 4,
+            "config": cfg,
+            "max_accuracy": 12.5,
+            "max_miou": 30.0,
+        },
+        path,
+    )
 
 
 # ---- NVlabs checkpoints ----------------------------------------------------------------------
@@ -125,10 +140,14 @@ def test_hf_weights_load_and_match_transformers(tmp_path, fmt):
     assert torch.equal(target.multi_label_logit_scale.detach(), ml_scale)
     images, text = torch.randn(2, 3, 64, 64), random_text(3)
     with torch.no_grad():
-        assert_close_to_scale(F.normalize(target.encode_image(images), dim=-1),
-                              F.normalize(hf.get_image_features(pixel_values=images).pooler_output, dim=-1))
-        assert_close_to_scale(F.normalize(target.encode_text(text), dim=-1),
-                              F.normalize(hf.get_text_features(input_ids=text).pooler_output, dim=-1))
+        assert_close_to_scale(
+            F.normalize(target.encode_image(images), dim=-1),
+            F.normalize(hf.get_image_features(pixel_values=images).pooler_output, dim=-1),
+        )
+        assert_close_to_scale(
+            F.normalize(target.encode_text(text), dim=-1),
+            F.normalize(hf.get_text_features(input_ids=text).pooler_output, dim=-1),
+        )
 
 
 def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):
@@ -137,8 +156,14 @@ def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):
     torch.manual_seed(0)
     hf = GroupViTVisionModel(hf_small_config().vision_config).eval()
     torch.save(hf.state_dict(), tmp_path / "vision.bin")
-    kwargs = dict(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1], num_group_tokens=[8, 4, 0],
-                  num_output_groups=[8, 4])
+    kwargs = dict(
+        img_size=64,
+        embed_dim=64,
+        num_heads=[2, 2, 2],
+        depths=[1, 1, 1],
+        num_group_tokens=[8, 4, 0],
+        num_output_groups=[8, 4],
+    )
     vit = GroupViT(**kwargs).eval()
     ckpt = load_checkpoint(tmp_path / "vision.bin", vit)
     assert ckpt.kind == "vision"
@@ -149,8 +174,10 @@ def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):
     full = _model()
     save_checkpoint(full, tmp_path / "full.pth")
     load_checkpoint(tmp_path / "full.pth", vit)
-    _same_weights(vit.state_dict(), {k[len("img_encoder."):]: v for k, v in full.state_dict().items()
-                                     if k.startswith("img_encoder.")})
+    _same_weights(
+        vit.state_dict(),
+        {k[len("img_encoder.") :]: v for k, v in full.state_dict().items() if k.startswith("img_encoder.")},
+    )
     # but vision-only weights do not make a full model
     with pytest.raises(ValueError, match="only vision-encoder weights"):
         load_checkpoint(tmp_path / "vision.bin", _model())
@@ -159,16 +186,19 @@ def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):
 # ---- our exports -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,hf", [("m.safetensors", False), ("hf.safetensors", True), ("m.pth", False),
-                                     ("pytorch_model.bin", True)])
+@pytest.mark.parametrize(
+    "name,hf", [("m.safetensors", False), ("hf.safetensors", True), ("m.pth", False), ("pytorch_model.bin", True)]
+)
 def test_exports_round_trip(tmp_path, name, hf):
     model = _model(multi_label=2)
     path = tmp_path / name
     (save_safetensors if name.endswith(".safetensors") else save_checkpoint)(model, path, hf=hf)
     ckpt = load_checkpoint(path)  # builds the model from the stored config (or the shapes)
     skip = {"multi_label_logit_scale"} if hf else set()
-    _same_weights({k: v for k, v in ckpt.model.state_dict().items() if k not in skip},
-                  {k: v for k, v in model.state_dict().items() if k not in skip})
+    _same_weights(
+        {k: v for k, v in ckpt.model.state_dict().items() if k not in skip},
+        {k: v for k, v in model.state_dict().items() if k not in skip},
+    )
     if name.endswith(".safetensors") or not hf:
         assert ckpt.config == model.groupvit_config
     if name == "m.pth":  # our .pth stays loadable with plain weights_only=True
@@ -179,8 +209,9 @@ def test_infer_config_from_shapes():
     model = _model(multi_label=3)
     cfg = infer_config(model.state_dict())
     rebuilt = build_model(cfg)
-    assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == \
-        {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in model.state_dict().items()
+    }
     assert cfg["img_encoder"]["depths"] == [1, 1, 1]
     assert cfg["text_encoder"]["context_length"] == 16 and cfg["proj_inner_dim"] == 128
     vision = infer_config(model.img_encoder.state_dict())
@@ -232,8 +263,14 @@ def _corrupt_files(tmp_path):
     torch.save([torch.zeros(3)], tmp_path / "a_list.pth")
     torch.save({"model": {"x": 1}}, tmp_path / "not_tensors.pth")
     expected = {name: msg for name, (_, msg) in files.items()}
-    expected.update({"other_model.pth": "not GroupViT weights", "a_list.pth": "not a state dict",
-                     "not_tensors.pth": "not tensors", "missing.pth": "no such file"})
+    expected.update(
+        {
+            "other_model.pth": "not GroupViT weights",
+            "a_list.pth": "not a state dict",
+            "not_tensors.pth": "not tensors",
+            "missing.pth": "no such file",
+        }
+    )
     return expected
 
 

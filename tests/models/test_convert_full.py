@@ -92,10 +92,12 @@ def test_nvlabs_to_hf_loads_strictly_into_transformers_and_matches():
     hf.load_state_dict(nvlabs_to_hf(ours.state_dict()), strict=True)
     images, text = _inputs()
     with torch.no_grad():
-        torch.testing.assert_close(ours.encode_image(images), hf.get_image_features(pixel_values=images).pooler_output,
-                                   atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(ours.encode_text(text), hf.get_text_features(input_ids=text).pooler_output,
-                                   atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ours.encode_image(images), hf.get_image_features(pixel_values=images).pooler_output, atol=2e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            ours.encode_text(text), hf.get_text_features(input_ids=text).pooler_output, atol=2e-5, rtol=1e-5
+        )
 
 
 def test_dispatch_by_keys_vision_only_still_works():

@@ -196,21 +196,27 @@ def test_fourier_position_embedding_is_fixed():
     assert model.pos_embed.shape == (1, 196, 384)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (torch.randn(3, 224, 224), "rank|\\[B, C, H, W\\]"),
-    (torch.randn(1, 1, 224, 224), "channels"),
-    (torch.randn(1, 3, 8, 224), "smaller than one"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.randn(3, 224, 224), "rank|\\[B, C, H, W\\]"),
+        (torch.randn(1, 1, 224, 224), "channels"),
+        (torch.randn(1, 3, 8, 224), "smaller than one"),
+    ],
+)
 def test_bad_images_raise_value_error(bad, match):
     model = GroupViT(depths=(1, 1, 1)).eval()
     with pytest.raises(ValueError, match=match):
         model(bad)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "floating-point"),   # raw pixels, not normalised
-    (torch.zeros(1, 3, 224, 224, dtype=torch.float64), "float64 but the model's parameters are torch.float32"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "floating-point"),  # raw pixels, not normalised
+        (torch.zeros(1, 3, 224, 224, dtype=torch.float64), "float64 but the model's parameters are torch.float32"),
+    ],
+)
 def test_image_dtype_errors_name_x(bad, match):
     model = GroupViT(depths=(1, 1, 1)).eval()
     with pytest.raises(TypeError, match=match):

@@ -22,8 +22,11 @@ DATA = TEST_DATA
 
 
 def _recorded_keys():
-    rows = [line.split() for line in (DATA / "multi_label_contrastive_state_dict.txt").read_text().splitlines()
-            if line and not line.startswith("#")]
+    rows = [
+        line.split()
+        for line in (DATA / "multi_label_contrastive_state_dict.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     return [(k, () if s == "scalar" else tuple(int(d) for d in s.split("x"))) for k, s in rows]
 
 
@@ -152,8 +155,14 @@ def test_encoders_and_zero_shot():
 def test_builder_accepts_modules_and_rejects_bad_configs():
     from groupvit_fast import GroupViT, TextTransformer
 
-    img = GroupViT(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1], num_group_tokens=[8, 4, 0],
-                   num_output_groups=[8, 4])
+    img = GroupViT(
+        img_size=64,
+        embed_dim=64,
+        num_heads=[2, 2, 2],
+        depths=[1, 1, 1],
+        num_group_tokens=[8, 4, 0],
+        num_output_groups=[8, 4],
+    )
     txt = TextTransformer(context_length=16, width=64, layers=1, vocab_size=100)
     model = MultiLabelContrastive(img, txt, output_dim=16, proj_num_layers=1)
     assert model.img_projector.linear_out.weight.shape == (16, 64, 1)
@@ -167,8 +176,12 @@ def test_builder_accepts_modules_and_rejects_bad_configs():
 
 def test_build_model_resolves_omegaconf_interpolation():
     omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.create({"data": {"text_aug": {"multi_label": 2}},
-                                      "model": dict(small_config(), multi_label="${data.text_aug.multi_label}")})
+    cfg = omegaconf.OmegaConf.create(
+        {
+            "data": {"text_aug": {"multi_label": 2}},
+            "model": dict(small_config(), multi_label="${data.text_aug.multi_label}"),
+        }
+    )
     model = build_model(cfg)
     assert model.multi_label == 2 and "multi_label_logit_scale" in model.state_dict()
 
@@ -185,9 +198,20 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
     init = tmp_path / "init"
     # rank 1 in a second process, rank 0 here (one interpreter start instead of two)
-    proc = subprocess.Popen([sys.executable, str(here / "dist_contrastive_worker.py"), "1", str(world), str(init),
-                             str(tmp_path / "rank1.pt")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(here / "dist_contrastive_worker.py"),
+            "1",
+            str(world),
+            str(init),
+            str(tmp_path / "rank1.pt"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         rank0 = run(0, world, str(init))
     finally:
@@ -217,8 +241,9 @@ def test_two_process_gloo_equals_single_process(tmp_path):
     single = model_losses(model, case["images"], case["texts"])
     sum(single.values()).backward()
     for key, value in single.items():
-        torch.testing.assert_close(sum(r["model_losses"][key] for r in ranks) / world, value.detach(),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            sum(r["model_losses"][key] for r in ranks) / world, value.detach(), atol=1e-5, rtol=1e-5
+        )
     num = den = 0.0
     for name, p in model.named_parameters():
         ref = p.grad if p.grad is not None else torch.zeros_like(p)

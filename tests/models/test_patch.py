@@ -32,10 +32,14 @@ def _hf_model():
 
 
 def _hf_outputs(model, images, text):
-    out = model(input_ids=text, pixel_values=images, output_segmentation=True, output_attentions=True,
-                return_dict=True)
-    return {"logits": out.logits_per_image, "seg": out.segmentation_logits, "img": out.image_embeds,
-            "txt": out.text_embeds, "groupings": out.vision_model_output.attentions}
+    out = model(input_ids=text, pixel_values=images, output_segmentation=True, output_attentions=True, return_dict=True)
+    return {
+        "logits": out.logits_per_image,
+        "seg": out.segmentation_logits,
+        "img": out.image_embeds,
+        "txt": out.text_embeds,
+        "groupings": out.vision_model_output.attentions,
+    }
 
 
 def test_hf_groupvit_outputs_unchanged_and_fast_path_runs():
@@ -44,8 +48,11 @@ def test_hf_groupvit_outputs_unchanged_and_fast_path_runs():
     with torch.no_grad():
         ref = _hf_outputs(model, images, text)
     patched = apply_groupvit_fast(model)
-    assert patched == {"transformers.GroupViTAttention": 7, "transformers.GroupViTStage": 2,
-                       "transformers.GroupViTAssignAttention": 2}
+    assert patched == {
+        "transformers.GroupViTAttention": 7,
+        "transformers.GroupViTStage": 2,
+        "transformers.GroupViTAssignAttention": 2,
+    }
     before = _calls()
     with torch.no_grad():
         out = _hf_outputs(model, images, text)
@@ -187,8 +194,14 @@ def test_nvlabs_style_instance_patched():
 
 
 def test_groupvit_fast_model_backends_are_set():
-    model = GroupViT(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1], num_group_tokens=[8, 4, 0],
-                     num_output_groups=[8, 4]).eval()
+    model = GroupViT(
+        img_size=64,
+        embed_dim=64,
+        num_heads=[2, 2, 2],
+        depths=[1, 1, 1],
+        num_group_tokens=[8, 4, 0],
+        num_output_groups=[8, 4],
+    ).eval()
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(images)

@@ -117,9 +117,15 @@ def run_hf(model, images, text, *, output_attentions: bool):
     model.zero_grad(set_to_none=True)
     images = images.clone().requires_grad_(True)
     outputs = {
-        "model": model(input_ids=text, pixel_values=images, return_loss=True, output_hidden_states=True,
-                       output_attentions=output_attentions, output_segmentation=output_attentions,
-                       return_dict=True),
+        "model": model(
+            input_ids=text,
+            pixel_values=images,
+            return_loss=True,
+            output_hidden_states=True,
+            output_attentions=output_attentions,
+            output_segmentation=output_attentions,
+            return_dict=True,
+        ),
         # GroupViTModel does not pass output_attentions to its text model: ask the text model directly
         "text": model.text_model(input_ids=text, output_attentions=output_attentions, output_hidden_states=True),
         "image_features": model.get_image_features(pixel_values=images),
@@ -127,8 +133,11 @@ def run_hf(model, images, text, *, output_attentions: bool):
     flat = flatten(outputs)
     # a fixed random read-out of every returned tensor: its gradient reaches every output's graph
     g = torch.Generator().manual_seed(1)
-    scalar = sum((t * torch.randn(t.shape, generator=g)).sum() for t in flat.values()
-                 if isinstance(t, torch.Tensor) and t.requires_grad)
+    scalar = sum(
+        (t * torch.randn(t.shape, generator=g)).sum()
+        for t in flat.values()
+        if isinstance(t, torch.Tensor) and t.requires_grad
+    )
     scalar.backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     grads["pixel_values"] = images.grad
@@ -150,8 +159,9 @@ def assert_same_gradients(grads: dict, ref: dict) -> None:
     assert grads.keys() == ref.keys()
     largest = max(g.abs().max().item() for name, g in ref.items() if name != "pixel_values")
     for name in ref:
-        assert_close_to_scale(grads[name], ref[name], msg=name,
-                              scale=ref[name].abs().max().item() if name == "pixel_values" else largest)
+        assert_close_to_scale(
+            grads[name], ref[name], msg=name, scale=ref[name].abs().max().item() if name == "pixel_values" else largest
+        )
 
 
 # ---- Hugging Face ------------------------------------------------------------------------------
@@ -160,8 +170,12 @@ def assert_same_gradients(grads: dict, ref: dict) -> None:
 def test_top_level_exports_name_the_patch_functions():
     from groupvit_fast import patch
 
-    for name in ("apply_groupvit_fast", "revert_groupvit_fast", "apply_groupvit_fast_to_classes",
-                 "revert_groupvit_fast_classes"):
+    for name in (
+        "apply_groupvit_fast",
+        "revert_groupvit_fast",
+        "apply_groupvit_fast_to_classes",
+        "revert_groupvit_fast_classes",
+    ):
         assert getattr(groupvit_fast, name) is getattr(patch, name)
         assert name in groupvit_fast.__all__
 
@@ -315,8 +329,14 @@ def test_nvlabs_style_maps_and_gradients_equal_the_original(return_attn, trainin
 def test_groupvit_fast_maps_equal_the_reference_backend_with_gradients(training):
     """Our GroupViT's maps under autograd are the reference path's, gradients included; in training the
     maps path draws its noise where and as the reference backend does (torch's generator)."""
-    kwargs = dict(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1], num_group_tokens=[8, 4, 0],
-                  num_output_groups=[8, 4])
+    kwargs = dict(
+        img_size=64,
+        embed_dim=64,
+        num_heads=[2, 2, 2],
+        depths=[1, 1, 1],
+        num_group_tokens=[8, 4, 0],
+        num_output_groups=[8, 4],
+    )
     torch.manual_seed(0)
     fast = GroupViT(**kwargs).train(training)
     original = GroupViT(**kwargs, attn_backend="explicit", assign_backend="reference").train(training)
@@ -329,8 +349,11 @@ def test_groupvit_fast_maps_equal_the_reference_backend_with_gradients(training)
         maps = [d[name] for d in dicts if d is not None for name in ("hard", "soft")]
         assert len(maps) == 4 and all(m.requires_grad for m in maps)
         g = torch.Generator().manual_seed(4)
-        grads = torch.autograd.grad(sum((t * torch.randn(t.shape, generator=g)).sum() for t in [x, *maps]),
-                                    list(model.parameters()), allow_unused=True)
+        grads = torch.autograd.grad(
+            sum((t * torch.randn(t.shape, generator=g)).sum() for t in [x, *maps]),
+            list(model.parameters()),
+            allow_unused=True,
+        )
         results.append(([x, *maps], grads))
     (ref, ref_grads), (out, grads) = results
     for a, b in zip(out, ref, strict=True):
@@ -377,6 +400,7 @@ def test_without_maps_nothing_group_by_token_is_saved(kind, training):
 
         def call(maps):
             return stage(tokens, None, output_attentions=maps)
+
     group_by_token = {(b, g, n), (b, 1, g, n)}
     assert not group_by_token & set(_saved_shapes(lambda: call(False)))
     assert group_by_token & set(_saved_shapes(lambda: call(True)))

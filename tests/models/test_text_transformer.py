@@ -41,9 +41,20 @@ def _ours_from_hf(hf, **kwargs):
 def test_released_config_keys_shapes_and_count():
     model = TextTransformer(context_length=77, width=256, layers=12, vocab_size=49408)
     sd = model.state_dict()
-    per_block = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
-                 "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
-                 "ln_2.weight", "ln_2.bias"]
+    per_block = [
+        "attn.in_proj_weight",
+        "attn.in_proj_bias",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "ln_1.weight",
+        "ln_1.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+        "mlp.c_proj.weight",
+        "mlp.c_proj.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+    ]
     expected = {"positional_embedding", "token_embedding.weight", "ln_final.weight", "ln_final.bias"}
     expected |= {f"transformer.resblocks.{i}.{k}" for i in range(12) for k in per_block}
     assert set(sd) == expected
@@ -112,7 +123,7 @@ def test_causal_and_length_independent():
     noisy = text.clone()
     for i in range(3):
         eot = int(text[i].argmax())
-        noisy[i, eot + 1:] = torch.randint(3, 90, (16 - eot - 1,))
+        noisy[i, eot + 1 :] = torch.randint(3, 90, (16 - eot - 1,))
     assert_close_to_scale(model(noisy), base)
     # so padding may be cut: rows shorter than context_length give the same features
     cut = int(text.argmax(dim=1).max()) + 1
@@ -159,9 +170,10 @@ def _hf_clip_tokenizer():
 
     folder = list(importlib.util.find_spec("open_clip").submodule_search_locations)[0]
     merges = gzip.open(os.path.join(folder, "bpe_simple_vocab_16e6.txt.gz")).read().decode("utf-8")
-    merges = merges.split("\n")[1:49152 - 256 - 2 + 1]
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    merges = merges.split("\n")[1 : 49152 - 256 - 2 + 1]
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = printable[:], 0
     for b in range(256):
         if b not in printable:
@@ -177,8 +189,16 @@ def _hf_clip_tokenizer():
 def test_tokenize_matches_hf_clip_tokenizer():
     from groupvit_fast import tokenize
 
-    texts = ["a photo of a dog.", "A Photo Of THE   cat", "it's a man's world, isn't it?", "numbers 1234 and 3.14",
-             "Hyphen-ated under_score slash/sep", "aeroplane", "pottedplant", "a photo of a traffic light."]
+    texts = [
+        "a photo of a dog.",
+        "A Photo Of THE   cat",
+        "it's a man's world, isn't it?",
+        "numbers 1234 and 3.14",
+        "Hyphen-ated under_score slash/sep",
+        "aeroplane",
+        "pottedplant",
+        "a photo of a traffic light.",
+    ]
     ours = tokenize(texts)
     assert ours.shape == (len(texts), 77) and ours.dtype == torch.long
     ref = _hf_clip_tokenizer()(texts)["input_ids"]

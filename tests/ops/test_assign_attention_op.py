@@ -29,8 +29,9 @@ DEVICE = default_device()
 BACKENDS = fused_backend_params(DEVICE)
 
 
-def naive_assign_attention(q, k, v, *, num_heads=1, scale=None, hard=True, tau=1.0, sum_assign=False, eps=1.0,
-                           noise=None):
+def naive_assign_attention(
+    q, k, v, *, num_heads=1, scale=None, hard=True, tau=1.0, sum_assign=False, eps=1.0, noise=None
+):
     """docs/assign_op.md "Math", one scalar at a time (float64, tiny shapes only)."""
     b_size, g_size, c = q.shape
     n_size = k.shape[1]
@@ -41,8 +42,10 @@ def naive_assign_attention(q, k, v, *, num_heads=1, scale=None, hard=True, tau=1
         for h in range(num_heads):
             sl = slice(h * d, (h + 1) * d)
             e = (lambda g, n: 0.0) if noise is None else (lambda g, n: float(noise[b, h, g, n]))  # noqa: B023
-            y = [[(scale * float(q[b, g, sl] @ k[b, n, sl]) + e(g, n)) / tau for n in range(n_size)]
-                 for g in range(g_size)]
+            y = [
+                [(scale * float(q[b, g, sl] @ k[b, n, sl]) + e(g, n)) / tau for n in range(n_size)]
+                for g in range(g_size)
+            ]
             a = [[0.0] * n_size for _ in range(g_size)]
             for n in range(n_size):
                 column = [y[g][n] for g in range(g_size)]
@@ -68,8 +71,9 @@ def test_reference_equals_naive_formula(shape, mode):
     q, k, v, noise = make_inputs(shape, torch.float64, mode=mode)
     kwargs = dict(num_heads=shape.heads, hard=mode.hard, tau=mode.tau, sum_assign=mode.sum_assign, eps=mode.eps)
     expected = naive_assign_attention(q, k, v, noise=noise, **kwargs)
-    out, _, _ = assign_attention_reference(q, k, v, gumbel=mode.gumbel, noise=None if noise is None else noise.double(),
-                                           **kwargs)
+    out, _, _ = assign_attention_reference(
+        q, k, v, gumbel=mode.gumbel, noise=None if noise is None else noise.double(), **kwargs
+    )
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -94,8 +98,15 @@ def test_hand_derived_backward_passes_float64_gradcheck(mode, heads):
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, s, 8, generator=gen, dtype=torch.float64, requires_grad=True) for s in (3, 5, 5))
     noise = torch.randn(2, heads, 3, 5, generator=gen, dtype=torch.float64) if mode.gumbel else None
-    kwargs = dict(num_heads=heads, hard=False, gumbel=mode.gumbel, tau=mode.tau, sum_assign=mode.sum_assign,
-                  eps=mode.eps, noise=noise)
+    kwargs = dict(
+        num_heads=heads,
+        hard=False,
+        gumbel=mode.gumbel,
+        tau=mode.tau,
+        sum_assign=mode.sum_assign,
+        eps=mode.eps,
+        noise=noise,
+    )
     assert torch.autograd.gradcheck(lambda a, b, c: _MathFunction.apply(a, b, c, kwargs), (q, k, v))
 
 
@@ -146,12 +157,24 @@ BAD_CALLS = [
     ("tau", lambda q, k, v: assign_attention(q, k, v, tau=0.0), ValueError, "tau"),
     ("tau negative", lambda q, k, v: assign_attention(q, k, v, tau=-1.0), ValueError, "tau"),
     ("eps", lambda q, k, v: assign_attention(q, k, v, eps=-0.5), ValueError, "eps"),
-    ("noise shape", lambda q, k, v: assign_attention(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 4)), ValueError,
-     "noise must have shape"),
-    ("noise without gumbel", lambda q, k, v: assign_attention(q, k, v, noise=torch.zeros(2, 1, 3, 5)), ValueError,
-     "noise"),
-    ("integer dtype", lambda q, k, v: assign_attention(q.long(), k.long(), v.long()), TypeError,
-     "q must be a floating"),
+    (
+        "noise shape",
+        lambda q, k, v: assign_attention(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 4)),
+        ValueError,
+        "noise must have shape",
+    ),
+    (
+        "noise without gumbel",
+        lambda q, k, v: assign_attention(q, k, v, noise=torch.zeros(2, 1, 3, 5)),
+        ValueError,
+        "noise",
+    ),
+    (
+        "integer dtype",
+        lambda q, k, v: assign_attention(q.long(), k.long(), v.long()),
+        TypeError,
+        "q must be a floating",
+    ),
     ("mixed dtypes", lambda q, k, v: assign_attention(q, k.double(), v), TypeError, "dtype"),
     ("not a tensor", lambda q, k, v: assign_attention(q.tolist(), k, v), TypeError, "q must be a torch.Tensor"),
     ("empty groups", lambda q, k, v: assign_attention(q[:, :0], k, v), ValueError, "G >= 1"),
@@ -220,13 +243,15 @@ def test_forward_and_backward_see_the_same_noise(backend, hard):
     """With seed s, forward and gradients equal the run given noise=gumbel_noise(s) explicitly."""
     shape = SHAPES[3]
     q, k, v, _ = make_inputs(shape, torch.float32, mode=MODES[0], device=DEVICE)
-    noise = gumbel_noise((shape.batch, shape.heads, shape.groups, shape.tokens), seed=99, backend=backend,
-                         device=DEVICE)
+    noise = gumbel_noise(
+        (shape.batch, shape.heads, shape.groups, shape.tokens), seed=99, backend=backend, device=DEVICE
+    )
     results = []
     for kwargs in (dict(seed=99), dict(noise=noise)):
         leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-        out = assign_attention(*leaves, num_heads=shape.heads, hard=hard, gumbel=True, tau=0.7, backend=backend,
-                               **kwargs)
+        out = assign_attention(
+            *leaves, num_heads=shape.heads, hard=hard, gumbel=True, tau=0.7, backend=backend, **kwargs
+        )
         out.backward(torch.ones_like(out))
         results.append([out.detach()] + [t.grad for t in leaves])
     for seeded, given in zip(*results, strict=True):
@@ -284,8 +309,9 @@ def test_reference_sample_gumbel_passes_the_same_chi_square(seeded):
     draws = 4000
     probs = ((q @ k.transpose(1, 2)) * 8**-0.5).softmax(dim=1)[0].double()
     if seeded:
-        counts = _pick_frequencies("reference-direct", q, k, draws, noise=sample_gumbel((draws, 1, 4, 6),
-                                                                                         device=q.device, seed=17))
+        counts = _pick_frequencies(
+            "reference-direct", q, k, draws, noise=sample_gumbel((draws, 1, 4, 6), device=q.device, seed=17)
+        )
     else:
         torch.manual_seed(17)
         qq, kk = q.expand(draws, -1, -1).contiguous(), k.expand(draws, -1, -1).contiguous()

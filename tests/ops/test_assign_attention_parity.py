@@ -69,9 +69,9 @@ def assign(*args, backend: str, **kwargs):
 
 def reference64(q, k, v, noise, heads, mode, **extra):
     leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    out, hard, soft = assign_attention_reference(*leaves, num_heads=heads,
-                                                 noise=None if noise is None else noise.double(),
-                                                 **mode.kwargs(), **extra)
+    out, hard, soft = assign_attention_reference(
+        *leaves, num_heads=heads, noise=None if noise is None else noise.double(), **mode.kwargs(), **extra
+    )
     return leaves, out, hard, soft
 
 
@@ -131,8 +131,7 @@ def test_low_precision_computes_in_fp32_and_stores_in_input_dtype(backend, dtype
 def test_return_attn_maps_match_reference(backend, mode):
     shape = SHAPES[3]
     q, k, v, noise = make_inputs(shape, torch.float32, mode=mode, device=DEVICE)
-    out, maps = assign(q, k, v, num_heads=shape.heads, noise=noise, return_attn=True, backend=backend,
-                                 **mode.kwargs())
+    out, maps = assign(q, k, v, num_heads=shape.heads, noise=noise, return_attn=True, backend=backend, **mode.kwargs())
     _, ref_out, ref_hard, ref_soft = reference64(q, k, v, noise, shape.heads, mode)
     expected_shape = (shape.batch, shape.heads, shape.groups, shape.tokens)
     assert maps["hard"].shape == expected_shape and maps["soft"].shape == expected_shape
@@ -153,7 +152,7 @@ def test_strided_views_are_accepted(backend):
     q_big = torch.zeros(shape.batch, 2 * shape.groups, shape.channels, device=DEVICE)
     q_big[:, ::2] = q
     kv = torch.cat([k, v], dim=-1)
-    q_view, k_view, v_view = q_big[:, ::2], kv[..., :shape.channels], kv[..., shape.channels:]
+    q_view, k_view, v_view = q_big[:, ::2], kv[..., : shape.channels], kv[..., shape.channels :]
     assert not q_view.is_contiguous() and not k_view.is_contiguous()
     out = assign(q_view, k_view, v_view, num_heads=shape.heads, backend=backend)
     expected = assign(q, k, v, num_heads=shape.heads, backend=backend)

@@ -16,8 +16,19 @@ DEVICE = default_device()
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_grouping_block_compiles_fullgraph_forward_and_backward(backend, training):
     torch.manual_seed(0)
-    block = GroupingBlock(dim=32, out_dim=32, num_heads=2, num_group_token=8, num_output_group=4,
-                          norm_layer=nn.LayerNorm, assign_backend=backend).to(DEVICE).train(training)
+    block = (
+        GroupingBlock(
+            dim=32,
+            out_dim=32,
+            num_heads=2,
+            num_group_token=8,
+            num_output_group=4,
+            norm_layer=nn.LayerNorm,
+            assign_backend=backend,
+        )
+        .to(DEVICE)
+        .train(training)
+    )
     x = torch.randn(2, 20, 32, device=DEVICE, requires_grad=True)
     groups = torch.randn(2, 8, 32, device=DEVICE)
 

@@ -40,8 +40,23 @@ def ops():
     return native_ops()
 
 
-def forward_args(q, k, v, *, noise=None, seed=0, offset=0, num_heads=1, scale=None, hard=True, gumbel=False, tau=1.0,
-                 sum_assign=False, eps=1.0, return_attn=False):
+def forward_args(
+    q,
+    k,
+    v,
+    *,
+    noise=None,
+    seed=0,
+    offset=0,
+    num_heads=1,
+    scale=None,
+    hard=True,
+    gumbel=False,
+    tau=1.0,
+    sum_assign=False,
+    eps=1.0,
+    return_attn=False,
+):
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
     return (q, k, v, noise, seed, offset, num_heads, scale, hard, gumbel, tau, sum_assign, eps, return_attn)
 
@@ -60,19 +75,35 @@ BAD_FORWARD = [
     ("batch", lambda q, k, v: forward_args(q[:1], k, v), ValueError, r"k must have q's batch size"),
     ("channels", lambda q, k, v: forward_args(q[..., :4], k, v), ValueError, r"k must have q's channel count"),
     ("heads", lambda q, k, v: forward_args(q, k, v, num_heads=3), ValueError, r"num_heads = 3 must divide"),
-    ("heads zero", lambda q, k, v: forward_args(q, k, v, num_heads=0, scale=1.0), ValueError,
-     r"num_heads must be >= 1"),
+    (
+        "heads zero",
+        lambda q, k, v: forward_args(q, k, v, num_heads=0, scale=1.0),
+        ValueError,
+        r"num_heads must be >= 1",
+    ),
     ("tau", lambda q, k, v: forward_args(q, k, v, tau=0.0), ValueError, r"tau must be a finite number > 0"),
     ("tau nan", lambda q, k, v: forward_args(q, k, v, tau=float("nan")), ValueError, r"tau must be"),
     ("eps", lambda q, k, v: forward_args(q, k, v, eps=-1.0), ValueError, r"eps must be >= 0 when sum_assign"),
     ("scale", lambda q, k, v: forward_args(q, k, v, scale=float("inf")), ValueError, r"scale must be finite"),
     ("no tokens", lambda q, k, v: forward_args(q, k[:, :0], v[:, :0]), ValueError, r"k must hold at least one token"),
-    ("noise shape", lambda q, k, v: forward_args(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 4)), ValueError,
-     r"noise must have shape \[B, h, G, N\] = \[2, 1, 3, 5\]"),
-    ("noise dtype", lambda q, k, v: forward_args(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 5).double()),
-     TypeError, r"noise must be float32"),
-    ("noise without gumbel", lambda q, k, v: forward_args(q, k, v, noise=torch.zeros(2, 1, 3, 5)), ValueError,
-     r"noise is only used with gumbel=True"),
+    (
+        "noise shape",
+        lambda q, k, v: forward_args(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 4)),
+        ValueError,
+        r"noise must have shape \[B, h, G, N\] = \[2, 1, 3, 5\]",
+    ),
+    (
+        "noise dtype",
+        lambda q, k, v: forward_args(q, k, v, gumbel=True, noise=torch.zeros(2, 1, 3, 5).double()),
+        TypeError,
+        r"noise must be float32",
+    ),
+    (
+        "noise without gumbel",
+        lambda q, k, v: forward_args(q, k, v, noise=torch.zeros(2, 1, 3, 5)),
+        ValueError,
+        r"noise is only used with gumbel=True",
+    ),
 ]
 
 
@@ -159,12 +190,15 @@ def test_auto_picks_the_cpu_backend_for_cpu_tensors(monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,seed,offset", [
-    ((2, 3, 4, 37), 0, 0),
-    ((1, 1, 64, 196), 1234, 0),
-    ((3, 2, 5, 11), 2**62 - 17, 99),                 # both key words set
-    ((1, 1, 4, 50), 42, 2**32 - 100),                # counters cross the 2**32 boundary (high word)
-])
+@pytest.mark.parametrize(
+    "shape,seed,offset",
+    [
+        ((2, 3, 4, 37), 0, 0),
+        ((1, 1, 64, 196), 1234, 0),
+        ((3, 2, 5, 11), 2**62 - 17, 99),  # both key words set
+        ((1, 1, 4, 50), 42, 2**32 - 100),  # counters cross the 2**32 boundary (high word)
+    ],
+)
 def test_cpu_noise_equals_the_philox_oracle(shape, seed, offset):
     ours = gumbel_noise(shape, seed=seed, offset=offset, backend="cpu")
     expected = philox_gumbel_noise(shape, seed, offset)
@@ -191,8 +225,9 @@ def test_in_kernel_noise_of_the_forward_equals_the_noise_tensor():
 def _forward_backward(shape: Shape, mode, dtype=torch.float32, seed=5):
     q, k, v, _ = make_inputs(shape, dtype, mode=mode)
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-    out, maps = assign_attention(*leaves, num_heads=shape.heads, seed=seed, return_attn=True, backend="cpu",
-                                 **mode.kwargs())
+    out, maps = assign_attention(
+        *leaves, num_heads=shape.heads, seed=seed, return_attn=True, backend="cpu", **mode.kwargs()
+    )
     out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(dtype))
     return [out, maps["hard"], maps["soft"]] + [t.grad for t in leaves]
 
@@ -223,8 +258,9 @@ def test_chunked_tokens_match_the_float64_reference(shape, mode):
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
     out = assign_attention(*leaves, num_heads=shape.heads, noise=noise, backend="cpu", **mode.kwargs())
     ref_leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
-    ref, _, _ = assign_attention_reference(*ref_leaves, num_heads=shape.heads,
-                                           noise=None if noise is None else noise.double(), **mode.kwargs())
+    ref, _, _ = assign_attention_reference(
+        *ref_leaves, num_heads=shape.heads, noise=None if noise is None else noise.double(), **mode.kwargs()
+    )
     assert relative_error(out, ref) <= FORWARD_TOL[torch.float32]
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -252,8 +288,15 @@ json.dump(results, sys.stdout)
 
 def _run_isa(isa: str) -> dict:
     env = dict(os.environ, GROUPVIT_FAST_CPU_ISA=isa)
-    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], check=False, capture_output=True, text=True, env=env,
-                          timeout=300, cwd=os.path.dirname(__file__))
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(__file__),
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -334,8 +377,9 @@ def test_expanded_and_transposed_inputs(dtype):
     v = torch.randn(3, 16, 7, generator=gen).to(dtype).transpose(1, 2)  # channel stride != 1
     for hard in (True, False):
         out = assign_attention(q, k, v, num_heads=2, hard=hard, backend="cpu")
-        expected = assign_attention(q.contiguous(), k.contiguous(), v.contiguous(), num_heads=2, hard=hard,
-                                    backend="cpu")
+        expected = assign_attention(
+            q.contiguous(), k.contiguous(), v.contiguous(), num_heads=2, hard=hard, backend="cpu"
+        )
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
         ref, _ = dense64(q, k, v, num_heads=2, hard=hard)
         assert relative_error(out, ref) <= FORWARD_TOL[dtype]

@@ -34,8 +34,14 @@ def _leaves(tensors, device):
 
 def _forward_backward(backend, device, q, k, v, noise, shape, mode):
     leaves = _leaves((q, k, v), device)
-    out, maps = assign_attention(*leaves, num_heads=shape.heads, noise=None if noise is None else noise.to(device),
-                                 return_attn=True, backend=backend, **mode.kwargs())
+    out, maps = assign_attention(
+        *leaves,
+        num_heads=shape.heads,
+        noise=None if noise is None else noise.to(device),
+        return_attn=True,
+        backend=backend,
+        **mode.kwargs(),
+    )
     # a random upstream gradient: with ones, dq and dk are pure cancellation (sum_g S dA = 0 up to
     # round-off) and their relative error means nothing (the swapped-device run showed it)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device, out.dtype)

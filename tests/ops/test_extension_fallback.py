@@ -33,8 +33,15 @@ json.dump({"usage": backend_usage(), "reason": _extension.unavailable_reason(),
 def test_disabled_extension_falls_back_to_reference_in_a_fresh_process():
     env = dict(os.environ, GROUPVIT_FAST_DISABLE_EXTENSION="1")
     env.pop("GROUPVIT_FAST_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], check=False, capture_output=True, text=True, env=env,
-                          timeout=300, cwd=os.path.dirname(__file__))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(__file__),
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["usage"] == {"reference": 1}

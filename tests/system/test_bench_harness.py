@@ -22,8 +22,10 @@ from groupvit_fast.bench import cases
 from groupvit_fast.ops import AssignShape
 
 # two stage-0 sizes (so the plot has a line), the train mode (saved bytes), the tiny model
-SELECTION = (r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
-             r"|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$")
+SELECTION = (
+    r"op/stage0-(224|448)/eval/fp32/|op/stage0-224/train/fp32/"
+    r"|model/groupvit-tiny/eval/b2/fp32/(reference|ours)$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,7 @@ def test_json_fields(report_dir):
     measured = {(r["shape"], r["mode"], r["impl"]) for r in ops}
     skipped = {(s["case"], s["impl"]) for s in report["skipped"]}
     # every selected item is either measured or listed with its reason
-    assert len(ops) + len(report["model"]) + len(skipped) == len(
-        list(cases.TIERS["smoke"].items(SELECTION)))
+    assert len(ops) + len(report["model"]) + len(skipped) == len(list(cases.TIERS["smoke"].items(SELECTION)))
     assert ("stage0-224", "train", "reference") in measured and ("stage0-448", "eval", "reference") in measured
     for r in ops:
         assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["reps"] >= 2
@@ -68,7 +69,8 @@ def test_json_fields(report_dir):
         assert "speedup_vs_compiled" in r
         # CPU: the compute floor, the fused formulation's matmul FLOPs at the matmul rate of this run
         assert r["floor_kind"] == "compute" and r["fused_flops"] == cases.fused_flops(
-            cases.SHAPES[r["shape"]].with_batch(r["B"]), cases.MODES[r["mode"]])
+            cases.SHAPES[r["shape"]].with_batch(r["B"]), cases.MODES[r["mode"]]
+        )
         assert r["floor_ms"] == pytest.approx(r["fused_flops"] / (meta["matmul_gflops"] * 1e6))
         assert r["roofline_fraction"] == pytest.approx(r["floor_ms"] / r["median_ms"])
     train_ref = next(r for r in ops if r["mode"] == "train" and r["impl"] == "reference")
@@ -82,8 +84,19 @@ def test_json_fields(report_dir):
 
 def test_markdown_and_render(report_dir, tmp_path):
     md = next(report_dir.glob("*.md")).read_text()
-    for text in ("torch", "triton", "CUDA", "driver", "git commit", "median ms", "vs compiled", "images/s",
-                 "% floor", "GFLOP/s", "Speed-up ceilings"):
+    for text in (
+        "torch",
+        "triton",
+        "CUDA",
+        "driver",
+        "git commit",
+        "median ms",
+        "vs compiled",
+        "images/s",
+        "% floor",
+        "GFLOP/s",
+        "Speed-up ceilings",
+    ):
         assert text in md
     # --render rewrites the markdown and the plot from the JSON alone
     json_path = next(report_dir.glob("*.json"))
@@ -101,19 +114,23 @@ def test_measure_interleaved_alternates_and_isolates_failures():
     def broken():
         raise RuntimeError("no kernel for this shape")
 
-    result = bench.measure_interleaved({"a": make("a"), "b": make("b"), "bad": broken}, "cpu", budget_s=0.0,
-                                       min_reps=4, max_reps=4, warmup_s=0.0)
+    result = bench.measure_interleaved(
+        {"a": make("a"), "b": make("b"), "bad": broken}, "cpu", budget_s=0.0, min_reps=4, max_reps=4, warmup_s=0.0
+    )
     assert isinstance(result["bad"], RuntimeError)
     assert result["a"]["reps"] == result["b"]["reps"] == 4
     timed = calls[4:]  # after two warm-up calls each
     assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]  # alternating, order rotated every round
 
 
-@pytest.mark.parametrize("mode, bgnc_total", [
-    ("eval", 2),    # hard: z = q k^T only; merging is a segmented sum of v
-    ("soft", 4),    # + R v
-    ("train", 10),  # hard forward (2) + backward: z again, dR = dO v^T, dq, dk (dv is a gather)
-])
+@pytest.mark.parametrize(
+    "mode, bgnc_total",
+    [
+        ("eval", 2),  # hard: z = q k^T only; merging is a segmented sum of v
+        ("soft", 4),  # + R v
+        ("train", 10),  # hard forward (2) + backward: z again, dR = dO v^T, dq, dk (dv is a gather)
+    ],
+)
 def test_fused_flops_by_hand(mode, bgnc_total):
     shape = cases.SHAPES["stage0-224"].with_batch(3)
     bgnc = 3 * 64 * 196 * 384
@@ -128,20 +145,34 @@ def test_the_distribution_carries_the_cases(tmp_path):
     an empty folder with only that copy in front of the path it lists the CPU quick tier."""
     lib = tmp_path / "lib"
     env = {**os.environ, "GROUPVIT_FAST_SKIP_EXTENSION": "1"}  # no compile: the cases are Python
-    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=REPO_ROOT, env=env,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     shipped = {p.name for p in (lib / "groupvit_fast" / "bench" / "cases").glob("*.py")}
     assert {"__init__.py", "family.py", "runner.py", "tiers.py"} | {f"{m}.py" for m in cases.FAMILY_MODULES} <= shipped
     assert not (lib / "benchmarks").exists()
 
     # what `python -m groupvit_fast.bench` does, after printing where the package came from
-    main = ("import runpy, sys, groupvit_fast.bench.cases as c; print(c.__file__, flush=True); "
-            "runpy.run_module('groupvit_fast.bench', run_name='__main__', alter_sys=True)")
+    main = (
+        "import runpy, sys, groupvit_fast.bench.cases as c; print(c.__file__, flush=True); "
+        "runpy.run_module('groupvit_fast.bench', run_name='__main__', alter_sys=True)"
+    )
     env = {**os.environ, "PYTHONPATH": str(lib)}
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = subprocess.run([sys.executable, "-c", main, "--quick", "--device", "cpu", "--list"], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", main, "--quick", "--device", "cpu", "--list"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     where, *listed = proc.stdout.splitlines()
     assert where == str(lib / "groupvit_fast" / "bench" / "cases" / "__init__.py")
@@ -157,11 +188,14 @@ def test_the_cases_use_the_ops_shape_type():
     assert cases.SHAPES["multihead"].dims() == "B=128 G=64 N=196 C=384 h=6"
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ((2, 3, 7, 8, 3), "channels=8 is not a multiple of heads=3"),
-    ((0, 3, 7, 8, 1), "batch must be a positive int, got 0"),
-    ((2, 3, 7.0, 8, 1), "tokens must be a positive int, got 7.0"),
-])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((2, 3, 7, 8, 3), "channels=8 is not a multiple of heads=3"),
+        ((0, 3, 7, 8, 1), "batch must be a positive int, got 0"),
+        ((2, 3, 7.0, 8, 1), "tokens must be a positive int, got 7.0"),
+    ],
+)
 def test_assign_shape_rejects_bad_sizes(sizes, message):
     with pytest.raises(ValueError, match=message):
         AssignShape(*sizes)
@@ -196,8 +230,20 @@ def test_only_selects_whole_families(tier):
 def pipeline_report(tmp_path_factory):
     """The smoke tier's train and eval families, selected with --only, one timed call each."""
     out = tmp_path_factory.mktemp("bench-pipelines")
-    argv = ["--smoke", "--device", "cpu", "--only", "train", "--only", "eval", "--filter", "step|cls", "--out",
-            str(out), "--no-progress"]
+    argv = [
+        "--smoke",
+        "--device",
+        "cpu",
+        "--only",
+        "train",
+        "--only",
+        "eval",
+        "--filter",
+        "step|cls",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert bench.main(argv) == 0
     return out
 
@@ -211,7 +257,8 @@ def test_only_selects_families_and_names_the_report(pipeline_report):
     assert report["meta"]["only"] == ["train", "eval"] and "op" not in report and "model" not in report
     assert not report["skipped"]
     assert {(r["case"], r["impl"]) for r in report["train"] + report["eval"]} == {
-        (case.id, impl) for case, impl in cases.TIERS["smoke"].items("step|cls", only=("train", "eval"))}
+        (case.id, impl) for case, impl in cases.TIERS["smoke"].items("step|cls", only=("train", "eval"))
+    }
 
 
 def test_train_and_eval_records(pipeline_report):
@@ -219,18 +266,28 @@ def test_train_and_eval_records(pipeline_report):
     steps = {r["impl"]: r for r in report["train"]}
     assert set(steps) == {"reference", "ours"}
     for r in steps.values():
-        assert r["kind"] == "train" and r["task"] == "step" and r["images_per_s"] == pytest.approx(
-            r["batch"] / r["median_ms"] * 1e3)
+        assert (
+            r["kind"] == "train"
+            and r["task"] == "step"
+            and r["images_per_s"] == pytest.approx(r["batch"] / r["median_ms"] * 1e3)
+        )
         assert r["recipe_hours"] == pytest.approx(r["recipe_steps"] * r["median_ms"] / 3.6e6)
         assert r["saved_bytes"] >= r["saved_extra_bytes"] > 0  # the step's forward keeps activations
     assert steps["reference"]["backend"] == "reference" and steps["ours"]["backend"] != "reference"
-    assert steps["ours"]["speedup_vs_reference"] == pytest.approx(steps["reference"]["median_ms"]
-                                                                 / steps["ours"]["median_ms"])
+    assert steps["ours"]["speedup_vs_reference"] == pytest.approx(
+        steps["reference"]["median_ms"] / steps["ours"]["median_ms"]
+    )
     cls = {r["impl"]: r for r in report["eval"]}
     assert cls["reference"]["rel_error"] == 0.0 and cls["ours"]["rel_error"] < 1e-4  # fp32 logits, same weights
     md = next(pipeline_report.glob("*.md")).read_text()
-    for text in ("## Training pipeline", "## Evaluation pipelines", "Projection (ours)", "families train, eval",
-                 "torch threads of", "load average at start / end"):
+    for text in (
+        "## Training pipeline",
+        "## Evaluation pipelines",
+        "Projection (ours)",
+        "families train, eval",
+        "torch threads of",
+        "load average at start / end",
+    ):
         assert text in md
     assert "## Assignment attention op" not in md
 
@@ -246,8 +303,9 @@ def test_threads_below_one_is_refused(capsys):
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
-COMMITTED = sorted(p for p in (REPO_ROOT / "benchmarks" / "results").rglob("*.json")
-                   if "schema_version" in json.loads(p.read_text()))
+COMMITTED = sorted(
+    p for p in (REPO_ROOT / "benchmarks" / "results").rglob("*.json") if "schema_version" in json.loads(p.read_text())
+)
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(REPO_ROOT)) for p in COMMITTED])

@@ -16,8 +16,9 @@ from groupvit_fast.checkpoint import load_checkpoint, save_checkpoint, save_safe
 from groupvit_fast.cli import main
 from groupvit_small import small_config
 
-needs_open_clip = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None,
-                                     reason="segmentation prompts need open_clip_torch's tokenizer")
+needs_open_clip = pytest.mark.skipif(
+    importlib.util.find_spec("open_clip") is None, reason="segmentation prompts need open_clip_torch's tokenizer"
+)
 
 # a small model that takes real CLIP token ids (vocabulary 49408)
 CLI_CONFIG = small_config(text_encoder={"vocab_size": 49408, "context_length": 77, "layers": 1})
@@ -56,8 +57,21 @@ def test_segment_image_outputs_and_miou(tmp_path, checkpoint, capsys):
 
     _png(tmp_path / "img.png", 40, 60, seed=0)
     out = tmp_path / "out"
-    rc = main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--checkpoint", str(checkpoint),
-               "--out", str(out), "--quiet", "--device", "cpu"])
+    rc = main(
+        [
+            "segment",
+            str(tmp_path / "img.png"),
+            "--classes",
+            "voc",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     label = np.array(Image.open(out / "img_label.png"))
     assert Image.open(out / "img_label.png").mode == "P" and label.shape == (40, 60)
@@ -70,8 +84,23 @@ def test_segment_image_outputs_and_miou(tmp_path, checkpoint, capsys):
     expected = GroupViTSegmenter(model, "voc").predict([load_image(str(tmp_path / "img.png"))])[0]
     assert np.array_equal(label, expected.numpy())
     # its own label map as ground truth: mIoU 1
-    rc = main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--checkpoint", str(checkpoint),
-               "--out", str(tmp_path / "out2"), "--gt", str(out / "img_label.png"), "--quiet", "--device", "cpu"])
+    rc = main(
+        [
+            "segment",
+            str(tmp_path / "img.png"),
+            "--classes",
+            "voc",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "out2"),
+            "--gt",
+            str(out / "img_label.png"),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
     assert summary["miou"] == 1.0 and summary["pixel_accuracy"] == 1.0
@@ -88,8 +117,24 @@ def test_segment_assign_hard(tmp_path, checkpoint, capsys):
     labels = {}
     for assign in ("soft", "hard"):
         out = tmp_path / assign
-        rc = main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--checkpoint", str(checkpoint),
-                   "--out", str(out), "--quiet", "--device", "cpu", "--no-overlay", "--assign", assign])
+        rc = main(
+            [
+                "segment",
+                str(tmp_path / "img.png"),
+                "--classes",
+                "voc",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(out),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--no-overlay",
+                "--assign",
+                assign,
+            ]
+        )
         assert rc == 0
         assert json.loads((out / "summary.json").read_text())["assignment"] == assign
         labels[assign] = np.array(Image.open(out / "img_label.png"))
@@ -110,8 +155,26 @@ def test_segment_folder_stops_at_unreadable_image_and_keeps_results(tmp_path, ch
     _png(folder / "b.png", 50, 30, seed=2)
     (folder / "c.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    rc = main(["segment", str(folder), "--classes", "cat", "dog", "grass", "--checkpoint", str(checkpoint),
-               "--out", str(out), "--batch-size", "1", "--quiet", "--no-overlay", "--device", "cpu"])
+    rc = main(
+        [
+            "segment",
+            str(folder),
+            "--classes",
+            "cat",
+            "dog",
+            "grass",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--batch-size",
+            "1",
+            "--quiet",
+            "--no-overlay",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 1
     _one_error_line(capsys, "c.jpg", "cannot read image")
     for stem in ("a", "b"):  # written before the failure, and kept
@@ -120,10 +183,13 @@ def test_segment_folder_stops_at_unreadable_image_and_keeps_results(tmp_path, ch
     assert not list(out.glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--classes", "vco"], ["unknown class preset 'vco'"]),
-    (["--classes", "cat", "cat"], ["duplicate class names: cat"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["--classes", "vco"], ["unknown class preset 'vco'"]),
+        (["--classes", "cat", "cat"], ["duplicate class names: cat"]),
+    ],
+)
 def test_segment_rejects_unknown_classes_before_any_work(tmp_path, capsys, argv, needles):
     _png(tmp_path / "img.png", 20, 20, seed=0)
     out = tmp_path / "out"
@@ -136,8 +202,23 @@ def test_segment_bad_paths(tmp_path, checkpoint, capsys):
     assert main(["segment", str(tmp_path / "nothere.png"), "--classes", "voc"]) == 1
     _one_error_line(capsys, "nothere.png", "no such file")
     _png(tmp_path / "img.png", 20, 20, seed=0)
-    assert main(["segment", str(tmp_path / "img.png"), "--classes", "voc", "--checkpoint",
-                 str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "img.png"),
+                "--classes",
+                "voc",
+                "--checkpoint",
+                str(tmp_path / "missing.pth"),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     _one_error_line(capsys, "missing.pth", "no such file")
     (tmp_path / "empty").mkdir()
     assert main(["segment", str(tmp_path / "empty"), "--classes", "voc"]) == 1
@@ -149,8 +230,21 @@ def test_segment_without_checkpoint_warns_loudly(tmp_path, capsys):
     _png(tmp_path / "img.png", 20, 30, seed=0)
     cfg = tmp_path / "small.json"
     cfg.write_text(json.dumps(CLI_CONFIG))
-    rc = main(["segment", str(tmp_path / "img.png"), "--classes", "sky,road", "--config", str(cfg),
-               "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    rc = main(
+        [
+            "segment",
+            str(tmp_path / "img.png"),
+            "--classes",
+            "sky,road",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     assert "RANDOM weights" in err and "WARNING" in err
@@ -199,8 +293,13 @@ def test_info_and_bench_are_dispatched(monkeypatch, capsys):
 
 
 def test_python_m_exit_status(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "groupvit_fast", "convert", str(tmp_path / "none.pth"),
-                           str(tmp_path / "o.pth")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "groupvit_fast", "convert", str(tmp_path / "none.pth"), str(tmp_path / "o.pth")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"groupvit-fast: error: {tmp_path / 'none.pth'}: no such file"]
 

@@ -19,11 +19,9 @@ REPO = REPO_ROOT
 THIS_FILE = Path(__file__).resolve()
 
 #: Files that can hold citations: source, build and documentation text.
-SUFFIXES = {".py", ".md", ".sh", ".h", ".hpp", ".cpp", ".cu", ".cuh", ".txt", ".toml", ".cfg", ".ini", ".yml",
-            ".yaml"}
+SUFFIXES = {".py", ".md", ".sh", ".h", ".hpp", ".cpp", ".cu", ".cuh", ".txt", ".toml", ".cfg", ".ini", ".yml", ".yaml"}
 #: Not scanned: tool and build output, environments, and recorded benchmark results (run records).
-SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache",
-             "node_modules"}
+SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
 SKIP_PATHS = {REPO / "benchmarks" / "results"}
 
 # A page path, then (optionally after a closing backtick) a comma or a space / opening parenthesis,
@@ -71,29 +69,42 @@ TEXTS = {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8", err
 
 # ---- the extractor itself, on hand-written lines (so the checks below cannot pass vacuously) ----
 
-@pytest.mark.parametrize("line, pages, sections", [
-    ('"""Reference path (docs/assign_op.md, "Math").', ["assign_op.md"], [("assign_op.md", "Math")]),
-    ('executable form of docs/assign_op.md ("Math" and "Backward"): the', ["assign_op.md"],
-     [("assign_op.md", "Math"), ("assign_op.md", "Backward")]),
-    ('"""docs/assign_op.md "Math", one scalar at a time."""', ["assign_op.md"], [("assign_op.md", "Math")]),
-    ('see `docs/assign_op.md`, "Noise: what is guaranteed"', ["assign_op.md"],
-     [("assign_op.md", "Noise: what is guaranteed")]),
-    ("[`docs/benchmarks.md`](../docs/benchmarks.md): shapes", ["benchmarks.md", "benchmarks.md"], []),
-    ('the model (docs/groupvit.md, "Data flow", step 3).', ["groupvit.md"], [("groupvit.md", "Data flow")]),
-    ('paths = ("docs/a.md", "docs/b.md")', ["a.md", "b.md"], []),
-    ("mydocs/x.md and docs.md are not pages", [], []),
-])
+
+@pytest.mark.parametrize(
+    "line, pages, sections",
+    [
+        ('"""Reference path (docs/assign_op.md, "Math").', ["assign_op.md"], [("assign_op.md", "Math")]),
+        (
+            'executable form of docs/assign_op.md ("Math" and "Backward"): the',
+            ["assign_op.md"],
+            [("assign_op.md", "Math"), ("assign_op.md", "Backward")],
+        ),
+        ('"""docs/assign_op.md "Math", one scalar at a time."""', ["assign_op.md"], [("assign_op.md", "Math")]),
+        (
+            'see `docs/assign_op.md`, "Noise: what is guaranteed"',
+            ["assign_op.md"],
+            [("assign_op.md", "Noise: what is guaranteed")],
+        ),
+        ("[`docs/benchmarks.md`](../docs/benchmarks.md): shapes", ["benchmarks.md", "benchmarks.md"], []),
+        ('the model (docs/groupvit.md, "Data flow", step 3).', ["groupvit.md"], [("groupvit.md", "Data flow")]),
+        ('paths = ("docs/a.md", "docs/b.md")', ["a.md", "b.md"], []),
+        ("mydocs/x.md and docs.md are not pages", [], []),
+    ],
+)
 def test_extractor_finds_pages_and_sections(line, pages, sections):
     assert cited_pages(line) == pages
     assert cited_sections(line) == sections
 
 
-@pytest.mark.parametrize("line, cites", [
-    ("The contract is `spec/assign_op.md`.", True),
-    ("written from /work/shared/spec/groupvit.md", True),
-    ('the backward (spec "Backward"), recomputing z', True),
-    ("inspect/ the values; the spec's shapes; a specification", False),
-])
+@pytest.mark.parametrize(
+    "line, cites",
+    [
+        ("The contract is `spec/assign_op.md`.", True),
+        ("written from /work/shared/spec/groupvit.md", True),
+        ('the backward (spec "Backward"), recomputing z', True),
+        ("inspect/ the values; the spec's shapes; a specification", False),
+    ],
+)
 def test_private_spec_pattern(line, cites):
     assert bool(_PRIVATE_SPEC.search(line)) is cites
 
@@ -105,6 +116,7 @@ def test_headings_are_read_from_markdown():
 
 # ---- the repository ---------------------------------------------------------------------------
 
+
 def test_the_scan_sees_the_code_and_the_docs():
     scanned = set(TEXTS)
     assert {"groupvit_fast/ops/assign_attention.py", "docs/assign_op.md", "groupvit_fast/bench/cases/op.py"} <= scanned
@@ -113,8 +125,14 @@ def test_the_scan_sees_the_code_and_the_docs():
 
 
 def test_every_cited_docs_page_exists():
-    missing = sorted({f"{name}: docs/{page}" for name, text in TEXTS.items() for page in cited_pages(text)
-                      if not (REPO / "docs" / page).is_file()})
+    missing = sorted(
+        {
+            f"{name}: docs/{page}"
+            for name, text in TEXTS.items()
+            for page in cited_pages(text)
+            if not (REPO / "docs" / page).is_file()
+        }
+    )
     assert not missing, "cited docs pages that do not exist:\n" + "\n".join(missing)
 
 
@@ -129,6 +147,9 @@ def test_every_cited_section_is_a_heading_of_its_page():
 
 
 def test_nothing_cites_the_private_spec_folder():
-    hits = [f"{name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
-            for name, text in TEXTS.items() for m in _PRIVATE_SPEC.finditer(text)]
+    hits = [
+        f"{name}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for name, text in TEXTS.items()
+        for m in _PRIVATE_SPEC.finditer(text)
+    ]
     assert not hits, "cite docs/<page>.md instead of:\n" + "\n".join(hits)

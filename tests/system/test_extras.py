@@ -22,13 +22,16 @@ def _requires_dist() -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("text", ["open-clip-torch", "ftfy", "regex"]),
-    ("train", ["webdataset", "timm", "nltk", "open-clip-torch", "ftfy", "regex"]),  # text comes with train
-    ("eval", ["timm", "open-clip-torch", "ftfy", "regex"]),
-    ("hf", ["transformers"]),
-    ("nonexistent", []),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("text", ["open-clip-torch", "ftfy", "regex"]),
+        ("train", ["webdataset", "timm", "nltk", "open-clip-torch", "ftfy", "regex"]),  # text comes with train
+        ("eval", ["timm", "open-clip-torch", "ftfy", "regex"]),
+        ("hf", ["transformers"]),
+        ("nonexistent", []),
+    ],
+)
 def test_an_extra_expands_to_its_distributions_with_nested_extras(extra, expected):
     assert _extras.extra_requirements(extra, _requires_dist()) == expected
 
@@ -38,13 +41,25 @@ def test_the_installed_metadata_is_pyproject_toml():
     installed = importlib.metadata.requires("groupvit_fast")
     for extra in EXTRAS:
         assert sorted(_extras.extra_requirements(extra, installed)) == sorted(
-            _extras.extra_requirements(extra, _requires_dist()))
+            _extras.extra_requirements(extra, _requires_dist())
+        )
 
 
 def test_the_test_extra_covers_everything_the_suite_imports():
     needed = set(_extras.extra_requirements("test", _requires_dist()))
-    assert {"pytest", "scipy", "transformers", "webdataset", "timm", "nltk", "open-clip-torch", "triton",
-            "pytest-benchmark", "matplotlib", "ninja"} <= needed
+    assert {
+        "pytest",
+        "scipy",
+        "transformers",
+        "webdataset",
+        "timm",
+        "nltk",
+        "open-clip-torch",
+        "triton",
+        "pytest-benchmark",
+        "matplotlib",
+        "ninja",
+    } <= needed
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch):
@@ -61,12 +76,15 @@ def test_the_test_extra_is_installed_where_the_suite_runs():
     _extras.require_extra("the test suite", "test")
 
 
-@pytest.mark.parametrize("argv, code, out", [
-    (["dev", "--beyond", "test"], 0, "ruff\nmypy\npre-commit\n"),   # what CI installs for tools/lint.sh
-    (["hf"], 0, "transformers\n"),
-    (["nope"], 1, ""),
-    (["dev", "--without", "test"], 2, ""),
-])
+@pytest.mark.parametrize(
+    "argv, code, out",
+    [
+        (["dev", "--beyond", "test"], 0, "ruff\nmypy\npre-commit\n"),  # what CI installs for tools/lint.sh
+        (["hf"], 0, "transformers\n"),
+        (["nope"], 1, ""),
+        (["dev", "--without", "test"], 2, ""),
+    ],
+)
 def test_the_extras_command_lists_an_extras_distributions(argv, code, out, capsys):
     assert _extras._main(argv) == code
     captured = capsys.readouterr()

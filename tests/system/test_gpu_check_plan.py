@@ -27,9 +27,18 @@ from paths import REPO_ROOT
 SCRIPT = "benchmarks/gpu_check.sh"
 STAGES = ("build", "test", "memcheck", "racecheck", "bench")
 #: what `plan` checks in the checkout: a copy of these is a checkout as far as the plan can tell
-PLAN_FILES = ("benchmarks/gpu_check.sh", "benchmarks/fill_wheelhouse.sh", "benchmarks/wheelhouse.py",
-              "benchmarks/sanitizer_cases.py", "setup.py", "pytest.ini", "groupvit_fast/bench/__main__.py",
-              "groupvit_fast/info.py", "tests/conftest.py", "tests/helpers/requirements.py")
+PLAN_FILES = (
+    "benchmarks/gpu_check.sh",
+    "benchmarks/fill_wheelhouse.sh",
+    "benchmarks/wheelhouse.py",
+    "benchmarks/sanitizer_cases.py",
+    "setup.py",
+    "pytest.ini",
+    "groupvit_fast/bench/__main__.py",
+    "groupvit_fast/info.py",
+    "tests/conftest.py",
+    "tests/helpers/requirements.py",
+)
 
 
 def _wheelhouse_module():
@@ -51,8 +60,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _run(*args: str, root: Path = REPO_ROOT, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(root / SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                          env=_clean_env(**env))
+    return subprocess.run(
+        ["bash", str(root / SCRIPT), *args], capture_output=True, text=True, timeout=120, env=_clean_env(**env)
+    )
 
 
 def _write_wheel(folder: Path, filename: str) -> None:
@@ -98,8 +108,14 @@ def test_plan_lists_what_the_bench_stage_measures():
     """The bench stage's line is followed by its cases per family, as the harness lists them (no GPU needed)."""
     result = _run("plan")
     (line,) = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("measures: ")]
-    listed = subprocess.run([sys.executable, "-m", "groupvit_fast.bench", "--device", "cuda", "--quick", "--list"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, "-m", "groupvit_fast.bench", "--device", "cuda", "--quick", "--list"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
     counts = collections.Counter(item.split("/")[0] for item in listed)
     assert set(counts) == set(cases.families())  # the quick GPU tier has every family
     assert line.startswith("measures: " + ", ".join(f"{name} {n}" for name, n in counts.items()) + " ")
@@ -115,15 +131,25 @@ def test_the_planned_total_counts_every_cap_and_fits_the_budget(with_wheelhouse,
     assert caps < total <= budget
 
 
-@pytest.mark.parametrize("env, reason", [
-    ({"GPU_CHECK_BUDGET_S": "400"}, "exceed GPU_CHECK_BUDGET_S=400"),
-    ({"GPU_CHECK_CAP_TEST": "400"}, "exceed GPU_CHECK_BUDGET_S=540"),
-    ({"GPU_CHECK_BUDGET_S": "600"}, "more than 540 s"),
-    ({"GROUPVIT_FAST_TEST_TIMEOUT": "210"}, "below the test stage's cap"),
-    ({"GPU_CHECK_REQUIRE": "cpu,tritn"}, "unknown name(s) tritn"),
-    ({"PYTHON": "/nonexistent/python3"}, "PYTHON=/nonexistent/python3: not found"),
-], ids=["budget-too-small", "cap-too-large", "budget-past-the-device-limit", "test-timeout-vs-cap",
-        "required-name-typo", "no-python"])
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"GPU_CHECK_BUDGET_S": "400"}, "exceed GPU_CHECK_BUDGET_S=400"),
+        ({"GPU_CHECK_CAP_TEST": "400"}, "exceed GPU_CHECK_BUDGET_S=540"),
+        ({"GPU_CHECK_BUDGET_S": "600"}, "more than 540 s"),
+        ({"GROUPVIT_FAST_TEST_TIMEOUT": "210"}, "below the test stage's cap"),
+        ({"GPU_CHECK_REQUIRE": "cpu,tritn"}, "unknown name(s) tritn"),
+        ({"PYTHON": "/nonexistent/python3"}, "PYTHON=/nonexistent/python3: not found"),
+    ],
+    ids=[
+        "budget-too-small",
+        "cap-too-large",
+        "budget-past-the-device-limit",
+        "test-timeout-vs-cap",
+        "required-name-typo",
+        "no-python",
+    ],
+)
 def test_plan_fails_with_one_line_per_problem(env, reason):
     result = _run("plan", **env)
     assert result.returncode == 1
@@ -131,15 +157,25 @@ def test_plan_fails_with_one_line_per_problem(env, reason):
     assert len(lines) == 1 and reason in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("break_it, reason", [
-    (lambda d: (d / "ftfy-6.3.1-py3-none-any.whl").unlink(), "no wheel of ftfy==6.3.1"),
-    (lambda d: _write_wheel(d, "ftfy-6.3.0-py3-none-any.whl"), "2 wheels of ftfy"),
-    (lambda d: (d / "nltk-3.9.2-py3-none-any.whl").rename(d / "nltk-3.9.2-cp311-cp311-manylinux_2_17_x86_64.whl"),
-     "not for CPython 3.12"),
-    (lambda d: (d / "nltk-3.9.2-py3-none-any.whl").rename(d / "nltk-3.9.2-py3-none-win_amd64.whl"),
-     "not x86-64 manylinux or any"),
-    (lambda d: (d / "braceexpand-0.1.7-py3-none-any.whl").write_bytes(b"<html>"), "not a zip archive"),
-], ids=["wheel-missing", "two-versions", "wrong-python", "wrong-platform", "truncated"])
+@pytest.mark.parametrize(
+    "break_it, reason",
+    [
+        (lambda d: (d / "ftfy-6.3.1-py3-none-any.whl").unlink(), "no wheel of ftfy==6.3.1"),
+        (lambda d: _write_wheel(d, "ftfy-6.3.0-py3-none-any.whl"), "2 wheels of ftfy"),
+        (
+            lambda d: (d / "nltk-3.9.2-py3-none-any.whl").rename(
+                d / "nltk-3.9.2-cp311-cp311-manylinux_2_17_x86_64.whl"
+            ),
+            "not for CPython 3.12",
+        ),
+        (
+            lambda d: (d / "nltk-3.9.2-py3-none-any.whl").rename(d / "nltk-3.9.2-py3-none-win_amd64.whl"),
+            "not x86-64 manylinux or any",
+        ),
+        (lambda d: (d / "braceexpand-0.1.7-py3-none-any.whl").write_bytes(b"<html>"), "not a zip archive"),
+    ],
+    ids=["wheel-missing", "two-versions", "wrong-python", "wrong-platform", "truncated"],
+)
 def test_plan_fails_on_a_wheelhouse_that_would_not_install(dummy_wheelhouse, break_it, reason):
     break_it(dummy_wheelhouse)
     result = _run("--wheelhouse", str(dummy_wheelhouse), "plan")
@@ -156,12 +192,16 @@ def checkout_copy(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("path, damage, reason", [
-    ("benchmarks/sanitizer_cases.py", None, "benchmarks/sanitizer_cases.py: missing"),
-    ("groupvit_fast/bench/__main__.py", "def broken(:\n", "groupvit_fast/bench/__main__.py: does not parse"),
-    ("benchmarks/fill_wheelhouse.sh", "if then fi\n", "benchmarks/fill_wheelhouse.sh: bash syntax error"),
-    ("pytest.ini", "[pytest]\n", "no 'gpu' marker"),
-], ids=["script-missing", "module-syntax-error", "bash-syntax-error", "gpu-marker-unregistered"])
+@pytest.mark.parametrize(
+    "path, damage, reason",
+    [
+        ("benchmarks/sanitizer_cases.py", None, "benchmarks/sanitizer_cases.py: missing"),
+        ("groupvit_fast/bench/__main__.py", "def broken(:\n", "groupvit_fast/bench/__main__.py: does not parse"),
+        ("benchmarks/fill_wheelhouse.sh", "if then fi\n", "benchmarks/fill_wheelhouse.sh: bash syntax error"),
+        ("pytest.ini", "[pytest]\n", "no 'gpu' marker"),
+    ],
+    ids=["script-missing", "module-syntax-error", "bash-syntax-error", "gpu-marker-unregistered"],
+)
 def test_plan_fails_on_a_missing_or_broken_stage_file(checkout_copy, path, damage, reason):
     assert _run("plan", root=checkout_copy).returncode == 0  # the copy itself is complete
     target = checkout_copy / path
@@ -171,16 +211,19 @@ def test_plan_fails_on_a_missing_or_broken_stage_file(checkout_copy, path, damag
     assert reason in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("filename, problem", [
-    ("ftfy-6.3.1-py3-none-any.whl", None),
-    ("braceexpand-0.1.7-py2.py3-none-any.whl", None),
-    ("regex-2025.1.1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", None),
-    ("cryptography-44.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", None),
-    ("regex-2025.1.1-cp311-cp311-manylinux_2_17_x86_64.whl", "python tag"),
-    ("regex-2025.1.1-cp312-cp312-manylinux_2_17_aarch64.whl", "platform tag"),
-    ("regex-2025.1.1-cp312-cp312-macosx_11_0_arm64.whl", "platform tag"),
-    ("cryptography-44.0.0-cp313-abi3-manylinux_2_28_x86_64.whl", "python tag"),
-])
+@pytest.mark.parametrize(
+    "filename, problem",
+    [
+        ("ftfy-6.3.1-py3-none-any.whl", None),
+        ("braceexpand-0.1.7-py2.py3-none-any.whl", None),
+        ("regex-2025.1.1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", None),
+        ("cryptography-44.0.0-cp39-abi3-manylinux_2_28_x86_64.whl", None),
+        ("regex-2025.1.1-cp311-cp311-manylinux_2_17_x86_64.whl", "python tag"),
+        ("regex-2025.1.1-cp312-cp312-manylinux_2_17_aarch64.whl", "platform tag"),
+        ("regex-2025.1.1-cp312-cp312-macosx_11_0_arm64.whl", "platform tag"),
+        ("cryptography-44.0.0-cp313-abi3-manylinux_2_28_x86_64.whl", "python tag"),
+    ],
+)
 def test_wheel_tags_accepted_for_cpython_312_on_x86_64_linux(filename, problem):
     why = wheelhouse.incompatibility(filename)
     assert (why is None) if problem is None else (why is not None and problem in why)
@@ -202,8 +245,9 @@ def test_wheelhouse_lists_only_what_is_not_importable(dummy_wheelhouse, monkeypa
 def sleepy_python(tmp_path):
     """A python that runs everything, except `-m groupvit_fast.bench`, which sleeps (a hanging stage)."""
     shim = tmp_path / "python"
-    shim.write_text('#!/bin/sh\ncase "$*" in *groupvit_fast.bench*) exec sleep 300 ;; esac\n'
-                    f'exec "{sys.executable}" "$@"\n')
+    shim.write_text(
+        f'#!/bin/sh\ncase "$*" in *groupvit_fast.bench*) exec sleep 300 ;; esac\nexec "{sys.executable}" "$@"\n'
+    )
     shim.chmod(0o755)
     return shim
 
@@ -233,11 +277,17 @@ def test_a_signal_still_writes_the_summary_and_the_archive(tmp_path, sleepy_pyth
     out = tmp_path / "result"
     archive = tmp_path / "back" / "gpu-check.tar.gz"
     env = _clean_env(PYTHON=str(sleepy_python), GPU_CHECK_BUDGET_S="200")
-    proc = subprocess.Popen(["bash", str(REPO_ROOT / SCRIPT), "--out", str(out), "--archive", str(archive), "bench"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        ["bash", str(REPO_ROOT / SCRIPT), "--out", str(out), "--archive", str(archive), "bench"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "bench: RUNNING" not in (
-            (out / "summary.txt").read_text() if (out / "summary.txt").exists() else ""):
+        (out / "summary.txt").read_text() if (out / "summary.txt").exists() else ""
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=30)
@@ -268,7 +318,7 @@ def _run_time_code(script: str) -> dict[str, str]:
             if line == "}":
                 pieces[name], name = "\n".join(body), None
     main = "\n".join(lines)
-    pieces["main, after the traps"] = main[main.index("\ntrap "):]
+    pieces["main, after the traps"] = main[main.index("\ntrap ") :]
     return {k: v for k, v in pieces.items() if k not in _BEFORE_TRAPS}
 
 
@@ -279,6 +329,8 @@ def test_nothing_that_runs_under_the_traps_uses_a_command_substitution():
     # made the signal test above fail once in twenty runs; the script keeps `$(` out of that code.
     pieces = _run_time_code((REPO_ROOT / SCRIPT).read_text())
     assert {"write_summary", "run_stage", "on_signal", "finish", "environment", "main, after the traps"} <= set(pieces)
-    offenders = {name: [line.strip() for line in code.splitlines() if "$(" in line.replace("$((", "")]
-                 for name, code in pieces.items()}
+    offenders = {
+        name: [line.strip() for line in code.splitlines() if "$(" in line.replace("$((", "")]
+        for name, code in pieces.items()
+    }
     assert not {k: v for k, v in offenders.items() if v}, offenders

@@ -45,7 +45,7 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     anchor = base.split(".")
-                    anchor = anchor[:len(anchor) - (node.level - 1)]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
                     source = ".".join(anchor + ([node.module] if node.module else []))
                 else:
                     source = node.module or ""
@@ -69,7 +69,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if node.startswith(nxt + "."):
                 continue
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -96,12 +96,22 @@ def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("lower,upper", [("groupvit_fast.ops", "groupvit_fast.models"),
-                                         ("groupvit_fast.reference", "groupvit_fast.ops"),
-                                         ("groupvit_fast.kernels", "groupvit_fast.ops"),
-                                         ("groupvit_fast.models", "groupvit_fast.segmentation")])
+@pytest.mark.parametrize(
+    "lower,upper",
+    [
+        ("groupvit_fast.ops", "groupvit_fast.models"),
+        ("groupvit_fast.reference", "groupvit_fast.ops"),
+        ("groupvit_fast.kernels", "groupvit_fast.ops"),
+        ("groupvit_fast.models", "groupvit_fast.segmentation"),
+    ],
+)
 def test_lower_rooms_do_not_import_upper_rooms(lower, upper):
     graph = import_graph()
-    offenders = sorted(f"{m} -> {t}" for m, targets in graph.items() if m == lower or m.startswith(lower + ".")
-                       for t in targets if t == upper or t.startswith(upper + "."))
+    offenders = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if m == lower or m.startswith(lower + ".")
+        for t in targets
+        if t == upper or t.startswith(upper + ".")
+    )
     assert not offenders, offenders

@@ -55,8 +55,9 @@ def _site_packages_without_hf_kernels(target: Path) -> Path:
             name = entry.name
             if name == "kernels" or (name.startswith("kernels-") and name.endswith(".dist-info")):
                 continue
-            if name.endswith(".pth") and all(Path(line.strip()).is_dir() or not line.strip()
-                                              for line in entry.read_text().splitlines()):
+            if name.endswith(".pth") and all(
+                Path(line.strip()).is_dir() or not line.strip() for line in entry.read_text().splitlines()
+            ):
                 continue  # plain path lines: those folders are linked here already
             if not (target / name).exists():
                 (target / name).symlink_to(entry)
@@ -100,8 +101,14 @@ def test_a_built_package_holds_the_kernels_as_files_and_no_top_level_kernels(tmp
     files; imported from an unrelated folder with only that copy in front of the path."""
     lib = tmp_path / "lib"
     env = {**os.environ, "GROUPVIT_FAST_SKIP_EXTENSION": "1"}
-    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=REPO_ROOT, env=env,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     shipped = lib / "groupvit_fast" / "kernels"
     assert shipped.is_dir() and not shipped.is_symlink()
     assert sorted(p.name for p in shipped.glob("*.py")) == sorted(p.name for p in (REPO_ROOT / "kernels").glob("*.py"))
@@ -109,7 +116,13 @@ def test_a_built_package_holds_the_kernels_as_files_and_no_top_level_kernels(tmp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = "import groupvit_fast.kernels.assign_attention as k; print(k.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(lib)},
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(lib)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(shipped / "assign_attention.py")

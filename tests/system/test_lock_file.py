@@ -42,16 +42,23 @@ def test_the_lock_covers_the_set_up():
     and the dev extra's linters that CI adds (.ci/run)."""
     pins = _pins()
     wanted = _extras.extra_requirements("dev") + [
-        re.match(r"[A-Za-z0-9._-]+", line).group(0) for line in importlib.metadata.requires("groupvit_fast") or []
-        if "extra ==" not in line]
+        re.match(r"[A-Za-z0-9._-]+", line).group(0)
+        for line in importlib.metadata.requires("groupvit_fast") or []
+        if "extra ==" not in line
+    ]
     missing = sorted({_canonical(name) for name in wanted} - set(pins))
     assert not missing, f"{LOCK.name} lacks {missing}: run tools/refresh_lock.sh"
 
 
-@pytest.mark.skipif(os.environ.get("GROUPVIT_FAST_LOCKED") != "1",
-                    reason="this environment was not installed through the lock (.ci/run sets GROUPVIT_FAST_LOCKED=1)")
+@pytest.mark.skipif(
+    os.environ.get("GROUPVIT_FAST_LOCKED") != "1",
+    reason="this environment was not installed through the lock (.ci/run sets GROUPVIT_FAST_LOCKED=1)",
+)
 def test_ci_environment_is_the_lock():
     installed = {_canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
-    different = {name: (version, installed.get(name)) for name, version in _pins().items()
-                 if installed.get(name) is not None and installed[name] != version}
+    different = {
+        name: (version, installed.get(name))
+        for name, version in _pins().items()
+        if installed.get(name) is not None and installed[name] != version
+    }
     assert not different, f"installed versions differ from {LOCK.name} (locked, installed): {different}"

@@ -33,8 +33,11 @@ def _missing(fn, owner: str) -> list[str]:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return []
-    missing = [f"{owner}({name})" for name, p in sig.parameters.items()
-               if name not in ("self", "cls") and p.annotation is inspect.Parameter.empty]
+    missing = [
+        f"{owner}({name})"
+        for name, p in sig.parameters.items()
+        if name not in ("self", "cls") and p.annotation is inspect.Parameter.empty
+    ]
     if sig.return_annotation is inspect.Signature.empty and fn.__name__ != "__init__":
         missing.append(f"{owner} -> return")
     return missing

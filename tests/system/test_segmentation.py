@@ -57,8 +57,15 @@ def _random_crop_inputs(b, n_grid, g0, g, k, seed):
     return soft0, soft1, feat, x, text
 
 
-@pytest.mark.parametrize("k,with_bg,grid,crop", [(3, True, (4, 4), (64, 64)), (9, True, (3, 5), (45, 77)),
-                                                 (9, False, (4, 4), (64, 64)), (1, True, (2, 2), (32, 32))])
+@pytest.mark.parametrize(
+    "k,with_bg,grid,crop",
+    [
+        (3, True, (4, 4), (64, 64)),
+        (9, True, (3, 5), (45, 77)),
+        (9, False, (4, 4), (64, 64)),
+        (1, True, (2, 2), (32, 32)),
+    ],
+)
 def test_batched_crop_scores_equal_step_by_step(k, with_bg, grid, crop):
     b, g0, g = 5, 8, 4
     soft0, soft1, feat, x, text = _random_crop_inputs(b, grid, g0, g, k, seed=k)
@@ -124,15 +131,16 @@ def _fake_tokenizer(texts):
     out = torch.zeros(len(texts), 16, dtype=torch.long)
     for i, t in enumerate(texts):
         ids = [3 + (sum(map(ord, t)) * (j + 7)) % 80 for j in range(min(len(t), 10))]
-        out[i, :len(ids)] = torch.tensor(ids)
+        out[i, : len(ids)] = torch.tensor(ids)
         out[i, len(ids)] = 99
     return out
 
 
 def _segmenter(model, names, **kwargs):
     cache = TextEmbeddingCache()
-    seg = GroupViTSegmenter(model, ClassSet(tuple(names), 0.5), crop_size=64, stride=32, short_side=64,
-                            text_cache=cache, **kwargs)
+    seg = GroupViTSegmenter(
+        model, ClassSet(tuple(names), 0.5), crop_size=64, stride=32, short_side=64, text_cache=cache, **kwargs
+    )
     cache.get(model, seg.class_set.text_names, "simple", tokenizer=_fake_tokenizer)  # fill it: no open_clip
     return seg
 
@@ -142,8 +150,9 @@ def _reference_image(model, image, names, bg_thresh, crop=64, stride=32, short=6
     through the encoder (twice, as NVlabs), per-crop reference scores, average, resize back."""
     with_bg = names[0] == "background"
     text = class_text_embeddings(model, names[1:] if with_bg else names, tokenizer=_fake_tokenizer)
-    return reference_segment_scores(model, image, text, with_bg=with_bg, bg_thresh=bg_thresh, crop=crop,
-                                    stride=stride, short_side=short)
+    return reference_segment_scores(
+        model, image, text, with_bg=with_bg, bg_thresh=bg_thresh, crop=crop, stride=stride, short_side=short
+    )
 
 
 @pytest.mark.parametrize("with_bg", [True, False])
@@ -152,9 +161,11 @@ def test_pipeline_equals_step_by_step_and_batches_images(with_bg):
     names = (["background"] if with_bg else []) + ["cat", "dog", "sky", "road", "tree", "car", "boat"]
     seg = _segmenter(model, names, crop_batch_size=3)
     gen = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
-              torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen),
-              torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)]
+    images = [
+        torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
+        torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen),
+        torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen),
+    ]
     batched = seg.predict_scores(images)  # different sizes in one call
     assert len(torch.cat([s.argmax(0).flatten() for s in batched]).unique()) >= 2  # not a constant labelling
     with torch.no_grad():
@@ -226,15 +237,18 @@ def test_hard_assignment_pipeline_equals_step_by_step(with_bg):
     model = _small_model()
     names = (["background"] if with_bg else []) + ["cat", "dog", "sky", "road", "tree", "car", "boat"]
     gen = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
-              torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen)]
+    images = [
+        torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
+        torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen),
+    ]
     hard = _segmenter(model, names, assignment="hard", crop_batch_size=3).predict_scores(images)
     soft = _segmenter(model, names, crop_batch_size=3).predict_scores(images)
     text = class_text_embeddings(model, names[1:] if with_bg else names, tokenizer=_fake_tokenizer)
     with torch.no_grad():
         for image, scores in zip(images, hard, strict=True):
-            ref = reference_segment_scores(model, image, text, with_bg=with_bg, bg_thresh=0.5, crop=64, stride=32,
-                                           short_side=64, assignment="hard")
+            ref = reference_segment_scores(
+                model, image, text, with_bg=with_bg, bg_thresh=0.5, crop=64, stride=32, short_side=64, assignment="hard"
+            )
             torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)
             assert (scores.argmax(0) == ref.argmax(0)).float().mean() > 0.999
     # and the option changes the segmentation (else the comparison above would say nothing)
@@ -257,8 +271,9 @@ def test_assignment_value_is_checked():
     with pytest.raises(ValueError, match="no 'hard' entry"):
         compose_assignment_maps([{"soft": attn[0]["soft"]}], "hard")
     with pytest.raises(ValueError, match="assignment must be 'soft' or 'hard'"):
-        reference_segment_scores(model, torch.zeros(3, 8, 8), torch.zeros(2, 8), with_bg=False, bg_thresh=0.5,
-                                 assignment="onehot")
+        reference_segment_scores(
+            model, torch.zeros(3, 8, 8), torch.zeros(2, 8), with_bg=False, bg_thresh=0.5, assignment="onehot"
+        )
 
 
 def test_one_encoder_pass_per_crop_batch():
@@ -294,8 +309,13 @@ def test_resolve_classes():
     assert resolve_classes("context").bg_thresh == 0.35
     assert resolve_classes(["cat", "dog"]).with_bg is False
     assert resolve_classes("background,cat", bg_thresh=0.3).bg_thresh == 0.3
-    for bad, msg in [("vco", "unknown class preset"), (["cat", "cat"], "duplicate"), (["cat", ""], "empty"),
-                     (["cat", "background"], "first"), (["cat"], "two or more")]:
+    for bad, msg in [
+        ("vco", "unknown class preset"),
+        (["cat", "cat"], "duplicate"),
+        (["cat", ""], "empty"),
+        (["cat", "background"], "first"),
+        (["cat"], "two or more"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             resolve_classes(bad)
 
@@ -372,6 +392,14 @@ def test_segmenter_rejects_a_vision_only_model():
     from groupvit_fast import GroupViT
 
     with pytest.raises(TypeError, match="image-text model"):
-        GroupViTSegmenter(GroupViT(img_size=64, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1],
-                                   num_group_tokens=[8, 4, 0], num_output_groups=[8, 4]), "voc")
-
+        GroupViTSegmenter(
+            GroupViT(
+                img_size=64,
+                embed_dim=64,
+                num_heads=[2, 2, 2],
+                depths=[1, 1, 1],
+                num_group_tokens=[8, 4, 0],
+                num_output_groups=[8, 4],
+            ),
+            "voc",
+        )

@@ -23,18 +23,31 @@ def word_tokenize(texts, context_length: int) -> torch.Tensor:
     for row, text in enumerate(texts):
         words = text.lower().replace(".", " ").split()
         ids = [1] + [VOCAB.index(w) + 3 if w in VOCAB else 20 + zlib.crc32(w.encode()) % 70 for w in words]
-        ids = ids[:context_length - 1] + [EOT]
-        out[row, :len(ids)] = torch.tensor(ids)
+        ids = ids[: context_length - 1] + [EOT]
+        out[row, : len(ids)] = torch.tensor(ids)
     return out
 
 
 MODEL = {
     "type": "MultiLabelContrastive",
-    "img_encoder": {"type": "GroupViT", "img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": [1, 1, 1],
-                    "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4],
-                    "drop_rate": 0.0, "drop_path_rate": 0.0},
+    "img_encoder": {
+        "type": "GroupViT",
+        "img_size": 32,
+        "patch_size": 8,
+        "embed_dim": 32,
+        "num_heads": [1, 1, 1],
+        "depths": [1, 1, 1],
+        "num_group_tokens": [8, 4, 0],
+        "num_output_groups": [8, 4],
+        "drop_rate": 0.0,
+        "drop_path_rate": 0.0,
+    },
     "text_encoder": {"type": "TextTransformer", "context_length": 8, "width": 64, "layers": 1, "vocab_size": 100},
-    "contrast_temperature": 0.07, "output_dim": 32, "proj_num_layers": 2, "proj_inner_dim": 64, "multi_label": 0,
+    "contrast_temperature": 0.07,
+    "output_dim": 32,
+    "proj_num_layers": 2,
+    "proj_inner_dim": 64,
+    "multi_label": 0,
 }
 
 
@@ -44,10 +57,18 @@ def _opts(shards_dir: str, *, num_shards: int = 4, length: int = 256, **extra) -
         "data.dataset.meta.synthetic.path": shards_dir,
         "data.dataset.meta.synthetic.prefix": f"synthetic-{{000000..{num_shards - 1:06d}}}.tar",
         "data.dataset.meta.synthetic.length": length,
-        "data.batch_size": 16, "data.num_workers": 0, "data.shuffle_buffer": 64,
-        "data.img_aug.img_size": 32, "data.text_aug.max_seq_len": 8, "train.epochs": 2, "print_freq": 1,
+        "data.batch_size": 16,
+        "data.num_workers": 0,
+        "data.shuffle_buffer": 64,
+        "data.img_aug.img_size": 32,
+        "data.text_aug.max_seq_len": 8,
+        "train.epochs": 2,
+        "print_freq": 1,
         # 2.5e-4 / 2.5e-5 after the linear scaling by 16 / 4096 (4e-3 collapses this model to uniform logits)
-        "train.base_lr": 0.064, "train.warmup_lr": 0.0064, "train.min_lr": 0.0064, "train.warmup_epochs": 0,
+        "train.base_lr": 0.064,
+        "train.warmup_lr": 0.0064,
+        "train.min_lr": 0.0064,
+        "train.warmup_epochs": 0,
     }
     opts.update(extra)
     return [f"{k}={v}" for k, v in opts.items()]
@@ -99,8 +120,7 @@ def tagger():
     sentences = [
         [("a", "DT"), ("photo", "NN"), ("of", "IN"), ("a", "DT"), ("red", "JJ"), ("square", "NN")],
         [("two", "CD"), ("dogs", "NNS"), ("running", "VBG"), ("on", "IN"), ("the", "DT"), ("beach", "NN")],
-        [("a", "DT"), ("man", "NN"), ("rides", "VBZ"), ("a", "DT"), ("bike", "NN"), ("in", "IN"),
-         ("Paris", "NNP")],
+        [("a", "DT"), ("man", "NN"), ("rides", "VBZ"), ("a", "DT"), ("bike", "NN"), ("in", "IN"), ("Paris", "NNP")],
         [("the", "DT"), ("blue", "JJ"), ("circle", "NN"), ("is", "VBZ"), ("small", "JJ")],
         [("cats", "NNS"), ("sleep", "VBP"), ("under", "IN"), ("a", "DT"), ("green", "JJ"), ("tree", "NN")],
     ]

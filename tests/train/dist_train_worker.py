@@ -20,11 +20,22 @@ MODEL = {
     "type": "MultiLabelContrastive",
     # soft assignment (no Gumbel noise: each rank would draw its own) and a linear projector
     # (no BatchNorm: SyncBatchNorm refuses CPU tensors, so statistics would be per rank)
-    "img_encoder": {"type": "GroupViT", "img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": [1, 1, 1],
-                    "depths": [1, 1, 1], "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4],
-                    "drop_path_rate": 0.0, "hard_assignment": False},
+    "img_encoder": {
+        "type": "GroupViT",
+        "img_size": 32,
+        "patch_size": 8,
+        "embed_dim": 32,
+        "num_heads": [1, 1, 1],
+        "depths": [1, 1, 1],
+        "num_group_tokens": [8, 4, 0],
+        "num_output_groups": [8, 4],
+        "drop_path_rate": 0.0,
+        "hard_assignment": False,
+    },
     "text_encoder": {"type": "TextTransformer", "context_length": 8, "width": 64, "layers": 1, "vocab_size": 100},
-    "output_dim": 32, "proj_num_layers": 1, "multi_label": 1,
+    "output_dim": 32,
+    "proj_num_layers": 1,
+    "multi_label": 1,
 }
 STEPS, BATCH = 3, 8
 
@@ -45,8 +56,13 @@ def _optimizer(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     from groupvit_fast.train.optim import build_optimizer, param_groups
 
     if name == "adamw":
-        cfg = OmegaConf.create({"weight_decay": 0.05, "skip_decay_embeddings": False,
-                                "optimizer": {"name": "adamw", "eps": 1e-8, "betas": [0.9, 0.999]}})
+        cfg = OmegaConf.create(
+            {
+                "weight_decay": 0.05,
+                "skip_decay_embeddings": False,
+                "optimizer": {"name": "adamw", "eps": 1e-8, "betas": [0.9, 0.999]},
+            }
+        )
         return build_optimizer(model, cfg, lr=1e-3)
     # lr 0.05: the parameters move by ~1e-2..1e-1 in 3 steps, far above the test's tolerance
     return torch.optim.SGD(param_groups(model.named_parameters(), 0.05), lr=0.05, momentum=0.9)
@@ -66,14 +82,20 @@ def train(rank: int, world: int, optimizer_name: str) -> dict:
     losses, norms, grads = [], [], None
     for batch in batches():
         rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
-        out = train_step(wrapped, [{k: v[rows] for k, v in batch.items()}], optimizer, device=info.device,
-                         clip_grad=5.0)
+        out = train_step(
+            wrapped, [{k: v[rows] for k, v in batch.items()}], optimizer, device=info.device, clip_grad=5.0
+        )
         losses.append(all_reduce_mean(torch.stack([out["loss"], out["multi_label_loss"]])))
         norms.append(out["grad_norm"])  # before clipping: the clipped gradients hide a wrong scale
         if grads is None:  # the first step's gradients: identical parameters in both runs, nothing compounded yet
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return {"losses": torch.stack(losses), "grad_norms": torch.stack(norms), "grads": grads, "initial": initial,
-            "params": {n: p.detach().clone() for n, p in model.named_parameters()}}
+    return {
+        "losses": torch.stack(losses),
+        "grad_norms": torch.stack(norms),
+        "grads": grads,
+        "initial": initial,
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+    }
 
 
 def run(rank: int, world: int, init_file: str) -> dict:

@@ -23,10 +23,18 @@ def main(shards: str, output: str, strategy: str, max_steps: int) -> None:
 
     torch.set_num_threads(1)
     # 128 samples, 16 per rank on 2 ranks: 4 steps an epoch, 2 epochs
-    cfg = _make_config(output, shards, **{"train.strategy": strategy, "train.max_steps": max_steps,
-                                          "data.dataset.meta.synthetic.length": 128})
-    train(cfg, resume="auto", device="cpu", quiet=True,
-          text_transform=TextTransform(context_length=8, multi_label=0, tokenizer=word_tokenize))
+    cfg = _make_config(
+        output,
+        shards,
+        **{"train.strategy": strategy, "train.max_steps": max_steps, "data.dataset.meta.synthetic.length": 128},
+    )
+    train(
+        cfg,
+        resume="auto",
+        device="cpu",
+        quiet=True,
+        text_transform=TextTransform(context_length=8, multi_label=0, tokenizer=word_tokenize),
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def one_step(rank: int, world: int, noise: str, chunk_size: int | None, dtype: t
     wrapped = wrap_model(model, info, "ddp")
     reduced = []
     if world > 1:
+
         def count(state, bucket):  # DDP's default all-reduce, counted
             reduced.append(bucket.index())
             tensor = bucket.buffer().div_(world)
@@ -42,11 +43,20 @@ def one_step(rank: int, world: int, noise: str, chunk_size: int | None, dtype: t
     rows = slice(rank * GLOBAL // world, (rank + 1) * GLOBAL // world)
     optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.0)
     torch.manual_seed(100 + rank)
-    out = train_step(wrapped, [{"image": image[rows], "text": text[rows]}], optimizer, device=info.device,
-                     clip_grad=0.0, chunk_size=chunk_size)
+    out = train_step(
+        wrapped,
+        [{"image": image[rows], "text": text[rows]}],
+        optimizer,
+        device=info.device,
+        clip_grad=0.0,
+        chunk_size=chunk_size,
+    )
     losses = all_reduce_mean(torch.stack([out["loss"], out["multi_label_loss"], out["total_loss"]]))
-    return {"losses": losses, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
-            "buckets_reduced": len(reduced)}
+    return {
+        "losses": losses,
+        "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+        "buckets_reduced": len(reduced),
+    }
 
 
 def run(rank: int, world: int, init_file: str) -> dict:
@@ -54,8 +64,11 @@ def run(rank: int, world: int, init_file: str) -> dict:
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        return {f"{dtype}/{noise}/{chunk}": one_step(rank, world, noise, chunk, getattr(torch, dtype))
-                for dtype in ("float32", "float64") for noise, chunk in SETTINGS}
+        return {
+            f"{dtype}/{noise}/{chunk}": one_step(rank, world, noise, chunk, getattr(torch, dtype))
+            for dtype in ("float32", "float64")
+            for noise, chunk in SETTINGS
+        }
     finally:
         if world > 1:
             dist.destroy_process_group()

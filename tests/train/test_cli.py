@@ -11,13 +11,16 @@ pytest.importorskip("webdataset")
 pytest.importorskip("timm")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "no_such.yml"], "no such config file"),
-    (["--config", "tiny", "--opts", "train.lrr=1"], "unknown config key 'train.lrr'"),
-    (["--config", "tiny", "--opts", "data.batch_size=abc"], "'data.batch_size'"),
-    (["--config", "tiny", "--opts", "data.dataset.meta.synthetic.type=img_txt_pair"], "no such folder"),
-    (["--config", "tiny", "--resume", "/no/such.pth"], "--resume /no/such.pth: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "no_such.yml"], "no such config file"),
+        (["--config", "tiny", "--opts", "train.lrr=1"], "unknown config key 'train.lrr'"),
+        (["--config", "tiny", "--opts", "data.batch_size=abc"], "'data.batch_size'"),
+        (["--config", "tiny", "--opts", "data.dataset.meta.synthetic.type=img_txt_pair"], "no such folder"),
+        (["--config", "tiny", "--resume", "/no/such.pth"], "--resume /no/such.pth: no such file"),
+    ],
+)
 def test_bad_input_is_one_line_exit_1(tmp_path, capsys, args, message):
     from groupvit_fast.cli import main
 
@@ -30,8 +33,12 @@ def test_tiny_recipe_from_the_command_line(tmp_path, capsys):
     from groupvit_fast.cli import main
 
     out = str(tmp_path / "run")
-    opts = ["train.max_steps=3", "data.dataset.meta.synthetic.length=256", "data.num_workers=1",
-            "data.dataset.meta.synthetic.prefix=synthetic-{000000..000001}.tar"]
+    opts = [
+        "train.max_steps=3",
+        "data.dataset.meta.synthetic.length=256",
+        "data.num_workers=1",
+        "data.dataset.meta.synthetic.prefix=synthetic-{000000..000001}.tar",
+    ]
     assert main(["train", "--config", "tiny", "--output", out, "--quiet", "--opts", *opts]) == 0
     with open(os.path.join(out, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
@@ -51,9 +58,17 @@ def test_evaluation_hook_uses_the_evaluation_api(monkeypatch, shards, make_confi
 
     monkeypatch.setattr(hooks, "_evaluation_api", lambda: (None, fake_seg))
     (tmp_path / "voc").mkdir()
-    cfg = make_config(shards, **{"train.epochs": 2, "train.max_steps": 0, "evaluate.task": "[seg]",
-                                 "evaluate.seg.dataset": "voc", "evaluate.seg.data_root": str(tmp_path / "voc"),
-                                 "data.dataset.meta.synthetic.length": 32})
+    cfg = make_config(
+        shards,
+        **{
+            "train.epochs": 2,
+            "train.max_steps": 0,
+            "evaluate.task": "[seg]",
+            "evaluate.seg.dataset": "voc",
+            "evaluate.seg.data_root": str(tmp_path / "voc"),
+            "data.dataset.meta.synthetic.length": 32,
+        },
+    )
     trainer = Trainer(cfg, quiet=True, text_transform=text_transform, device="cpu")
     trainer.run()
     assert calls == [("voc", str(tmp_path / "voc"), False)] * 2  # every epoch, in eval mode
@@ -74,10 +89,18 @@ def test_evaluation_hook_folder_fallback(monkeypatch, shards, make_config, text_
     Image.fromarray(np.ones((48, 64), np.uint8)).save(tmp_path / "gt" / "a.png")
     model = model_config()
     model["text_encoder"]["vocab_size"] = 49408  # the segmenter's class prompts use the CLIP tokenizer
-    cfg = make_config(shards, model=model, **{
-        "train.epochs": 1, "evaluate.task": "[seg]", "evaluate.seg.images": str(tmp_path / "img"),
-        "evaluate.seg.gt": str(tmp_path / "gt"), "evaluate.seg.classes": "'red,blue'",
-        "data.dataset.meta.synthetic.length": 32})
+    cfg = make_config(
+        shards,
+        model=model,
+        **{
+            "train.epochs": 1,
+            "evaluate.task": "[seg]",
+            "evaluate.seg.images": str(tmp_path / "img"),
+            "evaluate.seg.gt": str(tmp_path / "gt"),
+            "evaluate.seg.classes": "'red,blue'",
+            "data.dataset.meta.synthetic.length": 32,
+        },
+    )
     trainer = Trainer(cfg, quiet=True, text_transform=text_transform, device="cpu")
     trainer.run()
     result = trainer.metrics
@@ -93,12 +116,15 @@ def test_evaluation_hook_runs_the_real_evaluation(shards, make_config, tmp_path)
     from groupvit_fast.train.hooks import EvaluationHook
 
     make_layout(str(tmp_path / "voc"), "voc")
-    cfg = make_config(shards, **{"evaluate.task": "[seg]", "evaluate.seg.dataset": "voc",
-                                 "evaluate.seg.data_root": str(tmp_path / "voc")})
+    cfg = make_config(
+        shards,
+        **{"evaluate.task": "[seg]", "evaluate.seg.dataset": "voc", "evaluate.seg.data_root": str(tmp_path / "voc")},
+    )
     hook = EvaluationHook(cfg, is_main=True, log=lambda line: None)
     model = build_model(EVAL_CONFIG).train()
     results = hook(model)
     assert model.training
-    direct = evaluate_segmentation(model.eval(), dataset="voc", data_root=str(tmp_path / "voc"), progress=False,
-                                   num_workers=0)
+    direct = evaluate_segmentation(
+        model.eval(), dataset="voc", data_root=str(tmp_path / "voc"), progress=False, num_workers=0
+    )
     assert results == {f"seg/voc/{key}": float(direct[key]) for key in ("mIoU", "aAcc", "mAcc")}

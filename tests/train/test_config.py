@@ -11,10 +11,13 @@ pytest.importorskip("omegaconf")
 from groupvit_fast.train.config import CONFIG_DIR, load_config  # noqa: E402
 
 
-@pytest.mark.parametrize("recipe, datasets, multi_label", [
-    ("group_vit_gcc_yfcc_30e", ["gcc3m", "gcc12m", "yfcc14m"], 3),
-    ("group_vit_gcc_redcap_30e", ["gcc3m", "gcc12m", "redcap12m"], 0),
-])
+@pytest.mark.parametrize(
+    "recipe, datasets, multi_label",
+    [
+        ("group_vit_gcc_yfcc_30e", ["gcc3m", "gcc12m", "yfcc14m"], 3),
+        ("group_vit_gcc_redcap_30e", ["gcc3m", "gcc12m", "redcap12m"], 0),
+    ],
+)
 def test_recipes_hold_nvlabs_facts(recipe, datasets, multi_label):
     cfg = load_config(recipe)
     assert list(cfg.data.dataset.train) == datasets
@@ -30,8 +33,7 @@ def test_an_original_config_file_loads_from_anywhere(tmp_path):
     # an NVlabs recipe copied without its default.yml next to it: _base_ falls back to ours
     with open(os.path.join(CONFIG_DIR, "group_vit_gcc_yfcc_30e.yml")) as f:
         (tmp_path / "mine.yml").write_text(f.read())
-    cfg = load_config(str(tmp_path / "mine.yml"), ["data.batch_size=128", "train.epochs=10"], world_size=8,
-                      tag="try1")
+    cfg = load_config(str(tmp_path / "mine.yml"), ["data.batch_size=128", "train.epochs=10"], world_size=8, tag="try1")
     assert cfg.data.batch_size == 128 and cfg.train.epochs == 10
     assert cfg.output == os.path.join("output", "mine_bs128x8", "try1")
 
@@ -44,23 +46,38 @@ def test_base_chain_and_override_order(tmp_path):
     assert cfg.output == str(tmp_path / "out")
 
 
-@pytest.mark.parametrize("text, opts, message", [
-    ("train:\n  lr: 0.1\n", [], "unknown config key 'train.lr'"),
-    ("train:\n  base_lr: fast\n", [], "config key 'train.base_lr' in"),
-    ("data:\n  batch_size: 1.5\n", [], "'data.batch_size' in"),
-    ("", ["train.epochz=3"],
-     "unknown config key 'train.epochz' in --opts train.epochz=3 (did you mean 'train.epochs'?)"),
-    ("", ["data.num_workers=many"], "'data.num_workers' in --opts"),
-    ("", ["train.epochs"], "--opts expects key=value"),
-    ("data:\n  dataset:\n    meta:\n      x: {type: tarballs, path: a, prefix: b, length: 1}\n", [],
-     "'data.dataset.meta.x.type'"),
-    ("data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a, length: 1, size: 3}\n", [],
-     "unknown config key 'data.dataset.meta.x.size'"),
-    ("train: [1, 2\n", [], "not a valid YAML config"),
-    ("data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a}\n", [],
-     "config key 'data.dataset.meta.x.length' in"),
-    ("data:\n  seed: ${train.nothing}\n", [], "config key 'data.seed' in"),
-])
+@pytest.mark.parametrize(
+    "text, opts, message",
+    [
+        ("train:\n  lr: 0.1\n", [], "unknown config key 'train.lr'"),
+        ("train:\n  base_lr: fast\n", [], "config key 'train.base_lr' in"),
+        ("data:\n  batch_size: 1.5\n", [], "'data.batch_size' in"),
+        (
+            "",
+            ["train.epochz=3"],
+            "unknown config key 'train.epochz' in --opts train.epochz=3 (did you mean 'train.epochs'?)",
+        ),
+        ("", ["data.num_workers=many"], "'data.num_workers' in --opts"),
+        ("", ["train.epochs"], "--opts expects key=value"),
+        (
+            "data:\n  dataset:\n    meta:\n      x: {type: tarballs, path: a, prefix: b, length: 1}\n",
+            [],
+            "'data.dataset.meta.x.type'",
+        ),
+        (
+            "data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a, length: 1, size: 3}\n",
+            [],
+            "unknown config key 'data.dataset.meta.x.size'",
+        ),
+        ("train: [1, 2\n", [], "not a valid YAML config"),
+        (
+            "data:\n  dataset:\n    meta:\n      x: {type: img_txt_pair, path: a}\n",
+            [],
+            "config key 'data.dataset.meta.x.length' in",
+        ),
+        ("data:\n  seed: ${train.nothing}\n", [], "config key 'data.seed' in"),
+    ],
+)
 def test_bad_configs_are_refused_in_one_line(tmp_path, text, opts, message):
     path = tmp_path / "bad.yml"
     path.write_text("_base_: tiny.yml\n" + text)

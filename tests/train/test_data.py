@@ -73,14 +73,17 @@ def test_corrupt_jpeg_and_empty_caption_are_skipped_and_counted(tmp_path, make_c
     assert got[-1]["position"] == 35  # 32 good ones need 35 records
 
 
-@pytest.mark.parametrize("opts, message", [
-    ({"data.dataset.meta.synthetic.prefix": "synthetic-{000000..000009}.tar"}, "6 of 10 shards missing"),
-    ({"data.num_workers": 3, "data.dataset.meta.synthetic.length": 256}, None),  # 4 shards >= 3 workers: fine
-    ({"data.num_workers": 5}, "4 shards cannot feed 1 process(es) x 5 loader worker(s)"),
-    ({"data.batch_size": 300}, "256 samples make no full global batch of 300"),
-    ({"data.dataset.train": "[nothere]"}, "data.dataset.train names 'nothere'"),
-    ({"data.dataset.meta.synthetic.path": "/no/such/folder"}, "no such folder"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        ({"data.dataset.meta.synthetic.prefix": "synthetic-{000000..000009}.tar"}, "6 of 10 shards missing"),
+        ({"data.num_workers": 3, "data.dataset.meta.synthetic.length": 256}, None),  # 4 shards >= 3 workers: fine
+        ({"data.num_workers": 5}, "4 shards cannot feed 1 process(es) x 5 loader worker(s)"),
+        ({"data.batch_size": 300}, "256 samples make no full global batch of 300"),
+        ({"data.dataset.train": "[nothere]"}, "data.dataset.train names 'nothere'"),
+        ({"data.dataset.meta.synthetic.path": "/no/such/folder"}, "no such folder"),
+    ],
+)
 def test_bad_data_is_refused_before_training(shards, make_config, text_transform, opts, message):
     cfg = make_config(shards, **opts)
     cfg.data.dataset.meta.synthetic.type = "img_txt_pair"  # read the shards, never write missing ones

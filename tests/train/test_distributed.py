@@ -51,8 +51,12 @@ def _run_ranks(world: int, tmp_path) -> list[dict]:
     init = str(tmp_path / f"init{world}")
     outs = [str(tmp_path / f"rank{r}of{world}.pt") for r in range(world)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(r), str(world), init, outs[r]], env=env,
-                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(r), str(world), init, outs[r]], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(world)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
@@ -63,8 +67,9 @@ def _assert_close_scaled(actual: dict, expected: dict, scale: float, what: str) 
     """Every entry within ``1e-5 * scale + 1e-4 * |expected|`` (module docstring)."""
     assert actual.keys() == expected.keys(), what
     for name, value in expected.items():
-        torch.testing.assert_close(actual[name], value, rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m, name=name: f"{what} {name}: {m}")
+        torch.testing.assert_close(
+            actual[name], value, rtol=1e-4, atol=1e-5 * scale, msg=lambda m, name=name: f"{what} {name}: {m}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +99,12 @@ def test_sgd_parameters_equal_one_process(runs):
     assert largest > 1e-2  # far above the tolerance (1e-5 * largest): the comparison is not of two initialisations
     for result in (r["sgd"] for r in ranks):
         torch.testing.assert_close(result["initial"], ref["initial"], rtol=0, atol=0)  # same seed, same init
-        _assert_close_scaled({n: p - result["initial"][n] for n, p in result["params"].items()}, moved, largest,
-                             "sgd displacement after 3 steps")
+        _assert_close_scaled(
+            {n: p - result["initial"][n] for n, p in result["params"].items()},
+            moved,
+            largest,
+            "sgd displacement after 3 steps",
+        )
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])

@@ -18,8 +18,19 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fsdp_train_wo
 
 
 def _torchrun(shards: str, output: str, strategy: str, max_steps: int) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER, shards,
-           output, strategy, str(max_steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        WORKER,
+        shards,
+        output,
+        strategy,
+        str(max_steps),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
 

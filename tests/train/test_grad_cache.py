@@ -50,6 +50,7 @@ def bound(dtype: torch.dtype) -> float:
     """``ROUNDINGS`` unit round-offs of ``dtype`` (module docstring)."""
     return round_offs(ROUNDINGS, dtype)
 
+
 #: noise setting -> GroupViT arguments (hard assignment = Gumbel noise in training)
 NOISE = {
     "none": {"hard_assignment": False, "drop_rate": 0.0, "drop_path_rate": 0.0},
@@ -64,13 +65,32 @@ def model_config(noise: str, *, use_checkpoint: bool = False, multi_label: int =
     """The training tests' small model (tests/train/conftest.py), two blocks per stage, with BatchNorm projectors."""
     return {
         "type": "MultiLabelContrastive",
-        "img_encoder": {"type": "GroupViT", "img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": [1, 1, 1],
-                        "depths": [2, 1, 1], "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4],
-                        "use_checkpoint": use_checkpoint, **NOISE[noise]},
-        "text_encoder": {"type": "TextTransformer", "context_length": 8, "width": 64, "layers": 1, "vocab_size": 100,
-                         "use_checkpoint": use_checkpoint},
-        "contrast_temperature": 0.07, "output_dim": 32, "proj_num_layers": 2, "proj_inner_dim": 64,
-        "multi_label": multi_label, "sync_bn": False,
+        "img_encoder": {
+            "type": "GroupViT",
+            "img_size": 32,
+            "patch_size": 8,
+            "embed_dim": 32,
+            "num_heads": [1, 1, 1],
+            "depths": [2, 1, 1],
+            "num_group_tokens": [8, 4, 0],
+            "num_output_groups": [8, 4],
+            "use_checkpoint": use_checkpoint,
+            **NOISE[noise],
+        },
+        "text_encoder": {
+            "type": "TextTransformer",
+            "context_length": 8,
+            "width": 64,
+            "layers": 1,
+            "vocab_size": 100,
+            "use_checkpoint": use_checkpoint,
+        },
+        "contrast_temperature": 0.07,
+        "output_dim": 32,
+        "proj_num_layers": 2,
+        "proj_inner_dim": 64,
+        "multi_label": multi_label,
+        "sync_bn": False,
     }
 
 
@@ -106,8 +126,8 @@ def reference_step(model: nn.Module, image: torch.Tensor, text: torch.Tensor, ch
     size = image.shape[0] // chunks
     image_parts, text_parts = [], []
     for start in range(0, image.shape[0], size):  # the grad cache's order: image then text, chunk by chunk
-        image_parts.append(model.img_encoder(image[start:start + size], as_dict=True)["x"])
-        text_parts.append(model.text_encoder(text[start:start + size].flatten(0, 1)))
+        image_parts.append(model.img_encoder(image[start : start + size], as_dict=True)["x"])
+        text_parts.append(model.text_encoder(text[start : start + size].flatten(0, 1)))
     encoders = model.img_encoder, model.text_encoder
     model.img_encoder, model.text_encoder = _Fixed(torch.cat(image_parts), True), _Fixed(torch.cat(text_parts), False)
     try:
@@ -140,8 +160,9 @@ def assert_same_step(got_losses, got_grads, want_losses, want_grads) -> None:
         assert err <= rel * largest, f"{name}: max error {err:.3e} > {rel:.1e} x largest gradient {largest:.3e}"
 
 
-def run_cached(noise: str, chunks: int, seed: int = 5, dtype: torch.dtype = torch.float32,
-               **kwargs) -> tuple[dict, dict, torch.Tensor]:
+def run_cached(
+    noise: str, chunks: int, seed: int = 5, dtype: torch.dtype = torch.float32, **kwargs
+) -> tuple[dict, dict, torch.Tensor]:
     model = build(noise, dtype, **kwargs)
     image, text = make_batch()
     image = image.to(dtype)
@@ -150,8 +171,9 @@ def run_cached(noise: str, chunks: int, seed: int = 5, dtype: torch.dtype = torc
     return losses, grads_of(model), torch.get_rng_state()
 
 
-def run_reference(noise: str, chunks: int, seed: int = 5, dtype: torch.dtype = torch.float32, *, plain: bool = False,
-                  **kwargs) -> tuple[dict, dict, torch.Tensor]:
+def run_reference(
+    noise: str, chunks: int, seed: int = 5, dtype: torch.dtype = torch.float32, *, plain: bool = False, **kwargs
+) -> tuple[dict, dict, torch.Tensor]:
     model = build(noise, dtype, **kwargs)
     image, text = make_batch()
     image = image.to(dtype)
@@ -178,15 +200,18 @@ def test_one_chunk_is_the_plain_step(noise):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunks", [1, 2, 4])
 def test_without_noise_every_k_is_the_plain_step(chunks, dtype):
-    assert_same_step(*run_cached("none", chunks, dtype=DTYPES[dtype])[:2],
-                     *run_reference("none", chunks, dtype=DTYPES[dtype], plain=True)[:2])
+    assert_same_step(
+        *run_cached("none", chunks, dtype=DTYPES[dtype])[:2],
+        *run_reference("none", chunks, dtype=DTYPES[dtype], plain=True)[:2],
+    )
 
 
 @pytest.mark.parametrize("noise", ["gumbel", "dropout", "drop_path"])
 def test_the_noise_is_on(noise):
     """Guard: another seed changes the loss, so the exactness tests above do compare random draws."""
-    assert not torch.equal(run_reference(noise, 1, seed=5)[0]["total_loss"],
-                           run_reference(noise, 1, seed=6)[0]["total_loss"])
+    assert not torch.equal(
+        run_reference(noise, 1, seed=5)[0]["total_loss"], run_reference(noise, 1, seed=6)[0]["total_loss"]
+    )
     assert not torch.equal(run_reference(noise, 2)[0]["total_loss"], run_reference(noise, 1)[0]["total_loss"])
 
 
@@ -237,8 +262,9 @@ def test_train_step_with_chunks_and_accumulation(scaled):
         model = build("none")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if scaled else None
-        out = train_step(model, batches, optimizer, device=torch.device("cpu"), clip_grad=0.0, chunk_size=chunk_size,
-                         scaler=scaler)
+        out = train_step(
+            model, batches, optimizer, device=torch.device("cpu"), clip_grad=0.0, chunk_size=chunk_size, scaler=scaler
+        )
         params.append(({n: p.detach().clone() for n, p in model.named_parameters()}, out))
     (plain, plain_out), (cached, cached_out) = params
     torch.testing.assert_close(cached_out["total_loss"], plain_out["total_loss"], rtol=bound(torch.float32), atol=0)
@@ -249,10 +275,18 @@ def test_train_step_with_chunks_and_accumulation(scaled):
         assert (value - plain[name]).abs().max().item() <= bound(torch.float32) * moved, name
 
 
-@pytest.mark.parametrize("chunk_size, batch, why", [
-    (0, 8, "must be positive"), (-2, 8, "must be positive"), (3, 8, "must divide"), (16, 8, "must divide"),
-    ("4", 8, "positive int"), (True, 8, "positive int"), (2.0, 8, "positive int"),
-])
+@pytest.mark.parametrize(
+    "chunk_size, batch, why",
+    [
+        (0, 8, "must be positive"),
+        (-2, 8, "must be positive"),
+        (3, 8, "must divide"),
+        (16, 8, "must divide"),
+        ("4", 8, "positive int"),
+        (True, 8, "positive int"),
+        (2.0, 8, "positive int"),
+    ],
+)
 def test_bad_chunk_sizes_are_one_line_errors(chunk_size, batch, why):
     with pytest.raises(ValueError, match=why) as info:
         check_chunk_size(chunk_size, batch)
@@ -267,12 +301,15 @@ def test_a_bad_chunk_size_is_refused_before_any_work():
     assert not grads_of(model)
 
 
-@pytest.mark.parametrize("opts, why", [
-    ({"train.grad_cache.chunk_size": 0}, "must be positive"),
-    ({"train.grad_cache.chunk_size": -4}, "must be positive"),
-    ({"train.grad_cache.chunk_size": 5}, "must divide"),
-    ({"train.grad_cache.chunk_size": 4, "train.compile": True}, "train.compile"),
-])
+@pytest.mark.parametrize(
+    "opts, why",
+    [
+        ({"train.grad_cache.chunk_size": 0}, "must be positive"),
+        ({"train.grad_cache.chunk_size": -4}, "must be positive"),
+        ({"train.grad_cache.chunk_size": 5}, "must divide"),
+        ({"train.grad_cache.chunk_size": 4, "train.compile": True}, "train.compile"),
+    ],
+)
 def test_the_trainer_refuses_bad_settings_before_reading_data(make_config, tmp_path, opts, why):
     from groupvit_fast.train import Trainer
 
@@ -287,12 +324,14 @@ def test_the_config_key_is_off_by_default_and_set_by_opts(make_config, tmp_path)
     assert make_config(str(tmp_path), **{"train.grad_cache.chunk_size": 8}).train.grad_cache.chunk_size == 8
 
 
-@pytest.mark.parametrize("opts, lr_factor, logged", [
-    ({"train.accumulation_steps": 2}, 16 / 4096, "each of the 2 micro-batches is its own contrastive batch of 16"),
-    ({"train.grad_cache.chunk_size": 4}, 16 / 4096, "the encoders run 4 pairs at a time"),
-])
-def test_the_learning_rate_counts_the_contrastive_batch(make_config, shards, text_transform, opts, lr_factor,
-                                                        logged):
+@pytest.mark.parametrize(
+    "opts, lr_factor, logged",
+    [
+        ({"train.accumulation_steps": 2}, 16 / 4096, "each of the 2 micro-batches is its own contrastive batch of 16"),
+        ({"train.grad_cache.chunk_size": 4}, 16 / 4096, "the encoders run 4 pairs at a time"),
+    ],
+)
+def test_the_learning_rate_counts_the_contrastive_batch(make_config, shards, text_transform, opts, lr_factor, logged):
     """docs/training.md, "Batch sizes and the learning rate": batch x world, whatever the accumulation; said once."""
     import os
 
@@ -307,11 +346,17 @@ def test_the_learning_rate_counts_the_contrastive_batch(make_config, shards, tex
     assert "global batch 16 (the contrastive batch)" in log
 
 
-@pytest.mark.parametrize("settings, culprit", [
-    ({"strategy": "fsdp", "world": 2, "compile_model": False, "model_type": "MultiLabelContrastive"}, "fsdp"),
-    ({"strategy": "ddp", "world": 2, "compile_model": True, "model_type": "MultiLabelContrastive"}, "train.compile"),
-    ({"strategy": "ddp", "world": 1, "compile_model": False, "model_type": "GroupViT"}, "model.type"),
-])
+@pytest.mark.parametrize(
+    "settings, culprit",
+    [
+        ({"strategy": "fsdp", "world": 2, "compile_model": False, "model_type": "MultiLabelContrastive"}, "fsdp"),
+        (
+            {"strategy": "ddp", "world": 2, "compile_model": True, "model_type": "MultiLabelContrastive"},
+            "train.compile",
+        ),
+        ({"strategy": "ddp", "world": 1, "compile_model": False, "model_type": "GroupViT"}, "model.type"),
+    ],
+)
 def test_combinations_that_cannot_work_are_refused_in_one_line(settings, culprit):
     why = grad_cache_refusal(**settings)
     assert why and culprit in why and "\n" not in why
@@ -319,5 +364,7 @@ def test_combinations_that_cannot_work_are_refused_in_one_line(settings, culprit
 
 @pytest.mark.parametrize("strategy, world", [("ddp", 1), ("ddp", 2), ("fsdp", 1)])
 def test_what_works_is_not_refused(strategy, world):
-    assert grad_cache_refusal(strategy=strategy, world=world, compile_model=False,
-                              model_type="MultiLabelContrastive") is None
+    assert (
+        grad_cache_refusal(strategy=strategy, world=world, compile_model=False, model_type="MultiLabelContrastive")
+        is None
+    )

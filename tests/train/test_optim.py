@@ -18,8 +18,9 @@ def test_schedule_matches_timm(total, warmup):
     ours = CosineWarmup(torch.optim.AdamW(params), 1e-3, 1e-6, 1e-5, total, warmup)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     # what NVlabs builds (lr_scheduler.py): timm's cosine, t_in_epochs=False, stepped per iteration
-    theirs = timm_scheduler.CosineLRScheduler(opt, t_initial=total, lr_min=1e-5, warmup_lr_init=1e-6,
-                                              warmup_t=warmup, cycle_limit=1, t_in_epochs=False)
+    theirs = timm_scheduler.CosineLRScheduler(
+        opt, t_initial=total, lr_min=1e-5, warmup_lr_init=1e-6, warmup_t=warmup, cycle_limit=1, t_in_epochs=False
+    )
     for step in range(total + 3):
         theirs.step_update(step)
         assert ours.get_last_lr() == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15), step
@@ -52,8 +53,7 @@ def test_decay_groups(skip_embeddings):
     ids = {id(p) for p in decay["params"]}
     named = dict(model.named_parameters())
     # NVlabs: 1-D and *.bias exempt; 0-D logit scales and 3-D pos_embed / group tokens decayed
-    for name in ("logit_scale", "multi_label_logit_scale", "img_encoder.pos_embed",
-                 "img_encoder.layers.0.group_token"):
+    for name in ("logit_scale", "multi_label_logit_scale", "img_encoder.pos_embed", "img_encoder.layers.0.group_token"):
         assert (id(named[name]) in ids) is (not skip_embeddings), name
     for name, p in named.items():
         if p.ndim == 1 or name.endswith(".bias"):

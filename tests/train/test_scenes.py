@@ -186,13 +186,16 @@ def test_a_seed_fixes_every_scene(tmp_path):
                 assert fa.read() == fb.read()
 
 
-@pytest.mark.parametrize("argv, culprit", [
-    (["--min-size", "100", "--max-size", "80"], "min_size <= max_size"),
-    (["--min-size", "16"], "32 <= min_size"),
-    (["--max-objects", "4"], "min <= max <= 3"),
-    (["--min-objects", "3", "--max-objects", "2"], "min <= max <= 3"),
-    (["--train-length", "4", "--shards", "8"], "4 scene(s) for 8 shard(s)"),
-])
+@pytest.mark.parametrize(
+    "argv, culprit",
+    [
+        (["--min-size", "100", "--max-size", "80"], "min_size <= max_size"),
+        (["--min-size", "16"], "32 <= min_size"),
+        (["--max-objects", "4"], "min <= max <= 3"),
+        (["--min-objects", "3", "--max-objects", "2"], "min <= max <= 3"),
+        (["--train-length", "4", "--shards", "8"], "4 scene(s) for 8 shard(s)"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, culprit):
     from groupvit_fast.cli import main
 
@@ -218,8 +221,24 @@ def test_prepare_data_scenes_command(tmp_path, capsys):
     from groupvit_fast.cli import main
 
     out = tmp_path / "sc"
-    assert main(["prepare-data", "scenes", "--out", str(out), "--train-length", "8", "--shards", "2",
-                 "--eval-count", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare-data",
+                "scenes",
+                "--out",
+                str(out),
+                "--train-length",
+                "8",
+                "--shards",
+                "2",
+                "--eval-count",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert sorted(os.listdir(out / "train")) == ["scenes-000000.tar", "scenes-000001.tar"]
     assert len(os.listdir(out / "eval" / "masks")) == 3
 
@@ -254,10 +273,18 @@ def test_scene_shards_feed_multi_label_training_batches_without_a_tagger(written
 
         return torch.zeros(len(texts), n, dtype=torch.long)
 
-    cfg = load_config("scenes", [f"data.dataset.meta.scenes.path={written}", "data.dataset.meta.scenes.length=96",
-                                 "data.dataset.meta.scenes.prefix=scenes-{000000..000002}.tar",
-                                 "data.batch_size=8", "data.num_workers=0", "data.img_aug.img_size=32"],
-                      output=str(tmp_path / "run"))
+    cfg = load_config(
+        "scenes",
+        [
+            f"data.dataset.meta.scenes.path={written}",
+            "data.dataset.meta.scenes.length=96",
+            "data.dataset.meta.scenes.prefix=scenes-{000000..000002}.tar",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "data.img_aug.img_size=32",
+        ],
+        output=str(tmp_path / "run"),
+    )
     data = TrainData(cfg, 0, 1, text_transform=TextTransform(16, 3, tagger=_NoTagger(), tokenizer=tokenizer))
     batch = next(iter(data.loader(0)))
     assert batch["text"].shape == (8, 4, 16) and batch["image"].shape == (8, 3, 32, 32)

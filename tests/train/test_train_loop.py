@@ -84,8 +84,9 @@ def test_resume_continues_exactly(shards, make_config, text_transform, tmp_path,
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=0, atol=1e-6)
 
 
-def test_reference_and_fused_assign_backends_converge_alike(shards, make_config, text_transform, tmp_path,
-                                                           model_config):
+def test_reference_and_fused_assign_backends_converge_alike(
+    shards, make_config, text_transform, tmp_path, model_config
+):
     """The same 16 steps with assign_backend="reference" and "cpu" (the fused C++ op).
 
     Same seed, data and init. The backends draw their Gumbel noise each in their own way, so the
@@ -109,8 +110,9 @@ def test_reference_and_fused_assign_backends_converge_alike(shards, make_config,
     for name, backend, seed in (("ref", "reference", 0), ("cpu", "cpu", 0), ("ref2", "reference", 1)):
         model = model_config()
         model["img_encoder"]["assign_backend"] = backend
-        cfg = make_config(shards, model=model, output=str(tmp_path / name),
-                          **{"train.epochs": 1, "train.seed": seed, "data.seed": 0})
+        cfg = make_config(
+            shards, model=model, output=str(tmp_path / name), **{"train.epochs": 1, "train.seed": seed, "data.seed": 0}
+        )
         _run(cfg, text_transform, init=init if seed else None)
         runs[name] = torch.tensor(_losses(cfg.output))
     noise_gap = (runs["ref"] - runs["ref2"]).abs().mean()

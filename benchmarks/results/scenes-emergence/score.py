@@ -16,6 +16,9 @@ for spec in sys.argv[3:]:
     thresh, topk, assign = spec.split(":")
     r = scene_emergence(model, sys.argv[2], bg_thresh=float(thresh), topk=int(topk), assignment=assign)
     per_class = ", ".join(f"{k}: {v:.0f}" for k, v in r["per_class"].items() if v is not None)
-    print(f"{sys.argv[1]} step {ckpt.meta.get('step')} thr {thresh} topk {topk} {assign}: mIoU {r['mIoU']:.1f} "
-          f"nogroup {r['no_grouping_mIoU']:.1f} top1present {r['image_top1_present']:.3f} "
-          f"groups {[round(g['mean'], 2) for g in r['groups']]} per_class {{{per_class}}}", flush=True)
+    print(
+        f"{sys.argv[1]} step {ckpt.meta.get('step')} thr {thresh} topk {topk} {assign}: mIoU {r['mIoU']:.1f} "
+        f"nogroup {r['no_grouping_mIoU']:.1f} top1present {r['image_top1_present']:.3f} "
+        f"groups {[round(g['mean'], 2) for g in r['groups']]} per_class {{{per_class}}}",
+        flush=True,
+    )

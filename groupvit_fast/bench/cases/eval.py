@@ -77,7 +77,8 @@ class _ClsBank:
             dim = reference.encode_image(self.images[:1]).shape[-1]
         gen = torch.Generator(device=ctx.device).manual_seed(5)
         self.weight = torch.nn.functional.normalize(
-            torch.randn(case.classes, dim, generator=gen, device=ctx.device), dim=-1)
+            torch.randn(case.classes, dim, generator=gen, device=ctx.device), dim=-1
+        )
         self.reference = reference
         self._reference_logits: torch.Tensor | None = None
 
@@ -109,9 +110,13 @@ def build_cls_runner(case: EvalClsCase, impl: str, ctx: BuildContext) -> Runner:
     def error() -> float:
         return rel_error([last[0] if last else bank.logits(model)], [bank.reference_logits()])
 
-    runner = Runner(fn=fn, images=case.batch, owned_storages={p.untyped_storage().data_ptr()
-                                                              for p in model.parameters()},
-                    error=error, error_vs="relative error of the logits against the reference model's")
+    runner = Runner(
+        fn=fn,
+        images=case.batch,
+        owned_storages={p.untyped_storage().data_ptr() for p in model.parameters()},
+        error=error,
+        error_vs="relative error of the logits against the reference model's",
+    )
     with torch.no_grad():
         runner.backend = dispatched_backends(lambda: model.encode_image(bank.images[:1]))
     return runner
@@ -123,8 +128,9 @@ def _build(case: EvalSegCase | EvalClsCase, impl: str, ctx: BuildContext) -> Run
     return build_segment_runner(case, impl, segment_bank(case, ctx))
 
 
-def _record(case: EvalSegCase | EvalClsCase, impl: str, stats: dict[str, Any], runner: Runner,
-            ctx: BuildContext) -> dict:
+def _record(
+    case: EvalSegCase | EvalClsCase, impl: str, stats: dict[str, Any], runner: Runner, ctx: BuildContext
+) -> dict:
     return throughput_record(case, impl, stats, runner)
 
 
@@ -134,21 +140,36 @@ def _seg(config: str, images: int, size: tuple[int, int] = VOC_SIZE, **kw: Any) 
 
 _IMPLS = ("reference", "ours")
 EVAL_TIER_CASES: dict[str, tuple[EvalSegCase | EvalClsCase, ...]] = {
-    name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS) for name, cases in {
+    name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS)
+    for name, cases in {
         "gpu": (_seg("groupvit-s-image-text", 8), EvalClsCase("groupvit-s-image-text", 256, _IMPLS)),
         "gpu-quick": (_seg("groupvit-s-image-text", 4), EvalClsCase("groupvit-s-image-text", 64, _IMPLS)),
         "cpu": (_seg("groupvit-s-image-text", 2), EvalClsCase("groupvit-s-image-text", 32, _IMPLS)),
         "cpu-quick": (EvalClsCase("groupvit-s-image-text", 8, _IMPLS),),
-        "smoke": (_seg("groupvit-tiny-image-text", 2, (60, 80), crop=64, stride=32, bg_thresh=0.5),
-                  EvalClsCase("groupvit-tiny-image-text", 2, _IMPLS)),
-    }.items()}
+        "smoke": (
+            _seg("groupvit-tiny-image-text", 2, (60, 80), crop=64, stride=32, bg_thresh=0.5),
+            EvalClsCase("groupvit-tiny-image-text", 2, _IMPLS),
+        ),
+    }.items()
+}
 
 FAMILY = Family(
-    name="eval", title="Evaluation pipelines", cases=EVAL_TIER_CASES, build=_build, record=_record,
-    impl_info={"reference": "the reference formulation (seg: the step-by-step reference pipeline)",
-               "ours": "our model (seg: GroupViTSegmenter)"},
-    note=("seg: " + SEGMENT_NOTE.removeprefix("segment: ").replace(
-        "(448 px slide inference; smoke: 64 px)", "(VOC protocol: short side 448, 448 px windows at stride 224; "
-                                                  "smoke: 64 px)")
-          + " cls: B images at the model's size (224 px for GroupViT-S) through the image encoder and a "
-            "1000-class classifier to the top-5; rel err: the logits against the reference model's."))
+    name="eval",
+    title="Evaluation pipelines",
+    cases=EVAL_TIER_CASES,
+    build=_build,
+    record=_record,
+    impl_info={
+        "reference": "the reference formulation (seg: the step-by-step reference pipeline)",
+        "ours": "our model (seg: GroupViTSegmenter)",
+    },
+    note=(
+        "seg: "
+        + SEGMENT_NOTE.removeprefix("segment: ").replace(
+            "(448 px slide inference; smoke: 64 px)",
+            "(VOC protocol: short side 448, 448 px windows at stride 224; smoke: 64 px)",
+        )
+        + " cls: B images at the model's size (224 px for GroupViT-S) through the image encoder and a "
+        "1000-class classifier to the top-5; rel err: the logits against the reference model's."
+    ),
+)

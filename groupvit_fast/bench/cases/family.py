@@ -90,12 +90,21 @@ def family_of(case: Any) -> Family:
     return known[name]
 
 
-def throughput_record(case: Any, impl: str, stats: dict[str, Any], runner: Runner,
-                      **fields: Any) -> dict[str, Any]:
+def throughput_record(case: Any, impl: str, stats: dict[str, Any], runner: Runner, **fields: Any) -> dict[str, Any]:
     """The record of a model or pipeline case: what ran (``config``, ``task``, ``batch`` images per
     call, ``dtype``), its timing and memory ``stats``, images/s and the runner's error column."""
-    record = {"kind": case.id.split("/", 1)[0], "case": case.id, "config": case.config, "task": case.task,
-              "batch": case.batch, "dtype": case.dtype, "impl": impl, "backend": runner.backend, **fields, **stats}
+    record = {
+        "kind": case.id.split("/", 1)[0],
+        "case": case.id,
+        "config": case.config,
+        "task": case.task,
+        "batch": case.batch,
+        "dtype": case.dtype,
+        "impl": impl,
+        "backend": runner.backend,
+        **fields,
+        **stats,
+    }
     record["images_per_s"] = case.batch / (stats["median_ms"] / 1e3)
     record["rel_error"] = None
     if runner.error is not None:

@@ -29,8 +29,14 @@ MODEL_IMPL_INFO = {  # (image-text models: the same choice for their GroupViT an
 #: GroupViT's defaults) and a tiny one for the CI smoke tier.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "groupvit-s": {},
-    "groupvit-tiny": {"img_size": 64, "embed_dim": 96, "depths": (1, 1, 1), "num_heads": (2, 2, 2),
-                      "num_group_tokens": (8, 4, 0), "num_output_groups": (8, 4)},
+    "groupvit-tiny": {
+        "img_size": 64,
+        "embed_dim": 96,
+        "depths": (1, 1, 1),
+        "num_heads": (2, 2, 2),
+        "num_group_tokens": (8, 4, 0),
+        "num_output_groups": (8, 4),
+    },
 }
 
 
@@ -42,19 +48,28 @@ def _image_text_configs() -> dict[str, dict[str, Any]]:
         from groupvit_fast.models.registry import released_config
     except ImportError:  # a checkout without the image-text model: those cases are left out
         return {}
-    tiny = {"type": "MultiLabelContrastive", "img_encoder": {"type": "GroupViT", **MODEL_CONFIGS["groupvit-tiny"]},
-            "text_encoder": {"type": "TextTransformer", "context_length": 16, "width": 64, "layers": 1,
-                             "vocab_size": 1000},
-            "output_dim": 32, "proj_inner_dim": 64, "multi_label": 1}
+    tiny = {
+        "type": "MultiLabelContrastive",
+        "img_encoder": {"type": "GroupViT", **MODEL_CONFIGS["groupvit-tiny"]},
+        "text_encoder": {"type": "TextTransformer", "context_length": 16, "width": 64, "layers": 1, "vocab_size": 1000},
+        "output_dim": 32,
+        "proj_inner_dim": 64,
+        "multi_label": 1,
+    }
     return {"groupvit-s-image-text": released_config(multi_label=3), "groupvit-tiny-image-text": tiny}
 
 
 IMAGE_TEXT_CONFIGS = _image_text_configs()
 
 #: What docs/benchmarks.md asks for that no case measures yet (every report lists it).
-NOT_MEASURED = [] if IMAGE_TEXT_CONFIGS else [
-    "The image-text model (MultiLabelContrastive) is not in this checkout: its training-step and zero-shot "
-    "segmentation cases are left out."]
+NOT_MEASURED = (
+    []
+    if IMAGE_TEXT_CONFIGS
+    else [
+        "The image-text model (MultiLabelContrastive) is not in this checkout: its training-step and zero-shot "
+        "segmentation cases are left out."
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,6 @@ class ModelCase:
         return f"model/{self.config}/{self.task}/b{self.batch}"
 
 
-
 def _autocast(device: str, dtype: str):
     # fp32 cases switch autocast off: a timed fp32 run stays fp32 whatever encloses it
     return autocast_context(device, torch.bfloat16 if dtype == "bf16-autocast" else None, disable_outer=True)
@@ -91,10 +105,16 @@ def hf_config(config: str):
     depths = list(kw.get("depths", (6, 3, 3)))
     groups = list(kw.get("num_output_groups", (64, 8)))
     return GroupViTVisionConfig(
-        hidden_size=embed, intermediate_size=4 * embed, depths=depths, num_hidden_layers=sum(depths),
+        hidden_size=embed,
+        intermediate_size=4 * embed,
+        depths=depths,
+        num_hidden_layers=sum(depths),
         num_attention_heads=kw.get("num_heads", (6, 6, 6))[0],
         num_group_tokens=list(kw.get("num_group_tokens", (64, 8, 0))),
-        num_output_groups=groups + groups[-1:], image_size=kw.get("img_size", 224), patch_size=16)
+        num_output_groups=groups + groups[-1:],
+        image_size=kw.get("img_size", 224),
+        patch_size=16,
+    )
 
 
 _REFERENCE_BACKENDS = {"attn_backend": "explicit", "assign_backend": "reference"}
@@ -253,9 +273,15 @@ def _gpu_model_cases() -> list[ModelCase]:
     for task in ("eval", "train"):
         for batch in (1, 64, 256):
             compiled = ("reference-compiled", "ours-compiled") if batch == 64 else ()
-            cases.append(ModelCase("groupvit-s", task, batch, "bf16-autocast",
-                                   ("reference", *compiled[:1], "ours", *compiled[1:], *(("hf",) if task == "eval"
-                                                                                         else ()))))
+            cases.append(
+                ModelCase(
+                    "groupvit-s",
+                    task,
+                    batch,
+                    "bf16-autocast",
+                    ("reference", *compiled[:1], "ours", *compiled[1:], *(("hf",) if task == "eval" else ())),
+                )
+            )
     cases.append(ModelCase("groupvit-s", "eval", 64, "fp32", ("reference", "ours", "hf")))
     cases.append(ModelCase("groupvit-s", "train", 64, "fp32", ("reference", "ours")))
     cases.append(ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours")))
@@ -268,25 +294,35 @@ def _known(cases) -> tuple[ModelCase, ...]:
     return tuple(c for c in cases if c.config in MODEL_CONFIGS or c.config in IMAGE_TEXT_CONFIGS)
 
 
-MODEL_TIER_CASES: dict[str, tuple[ModelCase, ...]] = {name: _known(cases) for name, cases in {
-    "gpu": _gpu_model_cases(),
-    "gpu-quick": (ModelCase("groupvit-s", "eval", 64, "bf16-autocast", ("reference", "ours", "hf")),
-                  ModelCase("groupvit-s", "train", 64, "bf16-autocast", ("reference", "ours")),
-                  ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast",
-                            ("reference", "ours", "ours-gc16"))),
-    "cpu": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours", "hf")),
+MODEL_TIER_CASES: dict[str, tuple[ModelCase, ...]] = {
+    name: _known(cases)
+    for name, cases in {
+        "gpu": _gpu_model_cases(),
+        "gpu-quick": (
+            ModelCase("groupvit-s", "eval", 64, "bf16-autocast", ("reference", "ours", "hf")),
+            ModelCase("groupvit-s", "train", 64, "bf16-autocast", ("reference", "ours")),
+            ModelCase("groupvit-s-image-text", "train", 64, "bf16-autocast", ("reference", "ours", "ours-gc16")),
+        ),
+        "cpu": (
+            ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours", "hf")),
             ModelCase("groupvit-s", "eval", 8, "bf16-autocast", ("ours",)),  # vs its fp32 row: speed-up, error
             ModelCase("groupvit-s", "train", 2, "fp32", ("reference", "ours")),
             ModelCase("groupvit-s-image-text", "train", 2, "fp32", ("reference", "ours")),
             # gradient caching (docs/training.md): a small image-text model, so that batch 256 takes seconds
             ModelCase("groupvit-tiny-image-text", "train", 16, "fp32", ("ours",)),  # one chunk's plain step
-            *(ModelCase("groupvit-tiny-image-text", "train", b, "fp32", grad_cache_impls(b, (16, 64)))
-              for b in (64, 128, 256))),
-    "cpu-quick": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours")),),
-    "smoke": (ModelCase("groupvit-tiny", "eval", 2, "fp32", ("reference", "ours", "hf")),
-              ModelCase("groupvit-tiny", "train", 2, "fp32", ("reference", "ours")),
-              ModelCase("groupvit-tiny-image-text", "train", 2, "fp32", ("reference", "ours"))),
-}.items()}
+            *(
+                ModelCase("groupvit-tiny-image-text", "train", b, "fp32", grad_cache_impls(b, (16, 64)))
+                for b in (64, 128, 256)
+            ),
+        ),
+        "cpu-quick": (ModelCase("groupvit-s", "eval", 8, "fp32", ("reference", "ours")),),
+        "smoke": (
+            ModelCase("groupvit-tiny", "eval", 2, "fp32", ("reference", "ours", "hf")),
+            ModelCase("groupvit-tiny", "train", 2, "fp32", ("reference", "ours")),
+            ModelCase("groupvit-tiny-image-text", "train", 2, "fp32", ("reference", "ours")),
+        ),
+    }.items()
+}
 
 
 def model_bank(ctx: BuildContext, config: str) -> ModelBank:
@@ -294,8 +330,9 @@ def model_bank(ctx: BuildContext, config: str) -> ModelBank:
     return ctx.shared(("model-bank", config), lambda: ModelBank(config, ctx.device))
 
 
-def model_record(case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner,
-                 ctx: BuildContext) -> dict[str, Any]:
+def model_record(
+    case: ModelCase, impl: str, stats: dict[str, Any], runner: Runner, ctx: BuildContext
+) -> dict[str, Any]:
     """The report's record of one model measurement; the error is against the fp32 eager reference."""
     from ..timing import rel_error
     from .family import throughput_record
@@ -312,8 +349,15 @@ def _build(case: ModelCase, impl: str, ctx: BuildContext) -> Runner:
 
 
 FAMILY = Family(
-    name="model", title="Models", cases=MODEL_TIER_CASES, build=_build, record=model_record,
+    name="model",
+    title="Models",
+    cases=MODEL_TIER_CASES,
+    build=_build,
+    record=model_record,
     impl_info=MODEL_IMPL_INFO,
-    note=("eval: forward without grad; train: forward + backward + AdamW step (peak memory after the optimizer "
-          "state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the fp32 eager "
-          "reference model with the same weights and images."))
+    note=(
+        "eval: forward without grad; train: forward + backward + AdamW step (peak memory after the optimizer "
+        "state exists). rel err: ||x - x_ref|| / ||x_ref|| of the image embedding against the fp32 eager "
+        "reference model with the same weights and images."
+    ),
+)

@@ -74,7 +74,6 @@ OP_IMPL_INFO = {
 }
 
 
-
 def min_bytes(shape: AssignShape, mode: Mode, dtype: torch.dtype) -> int:
     """Bytes the op must move at the least (docs/benchmarks.md, "Roofline").
 
@@ -191,8 +190,13 @@ def build_op_runner(case: OpCase, impl: str, device: str) -> Runner:
     outputs = None
     if impl != "compiled":  # a compiled call with other arguments would mean another compile
         outputs = functools.partial(op_outputs, case, impl, device)
-    return Runner(fn=fn, outputs=outputs, owned_storages=owned, forward_for_saved=forward_for_saved,
-                  backend="reference" if impl == "compiled" else impl)
+    return Runner(
+        fn=fn,
+        outputs=outputs,
+        owned_storages=owned,
+        forward_for_saved=forward_for_saved,
+        backend="reference" if impl == "compiled" else impl,
+    )
 
 
 def op_outputs(case: OpCase, impl: str, device: str, compute_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
@@ -228,11 +232,9 @@ def op_cases(names, modes, dtypes, impls, batches=None, compiled_for=None) -> li
         for name in names:
             shape = SHAPES[name]
             for mode in modes:
-                case_impls = tuple(i for i in impls
-                                   if i != "compiled" or compiled_for is None or name in compiled_for)
+                case_impls = tuple(i for i in impls if i != "compiled" or compiled_for is None or name in compiled_for)
                 scaled = shape.with_batch(batches[name]) if batches else shape
-                cases.append(OpCase(name, scaled, MODES[mode], dtype, case_impls,
-                                    None if scaled == shape else name))
+                cases.append(OpCase(name, scaled, MODES[mode], dtype, case_impls, None if scaled == shape else name))
     return cases
 
 
@@ -247,8 +249,10 @@ OP_TIER_CASES: dict[str, tuple[OpCase, ...]] = {
     "gpu": tuple(op_cases(SHAPES, tuple(MODES), ("bf16", "fp32"), _GPU_OP_IMPLS)),
     "gpu-quick": tuple(op_cases(STAGE0, ("eval", "train"), ("bf16",), _GPU_OP_IMPLS)),
     # bf16 on the CPU: speed-up and error against fp32, for the headline shape
-    "cpu": tuple(op_cases(SHAPES, tuple(MODES), ("fp32",), _CPU_OP_IMPLS, CPU_BATCH, compiled_for=("stage0-224",))
-                 + op_cases(("stage0-224",), ("eval", "train"), ("bf16",), ("reference", "cpu"), CPU_BATCH)),
+    "cpu": tuple(
+        op_cases(SHAPES, tuple(MODES), ("fp32",), _CPU_OP_IMPLS, CPU_BATCH, compiled_for=("stage0-224",))
+        + op_cases(("stage0-224",), ("eval", "train"), ("bf16",), ("reference", "cpu"), CPU_BATCH)
+    ),
     "cpu-quick": tuple(op_cases(("stage0-224",), ("eval", "train"), ("fp32",), ("reference", "cpu"), CPU_BATCH)),
     "smoke": tuple(op_cases(SHAPES, tuple(MODES), ("fp32",), ("reference", "cpu"), SMOKE_BATCH)),
 }
@@ -258,9 +262,22 @@ def op_record(case: OpCase, impl: str, stats: dict[str, Any], runner: Runner, ct
     """The report's record of one op measurement: the stats, bandwidth, FLOP rate, floor and error."""
     device, copy_bw, matmul_gflops = ctx.device, ctx.meta.get("copy_bandwidth_gbs"), ctx.meta.get("matmul_gflops")
     s = case.shape
-    record = {"kind": "op", "case": case.id, "shape": case.shape_name, "scaled_from": case.scaled_from, "B": s.batch,
-              "G": s.groups, "N": s.tokens, "C": s.channels, "heads": s.heads, "mode": case.mode.name,
-              "dtype": case.dtype, "impl": impl, "backend": runner.backend, **stats}
+    record = {
+        "kind": "op",
+        "case": case.id,
+        "shape": case.shape_name,
+        "scaled_from": case.scaled_from,
+        "B": s.batch,
+        "G": s.groups,
+        "N": s.tokens,
+        "C": s.channels,
+        "heads": s.heads,
+        "mode": case.mode.name,
+        "dtype": case.dtype,
+        "impl": impl,
+        "backend": runner.backend,
+        **stats,
+    }
     seconds = stats["median_ms"] / 1e3
     record["min_bytes"] = min_bytes(s, case.mode, case.torch_dtype)
     record["achieved_gbs"] = record["min_bytes"] / seconds / 1e9
@@ -298,9 +315,11 @@ def speedup_ceilings(records: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in records:
         if r["impl"] == "reference" and r.get("floor_kind") == "compute" and r.get("floor_ms"):
-            out.append(f"- {r['shape']} {r['mode']} {r['dtype']} (B={r['B']}): reference {r['median_ms']:.3g} ms, "
-                       f"compute floor {r['floor_ms']:.3g} ms: at most {r['median_ms'] / r['floor_ms']:.2f}x "
-                       "faster than the reference, before any non-matmul work (softmax, noise, memory traffic)")
+            out.append(
+                f"- {r['shape']} {r['mode']} {r['dtype']} (B={r['B']}): reference {r['median_ms']:.3g} ms, "
+                f"compute floor {r['floor_ms']:.3g} ms: at most {r['median_ms'] / r['floor_ms']:.2f}x "
+                "faster than the reference, before any non-matmul work (softmax, noise, memory traffic)"
+            )
     return ["", "Speed-up ceilings (compute floor):", ""] + out if out else []
 
 
@@ -309,6 +328,15 @@ def _build(case: OpCase, impl: str, ctx: BuildContext) -> Runner:
 
 
 FAMILY = Family(
-    name="op", title="Assignment attention op", cases=OP_TIER_CASES, build=_build, record=op_record,
-    impl_info=OP_IMPL_INFO, ratio_keys=("shape", "B", "mode", "dtype"), reference_impl="reference",
-    compiled_impl="compiled", summary=speedup_ceilings, table="op")
+    name="op",
+    title="Assignment attention op",
+    cases=OP_TIER_CASES,
+    build=_build,
+    record=op_record,
+    impl_info=OP_IMPL_INFO,
+    ratio_keys=("shape", "B", "mode", "dtype"),
+    reference_impl="reference",
+    compiled_impl="compiled",
+    summary=speedup_ceilings,
+    table="op",
+)

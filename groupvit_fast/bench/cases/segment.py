@@ -13,9 +13,29 @@ from .model import IMAGE_TEXT_CONFIGS, ModelBank, model_bank
 from .runner import Runner, dispatched_backends
 
 #: The 21 PASCAL VOC class names (background first), the class set of the segmentation cases.
-VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
+VOC_CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 SEGMENT_IMPLS = ("reference", "ours")
 
 
@@ -58,7 +78,7 @@ def _class_tokens(config: str, texts: list[str]) -> torch.Tensor:
     out = torch.zeros(len(texts), length, dtype=torch.long)
     for i, t in enumerate(texts):
         ids = [1 + (sum(map(ord, t)) * (j + 7)) % (vocab - 2) for j in range(min(len(t), length - 1))]
-        out[i, :len(ids)] = torch.tensor(ids)
+        out[i, : len(ids)] = torch.tensor(ids)
         out[i, len(ids)] = vocab - 1
     return out
 
@@ -74,21 +94,37 @@ class SegmentBank:
         self.case, self.models, self.device = case, models, models.device
         self.class_set = resolve_classes(list(case.classes), case.bg_thresh)
         gen = torch.Generator().manual_seed(seed)
-        self.images = [torch.randint(0, 256, (3, *case.size), dtype=torch.uint8, generator=gen).to(self.device)
-                       for _ in range(case.images)]
+        self.images = [
+            torch.randint(0, 256, (3, *case.size), dtype=torch.uint8, generator=gen).to(self.device)
+            for _ in range(case.images)
+        ]
         self.text_cache = TextEmbeddingCache()
         self.text_model = models.model("ours").eval()
-        self.text = self.text_cache.get(self.text_model, self.class_set.text_names, "simple",
-                                        tokenizer=functools.partial(_class_tokens, case.config))
+        self.text = self.text_cache.get(
+            self.text_model,
+            self.class_set.text_names,
+            "simple",
+            tokenizer=functools.partial(_class_tokens, case.config),
+        )
         self.reference_labels: list[torch.Tensor] | None = None
 
     def reference_call(self, model: torch.nn.Module) -> list[torch.Tensor]:
         from groupvit_fast.reference.segmentation import reference_segment_scores
 
         c = self.case
-        labels = [reference_segment_scores(model, img, self.text, with_bg=self.class_set.with_bg,
-                                           bg_thresh=self.class_set.bg_thresh, crop=c.crop, stride=c.stride,
-                                           short_side=c.crop).argmax(0) for img in self.images]
+        labels = [
+            reference_segment_scores(
+                model,
+                img,
+                self.text,
+                with_bg=self.class_set.with_bg,
+                bg_thresh=self.class_set.bg_thresh,
+                crop=c.crop,
+                stride=c.stride,
+                short_side=c.crop,
+            ).argmax(0)
+            for img in self.images
+        ]
         self.reference_labels = labels
         return labels
 
@@ -118,8 +154,14 @@ def build_segment_runner(case: SegmentCase, impl: str, bank: SegmentBank) -> Run
         from groupvit_fast.segmentation import GroupViTSegmenter
 
         model = bank.text_model  # our model: its embeddings are in the cache already
-        seg = GroupViTSegmenter(model, bank.class_set, crop_size=case.crop, stride=case.stride,
-                                short_side=case.crop, text_cache=bank.text_cache)
+        seg = GroupViTSegmenter(
+            model,
+            bank.class_set,
+            crop_size=case.crop,
+            stride=case.stride,
+            short_side=case.crop,
+            text_cache=bank.text_cache,
+        )
 
         def fn():
             last[:] = seg.predict(bank.images)
@@ -127,11 +169,17 @@ def build_segment_runner(case: SegmentCase, impl: str, bank: SegmentBank) -> Run
 
         error = lambda: bank.label_disagreement(last or seg.predict(bank.images))  # noqa: E731
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    runner = Runner(fn=fn, images=case.images, owned_storages=params, error=error,
-                    error_vs=None if error is None else "fraction of pixels labelled differently from the reference")
+    runner = Runner(
+        fn=fn,
+        images=case.images,
+        owned_storages=params,
+        error=error,
+        error_vs=None if error is None else "fraction of pixels labelled differently from the reference",
+    )
     with torch.no_grad():
         runner.backend = dispatched_backends(
-            lambda: model.img_encoder(bank.images[0].new_zeros(1, 3, case.crop, case.crop, dtype=torch.float32)))
+            lambda: model.img_encoder(bank.images[0].new_zeros(1, 3, case.crop, case.crop, dtype=torch.float32))
+        )
     return runner
 
 
@@ -139,15 +187,27 @@ def build_segment_runner(case: SegmentCase, impl: str, bank: SegmentBank) -> Run
 
 #: Zero-shot segmentation per tier: GroupViT-S at 448 px with the 21 VOC classes (one 448 x 448
 #: window per image); the smoke tier's tiny model at 64 px (two windows of 64 at stride 32).
-SEGMENT_CASES: dict[str, tuple[SegmentCase, ...]] = {name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS)
-                                                     for name, cases in {
-    "gpu": (SegmentCase("groupvit-s-image-text", 8, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
-    "gpu-quick": (SegmentCase("groupvit-s-image-text", 4, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
-    "cpu": (SegmentCase("groupvit-s-image-text", 2, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
-    "cpu-quick": (SegmentCase("groupvit-s-image-text", 1, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
-    "smoke": (SegmentCase("groupvit-tiny-image-text", 1, (64, 96), VOC_CLASSES[:4], SEGMENT_IMPLS, crop=64,
-                          stride=32, bg_thresh=0.5),),
-}.items()}
+SEGMENT_CASES: dict[str, tuple[SegmentCase, ...]] = {
+    name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS)
+    for name, cases in {
+        "gpu": (SegmentCase("groupvit-s-image-text", 8, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+        "gpu-quick": (SegmentCase("groupvit-s-image-text", 4, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+        "cpu": (SegmentCase("groupvit-s-image-text", 2, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+        "cpu-quick": (SegmentCase("groupvit-s-image-text", 1, (448, 448), VOC_CLASSES, SEGMENT_IMPLS),),
+        "smoke": (
+            SegmentCase(
+                "groupvit-tiny-image-text",
+                1,
+                (64, 96),
+                VOC_CLASSES[:4],
+                SEGMENT_IMPLS,
+                crop=64,
+                stride=32,
+                bg_thresh=0.5,
+            ),
+        ),
+    }.items()
+}
 
 
 def segment_bank(case: SegmentCase, ctx: BuildContext) -> SegmentBank:
@@ -163,12 +223,22 @@ def _record(case: SegmentCase, impl: str, stats: dict, runner: Runner, ctx: Buil
     return throughput_record(case, impl, stats, runner)
 
 
-SEGMENT_NOTE = ("segment: zero-shot segmentation of B random images (448 px slide inference; smoke: 64 px), "
-                "`reference` the step-by-step path of groupvit_fast.reference.segmentation (one crop at a time, the "
-                "encoder twice per crop) with the reference model, `ours` GroupViTSegmenter with our model; its rel "
-                "err is the fraction of pixels labelled differently from the reference.")
+SEGMENT_NOTE = (
+    "segment: zero-shot segmentation of B random images (448 px slide inference; smoke: 64 px), "
+    "`reference` the step-by-step path of groupvit_fast.reference.segmentation (one crop at a time, the "
+    "encoder twice per crop) with the reference model, `ours` GroupViTSegmenter with our model; its rel "
+    "err is the fraction of pixels labelled differently from the reference."
+)
 
-FAMILY = Family(name="segment", title="Zero-shot segmentation", cases=SEGMENT_CASES, build=_build, record=_record,
-                impl_info={"reference": "the step-by-step reference pipeline with the reference model",
-                           "ours": "GroupViTSegmenter with our model (same weights)"},
-                note=SEGMENT_NOTE)
+FAMILY = Family(
+    name="segment",
+    title="Zero-shot segmentation",
+    cases=SEGMENT_CASES,
+    build=_build,
+    record=_record,
+    impl_info={
+        "reference": "the step-by-step reference pipeline with the reference model",
+        "ours": "GroupViTSegmenter with our model (same weights)",
+    },
+    note=SEGMENT_NOTE,
+)

@@ -31,8 +31,9 @@ class Tier:
         found = {name: family.cases.get(self.name, ()) for name, family in families().items()}
         return {name: cases for name, cases in found.items() if cases}
 
-    def items(self, pattern: str | None = None, dtypes: tuple[str, ...] | None = None,
-              only: tuple[str, ...] | None = None) -> Iterator[tuple[Any, str]]:
+    def items(
+        self, pattern: str | None = None, dtypes: tuple[str, ...] | None = None, only: tuple[str, ...] | None = None
+    ) -> Iterator[tuple[Any, str]]:
         """``(case, impl)`` pairs in run order, filtered by a regex over ``"<case id>/<impl>"``, by
         dtype (``bf16`` also selects ``bf16-autocast`` cases) and by family name (``only``)."""
         regex = re.compile(pattern) if pattern else None
@@ -47,27 +48,61 @@ class Tier:
                         yield case, impl
 
 
-_NOTE_CPU_COMPILE = ("torch.compile baselines on the CPU: the op only at stage0-224 (each compile takes about 10 s on "
-                     "2 cores) and the training steps (the compile falls in the warm-up); compiled models are "
-                     "GPU-only (compiling GroupViT on 2 CPU cores takes minutes per case).")
-_NOTE_GPU_MODEL_COMPILE = ("Compiled models only at B=64: each compile takes about a minute, and "
-                           "torch.compile recompiles for every batch size.")
-_SCALED_NOTE = ("CPU op shapes are docs/benchmarks.md's with the batch scaled down (column B; `scaled from` names "
-                "the documented shape): " + ", ".join(f"{k} B={v}" for k, v in CPU_BATCH.items()) + ".")
+_NOTE_CPU_COMPILE = (
+    "torch.compile baselines on the CPU: the op only at stage0-224 (each compile takes about 10 s on "
+    "2 cores) and the training steps (the compile falls in the warm-up); compiled models are "
+    "GPU-only (compiling GroupViT on 2 CPU cores takes minutes per case)."
+)
+_NOTE_GPU_MODEL_COMPILE = (
+    "Compiled models only at B=64: each compile takes about a minute, and "
+    "torch.compile recompiles for every batch size."
+)
+_SCALED_NOTE = (
+    "CPU op shapes are docs/benchmarks.md's with the batch scaled down (column B; `scaled from` names "
+    "the documented shape): " + ", ".join(f"{k} B={v}" for k, v in CPU_BATCH.items()) + "."
+)
 
-TIERS: dict[str, Tier] = {t.name: t for t in (
-    Tier("gpu", "cuda", budget_s=0.4, min_reps=5, max_reps=300, notes=(_NOTE_GPU_MODEL_COMPILE,)),
-    Tier("gpu-quick", "cuda", budget_s=0.25, min_reps=5, max_reps=200,
-         notes=("Quick subset: stage-0 op shapes, eval and train, bf16; models and pipelines at one batch size "
-                "each, without compile.",)),
-    Tier("cpu", "cpu", budget_s=2.0, min_reps=5, max_reps=50, notes=(_SCALED_NOTE, _NOTE_CPU_COMPILE)),
-    Tier("cpu-quick", "cpu", budget_s=0.5, min_reps=3, max_reps=20,
-         notes=(_SCALED_NOTE, "Quick subset: stage0-224 eval/train, GroupViT-S eval, one segmentation image, the "
-                              "small training step, eval cls; no compiled baselines.")),
-    Tier("smoke", "cpu", budget_s=0.02, min_reps=2, max_reps=5,
-         notes=("Smoke tier: every spec shape at B=1 and a tiny GroupViT; it checks the harness, its numbers mean "
-                "little.",)),
-)}
+TIERS: dict[str, Tier] = {
+    t.name: t
+    for t in (
+        Tier("gpu", "cuda", budget_s=0.4, min_reps=5, max_reps=300, notes=(_NOTE_GPU_MODEL_COMPILE,)),
+        Tier(
+            "gpu-quick",
+            "cuda",
+            budget_s=0.25,
+            min_reps=5,
+            max_reps=200,
+            notes=(
+                "Quick subset: stage-0 op shapes, eval and train, bf16; models and pipelines at one batch size "
+                "each, without compile.",
+            ),
+        ),
+        Tier("cpu", "cpu", budget_s=2.0, min_reps=5, max_reps=50, notes=(_SCALED_NOTE, _NOTE_CPU_COMPILE)),
+        Tier(
+            "cpu-quick",
+            "cpu",
+            budget_s=0.5,
+            min_reps=3,
+            max_reps=20,
+            notes=(
+                _SCALED_NOTE,
+                "Quick subset: stage0-224 eval/train, GroupViT-S eval, one segmentation image, the "
+                "small training step, eval cls; no compiled baselines.",
+            ),
+        ),
+        Tier(
+            "smoke",
+            "cpu",
+            budget_s=0.02,
+            min_reps=2,
+            max_reps=5,
+            notes=(
+                "Smoke tier: every spec shape at B=1 and a tiny GroupViT; it checks the harness, its numbers mean "
+                "little.",
+            ),
+        ),
+    )
+}
 
 
 def tier_for(device: str, *, quick: bool = False, smoke: bool = False) -> Tier:

@@ -57,8 +57,9 @@ def preset_config(preset: str, impl: str) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown training preset {preset!r} (known: {', '.join(PRESETS)})")
     reference = impl.removesuffix("-compiled") == "reference"
-    cfg["img_encoder"].update(attn_backend="explicit" if reference else "sdpa",
-                              assign_backend="reference" if reference else "auto")
+    cfg["img_encoder"].update(
+        attn_backend="explicit" if reference else "sdpa", assign_backend="reference" if reference else "auto"
+    )
     cfg["text_encoder"]["attn_backend"] = "explicit" if reference else "sdpa"
     return cfg
 
@@ -139,9 +140,17 @@ def build_step_runner(case: TrainCase, impl: str, device: str) -> Runner:
     cfg = preset_config(case.preset, impl)
     torch.manual_seed(0)  # the same weights for every implementation (the backends hold no parameters)
     model = build_model(cfg).to(device).train()
-    optimizer = build_optimizer(model, OmegaConf.create({
-        "weight_decay": 0.05, "skip_decay_embeddings": False,
-        "optimizer": {"name": "adamw", "eps": 1e-8, "betas": [0.9, 0.999]}}), lr=1e-4)
+    optimizer = build_optimizer(
+        model,
+        OmegaConf.create(
+            {
+                "weight_decay": 0.05,
+                "skip_decay_embeddings": False,
+                "optimizer": {"name": "adamw", "eps": 1e-8, "betas": [0.9, 0.999]},
+            }
+        ),
+        lr=1e-4,
+    )
     call = fresh_compile(model) if impl.endswith("-compiled") else model
     images, text = _step_inputs(cfg, case.batch, device)
     autocast_dtype = _AUTOCAST[case.dtype]
@@ -149,8 +158,9 @@ def build_step_runner(case: TrainCase, impl: str, device: str) -> Runner:
     dev = torch.device(device)
 
     def fn():
-        return train_step(call, [{"image": images, "text": text}], optimizer, device=dev,
-                          autocast_dtype=autocast_dtype, scaler=scaler)["total_loss"]
+        return train_step(
+            call, [{"image": images, "text": text}], optimizer, device=dev, autocast_dtype=autocast_dtype, scaler=scaler
+        )["total_loss"]
 
     def forward():
         with torch.autocast(dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
@@ -175,11 +185,17 @@ class _Loader:
         self._folder = tempfile.TemporaryDirectory(prefix="groupvit-fast-bench-shards-")
         folder = self._folder.name
         write_synthetic_shards(folder, 4, case.samples, image_size=256)
-        opts = [f"data.dataset.meta.synthetic.path={folder}",
-                "data.dataset.meta.synthetic.prefix=synthetic-{000000..000003}.tar",
-                f"data.dataset.meta.synthetic.length={case.samples}", f"data.batch_size={case.batch}",
-                f"data.num_workers={case.workers}", "data.img_aug.deit_aug=true", "data.img_aug.img_size=224",
-                "data.img_aug.img_scale=[0.08,1.0]", "data.text_aug.max_seq_len=77"]
+        opts = [
+            f"data.dataset.meta.synthetic.path={folder}",
+            "data.dataset.meta.synthetic.prefix=synthetic-{000000..000003}.tar",
+            f"data.dataset.meta.synthetic.length={case.samples}",
+            f"data.batch_size={case.batch}",
+            f"data.num_workers={case.workers}",
+            "data.img_aug.deit_aug=true",
+            "data.img_aug.img_size=224",
+            "data.img_aug.img_scale=[0.08,1.0]",
+            "data.text_aug.max_seq_len=77",
+        ]
         self.data = TrainData(load_config("tiny", opts, output=folder), 0, 1)
         self.epoch = 0
         self._it = iter(self.data.loader(self.epoch))
@@ -207,8 +223,9 @@ def _build(case: TrainCase | LoaderCase, impl: str, ctx: BuildContext) -> Runner
     return build_step_runner(case, impl, ctx.device)
 
 
-def train_record(case: TrainCase | LoaderCase, impl: str, stats: dict[str, Any], runner: Runner,
-                 ctx: BuildContext) -> dict:
+def train_record(
+    case: TrainCase | LoaderCase, impl: str, stats: dict[str, Any], runner: Runner, ctx: BuildContext
+) -> dict:
     record = throughput_record(case, impl, stats, runner)
     if isinstance(case, TrainCase):
         steps = RECIPE_SAMPLES // case.batch * RECIPE_EPOCHS
@@ -221,37 +238,59 @@ def train_record(case: TrainCase | LoaderCase, impl: str, stats: dict[str, Any],
 
 def recipe_projection(records: list[dict[str, Any]]) -> list[str]:
     """One line per step record of ``ours``: the 30-epoch recipe's wall time in one process."""
-    lines = [f"- {r['config']} B={r['batch']} {r['dtype']}: {r['recipe_steps']:,} steps x {r['median_ms']:.0f} ms = "
-             f"{r['recipe_hours']:,.0f} hours" for r in records if r.get("recipe_hours") and r["impl"] == "ours"]
+    lines = [
+        f"- {r['config']} B={r['batch']} {r['dtype']}: {r['recipe_steps']:,} steps x {r['median_ms']:.0f} ms = "
+        f"{r['recipe_hours']:,.0f} hours"
+        for r in records
+        if r.get("recipe_hours") and r["impl"] == "ours"
+    ]
     if not lines:
         return []
-    return ["", f"Projection (ours): 30 epochs of {RECIPE_SAMPLES:,} samples (GCC3M + GCC12M + YFCC14M) in one process "
-            "on this device at the measured batch (the original: 16 V100 for about 2 days, GroupViT-S, global "
-            "batch 4096):", "", *lines]
+    return [
+        "",
+        f"Projection (ours): 30 epochs of {RECIPE_SAMPLES:,} samples (GCC3M + GCC12M + YFCC14M) in one process "
+        "on this device at the measured batch (the original: 16 V100 for about 2 days, GroupViT-S, global "
+        "batch 4096):",
+        "",
+        *lines,
+    ]
 
 
 TRAIN_TIER_CASES: dict[str, tuple[TrainCase | LoaderCase, ...]] = {
-    "gpu": (TrainCase("groupvit-s", 256, "bf16-autocast", ("reference", "reference-compiled", "ours")),
-            TrainCase("groupvit-s", 64, "bf16-autocast", ("reference", "ours")),
-            LoaderCase(batch=64, workers=4)),
+    "gpu": (
+        TrainCase("groupvit-s", 256, "bf16-autocast", ("reference", "reference-compiled", "ours")),
+        TrainCase("groupvit-s", 64, "bf16-autocast", ("reference", "ours")),
+        LoaderCase(batch=64, workers=4),
+    ),
     "gpu-quick": (TrainCase("groupvit-s", 64, "bf16-autocast", ("reference", "ours")),),
     # the README's CPU training-step tables: small and GroupViT-S at B=4, fp32, with torch.compile
-    "cpu": (TrainCase("small", 4, "fp32", ("reference", "reference-compiled", "ours")),
-            TrainCase("groupvit-s", 4, "fp32", ("reference", "reference-compiled", "ours")),
-            LoaderCase(batch=32, workers=1)),
+    "cpu": (
+        TrainCase("small", 4, "fp32", ("reference", "reference-compiled", "ours")),
+        TrainCase("groupvit-s", 4, "fp32", ("reference", "reference-compiled", "ours")),
+        LoaderCase(batch=32, workers=1),
+    ),
     "cpu-quick": (TrainCase("small", 2, "fp32", ("reference", "ours")),),
     "smoke": (TrainCase("tiny", 2, "fp32", ("reference", "ours")), LoaderCase(batch=8, workers=1, samples=64)),
 }
 if not IMAGE_TEXT_CONFIGS:  # a checkout without the image-text model: no training step to time
-    TRAIN_TIER_CASES = {name: tuple(c for c in cases if isinstance(c, LoaderCase))
-                        for name, cases in TRAIN_TIER_CASES.items()}
+    TRAIN_TIER_CASES = {
+        name: tuple(c for c in cases if isinstance(c, LoaderCase)) for name, cases in TRAIN_TIER_CASES.items()
+    }
 
 FAMILY = Family(
-    name="train", title="Training pipeline", cases=TRAIN_TIER_CASES, build=_build, record=train_record,
-    impl_info=TRAIN_IMPL_INFO, summary=recipe_projection,
-    note=("step: one groupvit_fast.train.step.train_step of the image-text model (forward of both encoders, "
-          "multi-label contrastive loss, backward, gradient clipping, AdamW), same weights and data for every "
-          "implementation; peak memory after the optimizer state exists. load: one batch from TrainData "
-          "(decode, DeiT augmentation, tokenisation) with the worker processes the case id names (w<N>): "
-          "images/s per worker is images/s over N. On a CPU shared with other jobs `--threads 1` gives steadier "
-          "step times (all cores' OpenMP threads otherwise stall on each other)."))
+    name="train",
+    title="Training pipeline",
+    cases=TRAIN_TIER_CASES,
+    build=_build,
+    record=train_record,
+    impl_info=TRAIN_IMPL_INFO,
+    summary=recipe_projection,
+    note=(
+        "step: one groupvit_fast.train.step.train_step of the image-text model (forward of both encoders, "
+        "multi-label contrastive loss, backward, gradient clipping, AdamW), same weights and data for every "
+        "implementation; peak memory after the optimizer state exists. load: one batch from TrainData "
+        "(decode, DeiT augmentation, tokenisation) with the worker processes the case id names (w<N>): "
+        "images/s per worker is images/s over N. On a CPU shared with other jobs `--threads 1` gives steadier "
+        "step times (all cores' OpenMP threads otherwise stall on each other)."
+    ),
+)

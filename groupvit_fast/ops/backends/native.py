@@ -80,17 +80,57 @@ class _NativeBackend(AssignBackend):
             return Availability("absent", "no CUDA device is visible")
         return status
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
-                params: AssignParams) -> ForwardOutputs:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
+    ) -> ForwardOutputs:
         return native_ops().assign_attention_forward_native(
-            q, k, v, noise, seed, offset, params.num_heads, params.scale, params.hard, params.gumbel, params.tau,
-            params.sum_assign, params.eps, params.return_attn)
+            q,
+            k,
+            v,
+            noise,
+            seed,
+            offset,
+            params.num_heads,
+            params.scale,
+            params.hard,
+            params.gumbel,
+            params.tau,
+            params.sum_assign,
+            params.eps,
+            params.return_attn,
+        )
 
-    def backward(self, grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor,
-                 noise: Tensor | None, seed: int, offset: int, params: AssignParams) -> BackwardOutputs:
+    def backward(
+        self,
+        grad_out: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        out: Tensor,
+        r: Tensor,
+        noise: Tensor | None,
+        seed: int,
+        offset: int,
+        params: AssignParams,
+    ) -> BackwardOutputs:
         return native_ops().assign_attention_backward_native(
-            grad_out, q, k, v, out, r, noise, seed, offset, params.num_heads, params.scale, params.hard,
-            params.gumbel, params.tau, params.sum_assign, params.eps)
+            grad_out,
+            q,
+            k,
+            v,
+            out,
+            r,
+            noise,
+            seed,
+            offset,
+            params.num_heads,
+            params.scale,
+            params.hard,
+            params.gumbel,
+            params.tau,
+            params.sum_assign,
+            params.eps,
+        )
 
     def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
         like = torch.empty(0, device=device)

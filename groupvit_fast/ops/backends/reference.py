@@ -38,15 +38,26 @@ class ReferenceBackend(AssignBackend):
     dtypes = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
     runs_eagerly = True
 
-    def eager(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: Tensor | None,
-              params: AssignParams) -> tuple[Tensor, Tensor, Tensor]:
+    def eager(
+        self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: Tensor | None, params: AssignParams
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # An explicit seed selects the documented Philox noise, the same the fused backends draw for
         # that seed; without one the reference draws torch's own Gumbel noise (sample_gumbel).
         if params.gumbel and noise is None and seed is not None:
             noise = philox_gumbel_noise_op(q.detach(), [q.shape[0], params.num_heads, q.shape[1], k.shape[1]], seed)
-        return assign_attention_reference(q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
-                                          gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
-                                          eps=params.eps, noise=noise)
+        return assign_attention_reference(
+            q,
+            k,
+            v,
+            num_heads=params.num_heads,
+            scale=params.scale,
+            hard=params.hard,
+            gumbel=params.gumbel,
+            tau=params.tau,
+            sum_assign=params.sum_assign,
+            eps=params.eps,
+            noise=noise,
+        )
 
     @staticmethod
     def _noise(q, noise, seed, offset, params: AssignParams, n_tokens: int):
@@ -56,15 +67,22 @@ class ReferenceBackend(AssignBackend):
             noise = philox_gumbel_noise((q.shape[0], params.num_heads, q.shape[1], n_tokens), seed, offset, q.device)
         return noise.to(torch.float32)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
-                params: AssignParams) -> ForwardOutputs:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
+    ) -> ForwardOutputs:
         noise = self._noise(q, noise, seed, offset, params, k.shape[1])
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         qc, kc, vc = q.to(compute), k.to(compute), v.to(compute)
         noise_c = None if noise is None else noise.to(compute)
-        kwargs: dict[str, Any] = dict(num_heads=params.num_heads, scale=params.scale, hard=params.hard,
-                                      gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign,
-                                      eps=params.eps)
+        kwargs: dict[str, Any] = dict(
+            num_heads=params.num_heads,
+            scale=params.scale,
+            hard=params.hard,
+            gumbel=params.gumbel,
+            tau=params.tau,
+            sum_assign=params.sum_assign,
+            eps=params.eps,
+        )
         out, r = assign_attention_forward_math(qc, kc, vc, noise=noise_c, **kwargs)
         if params.return_attn:
             _, hard, soft = assign_attention_reference(qc, kc, vc, noise=noise_c, **kwargs)
@@ -76,15 +94,33 @@ class ReferenceBackend(AssignBackend):
             hard, soft = q.new_empty(0), q.new_empty(0)
         return out.to(q.dtype), r.to(torch.float32), hard, soft
 
-    def backward(self, grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor,
-                 noise: Tensor | None, seed: int, offset: int, params: AssignParams) -> BackwardOutputs:
+    def backward(
+        self,
+        grad_out: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        out: Tensor,
+        r: Tensor,
+        noise: Tensor | None,
+        seed: int,
+        offset: int,
+        params: AssignParams,
+    ) -> BackwardOutputs:
         noise = self._noise(q, noise, seed, offset, params, k.shape[1])
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         tensors = [t.to(compute) for t in (grad_out, q, k, v, out, r)]
         grads = assign_attention_backward_math(
-            *tensors, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
-            tau=params.tau, sum_assign=params.sum_assign, eps=params.eps,
-            noise=None if noise is None else noise.to(compute))
+            *tensors,
+            num_heads=params.num_heads,
+            scale=params.scale,
+            hard=params.hard,
+            gumbel=params.gumbel,
+            tau=params.tau,
+            sum_assign=params.sum_assign,
+            eps=params.eps,
+            noise=None if noise is None else noise.to(compute),
+        )
         dq, dk, dv = (g.to(q.dtype) for g in grads)
         return dq, dk, dv
 

@@ -81,34 +81,78 @@ class TritonBackend(AssignBackend):
             _log_broken_once(status)
             return status
         if kernels.INTERPRET != _interpret_env():
-            return Availability("absent", f"TRITON_INTERPRET changed after the Triton kernels were imported (they "
-                                          f"were decorated with interpret={kernels.INTERPRET}); set it before "
-                                          "importing groupvit_fast")
+            return Availability(
+                "absent",
+                f"TRITON_INTERPRET changed after the Triton kernels were imported (they "
+                f"were decorated with interpret={kernels.INTERPRET}); set it before "
+                "importing groupvit_fast",
+            )
         if not kernels.INTERPRET and not torch.cuda.is_available():
-            return Availability("absent", "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on CPU in "
-                                          "Triton's interpreter)")
+            return Availability(
+                "absent",
+                "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on CPU in Triton's interpreter)",
+            )
         return USABLE
 
     def not_supported_reasons(self, inputs: AssignInputs) -> list[str]:
         reasons = super().not_supported_reasons(inputs)
         if not reasons and inputs.groups > self.max_groups:  # the limit is read from the importable kernels
-            reasons.append(f"G={inputs.groups} groups > {self.max_groups} (the logits tile of all groups must fit "
-                           "on chip)")
+            reasons.append(
+                f"G={inputs.groups} groups > {self.max_groups} (the logits tile of all groups must fit on chip)"
+            )
         return reasons
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int,
-                params: AssignParams) -> ForwardOutputs:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
+    ) -> ForwardOutputs:
         return _kernels().assign_attention_forward(
-            q, k, v, num_heads=params.num_heads, scale=params.scale, hard=params.hard, gumbel=params.gumbel,
-            tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, return_attn=params.return_attn,
-            noise=noise, seed=seed, offset=offset)
+            q,
+            k,
+            v,
+            num_heads=params.num_heads,
+            scale=params.scale,
+            hard=params.hard,
+            gumbel=params.gumbel,
+            tau=params.tau,
+            sum_assign=params.sum_assign,
+            eps=params.eps,
+            return_attn=params.return_attn,
+            noise=noise,
+            seed=seed,
+            offset=offset,
+        )
 
-    def backward(self, grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, r: Tensor,
-                 noise: Tensor | None, seed: int, offset: int, params: AssignParams) -> BackwardOutputs:
+    def backward(
+        self,
+        grad_out: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        out: Tensor,
+        r: Tensor,
+        noise: Tensor | None,
+        seed: int,
+        offset: int,
+        params: AssignParams,
+    ) -> BackwardOutputs:
         return _kernels().assign_attention_backward(
-            grad_out, q, k, v, out, r, num_heads=params.num_heads, scale=params.scale, hard=params.hard,
-            gumbel=params.gumbel, tau=params.tau, sum_assign=params.sum_assign, eps=params.eps, noise=noise,
-            seed=seed, offset=offset)
+            grad_out,
+            q,
+            k,
+            v,
+            out,
+            r,
+            num_heads=params.num_heads,
+            scale=params.scale,
+            hard=params.hard,
+            gumbel=params.gumbel,
+            tau=params.tau,
+            sum_assign=params.sum_assign,
+            eps=params.eps,
+            noise=noise,
+            seed=seed,
+            offset=offset,
+        )
 
     def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
         return _kernels().gumbel_noise(tuple(shape), seed, offset, device=device)

@@ -24,8 +24,16 @@ if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
 
     from omegaconf import DictConfig
 
-__all__ = ["TrainData", "ImageTextBatches", "ShardSource", "ManifestSource", "read_manifest",
-           "write_synthetic_shards", "write_scenes", "expand_shards"]
+__all__ = [
+    "TrainData",
+    "ImageTextBatches",
+    "ShardSource",
+    "ManifestSource",
+    "read_manifest",
+    "write_synthetic_shards",
+    "write_scenes",
+    "expand_shards",
+]
 
 
 def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, seed: int) -> str:
@@ -36,8 +44,14 @@ def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, see
     shards = expand_shards(folder, entry["prefix"])
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0 and not all(os.path.isfile(s) for s in shards):
-        write_synthetic_shards(folder, len(shards), entry["length"], image_size=image_size, seed=seed,
-                               pattern=_pattern_of(entry["prefix"], name))
+        write_synthetic_shards(
+            folder,
+            len(shards),
+            entry["length"],
+            image_size=image_size,
+            seed=seed,
+            pattern=_pattern_of(entry["prefix"], name),
+        )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return folder
@@ -54,8 +68,10 @@ def _prepare_scenes(name: str, entry: dict, output: str, seed: int) -> str:
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     if rank == 0 and not all(os.path.isfile(s) for s in shards):
         if _pattern_of(entry["prefix"], name) != "scenes-{:06d}.tar":
-            raise ValueError(f"data.dataset.meta.{name}.prefix: generated scenes are named "
-                             f"'scenes-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}")
+            raise ValueError(
+                f"data.dataset.meta.{name}.prefix: generated scenes are named "
+                f"'scenes-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}"
+            )
         write_scenes(root, train_length=entry["length"], num_shards=len(shards), seed=seed)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -68,8 +84,10 @@ def _pattern_of(prefix: str, name: str) -> str:
 
     match = re.fullmatch(r"(.*)\{(\d+)\.\.(\d+)\}(.*)", prefix)
     if not match or int(match.group(2)) != 0:
-        raise ValueError(f"data.dataset.meta.{name}.prefix: a synthetic dataset needs a pattern like "
-                         f"'synthetic-{{000000..000007}}.tar', got {prefix!r}")
+        raise ValueError(
+            f"data.dataset.meta.{name}.prefix: a synthetic dataset needs a pattern like "
+            f"'synthetic-{{000000..000007}}.tar', got {prefix!r}"
+        )
     return match.group(1) + "{:0" + str(len(match.group(2))) + "d}" + match.group(4)
 
 
@@ -77,8 +95,14 @@ class TrainData:
     """The training datasets of a config, checked, for one rank of ``world``."""
 
     def __init__(  # noqa: C901  (one branch per dataset type and per config key it checks, read top to bottom)
-        self, cfg: DictConfig, rank: int, world: int, *, accumulation: int = 1,
-        text_transform: Callable | None = None, image_transform: Callable | None = None,
+        self,
+        cfg: DictConfig,
+        rank: int,
+        world: int,
+        *,
+        accumulation: int = 1,
+        text_transform: Callable | None = None,
+        image_transform: Callable | None = None,
     ) -> None:
         from ..augment import build_train_transform
         from ..prompts import TextTransform
@@ -100,12 +124,16 @@ class TrainData:
         carries_nouns = all(meta[n]["type"] == "scenes" for n in names if n in meta)
         for name in names:
             if name not in meta:
-                raise ValueError(f"data.dataset.train names {name!r}, which data.dataset.meta does not define "
-                                 f"(defined: {', '.join(meta)})")
+                raise ValueError(
+                    f"data.dataset.train names {name!r}, which data.dataset.meta does not define "
+                    f"(defined: {', '.join(meta)})"
+                )
             entry = dict(meta[name])
             if entry["type"] == "img_cls_pair":
-                raise ValueError(f"data.dataset.meta.{name} is an img_cls_pair (classification) dataset; "
-                                 f"training needs image-text pairs")
+                raise ValueError(
+                    f"data.dataset.meta.{name} is an img_cls_pair (classification) dataset; "
+                    f"training needs image-text pairs"
+                )
             if entry["type"] == "manifest":
                 found = read_manifest(entry["path"])
                 rows += found
@@ -121,8 +149,9 @@ class TrainData:
             found = expand_shards(folder, entry["prefix"])
             missing = [s for s in found if not os.path.isfile(s)]
             if missing:
-                raise ValueError(f"data.dataset.meta.{name}: {len(missing)} of {len(found)} shards missing, e.g. "
-                                 f"{missing[0]}")
+                raise ValueError(
+                    f"data.dataset.meta.{name}: {len(missing)} of {len(found)} shards missing, e.g. {missing[0]}"
+                )
             shards += found
             self.length += entry["length"]
         if shards and rows:
@@ -130,22 +159,28 @@ class TrainData:
         workers = max(1, self.num_workers)
         if shards:
             if len(shards) < world * workers:
-                raise ValueError(f"data.dataset.train: {len(shards)} shards cannot feed {world} process(es) x "
-                                 f"{workers} loader worker(s) (each needs one); lower data.num_workers or use "
-                                 f"more shards")
+                raise ValueError(
+                    f"data.dataset.train: {len(shards)} shards cannot feed {world} process(es) x "
+                    f"{workers} loader worker(s) (each needs one); lower data.num_workers or use "
+                    f"more shards"
+                )
             self._check_not_empty(shards[0])
             self.source = ShardSource(shards, self.seed, int(data.shuffle_buffer))
         else:
             if len(rows) < world * workers * self.batch_size:
-                raise ValueError(f"data.dataset.train: {len(rows)} manifest rows cannot fill a batch of "
-                                 f"{self.batch_size} on each of {world} process(es) x {workers} worker(s)")
+                raise ValueError(
+                    f"data.dataset.train: {len(rows)} manifest rows cannot fill a batch of "
+                    f"{self.batch_size} on each of {world} process(es) x {workers} worker(s)"
+                )
             self.source = ManifestSource(rows, self.seed)
         self.global_batch = self.batch_size * world * accumulation
         self.steps_per_epoch = self.length // self.global_batch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"data.dataset.train: {self.length} samples make no full global batch of "
-                             f"{self.global_batch} (data.batch_size {self.batch_size} x {world} process(es) x "
-                             f"{accumulation} accumulation step(s))")
+            raise ValueError(
+                f"data.dataset.train: {self.length} samples make no full global batch of "
+                f"{self.global_batch} (data.batch_size {self.batch_size} x {world} process(es) x "
+                f"{accumulation} accumulation step(s))"
+            )
         text = data.text_aug
         self.text_transform = text_transform or TextTransform(int(text.max_seq_len), int(text.multi_label))
         self.image_transform = image_transform or build_train_transform(data.img_aug)
@@ -165,20 +200,36 @@ class TrainData:
         except Exception as err:  # noqa: BLE001  (not a tar file at all)
             raise ValueError(f"{shard}: not a readable webdataset shard ({type(err).__name__}: {err})") from None
 
-    def dataset(self, epoch: int, start_positions: Sequence[int] | None = None,
-                worker_offset: int = 0) -> ImageTextBatches:
-        return ImageTextBatches(self.source, self.image_transform, self.text_transform, self.batch_size,
-                                epoch=epoch, rank=self.rank, world=self.world, seed=self.seed,
-                                num_workers=self.num_workers, start_positions=start_positions,
-                                worker_offset=worker_offset)
+    def dataset(
+        self, epoch: int, start_positions: Sequence[int] | None = None, worker_offset: int = 0
+    ) -> ImageTextBatches:
+        return ImageTextBatches(
+            self.source,
+            self.image_transform,
+            self.text_transform,
+            self.batch_size,
+            epoch=epoch,
+            rank=self.rank,
+            world=self.world,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            start_positions=start_positions,
+            worker_offset=worker_offset,
+        )
 
-    def loader(self, epoch: int, start_positions: Sequence[int] | None = None,
-               worker_offset: int = 0) -> torch.utils.data.DataLoader:
+    def loader(
+        self, epoch: int, start_positions: Sequence[int] | None = None, worker_offset: int = 0
+    ) -> torch.utils.data.DataLoader:
         """The epoch's batches (an endless stream: the caller takes ``steps_per_epoch x accumulation``)."""
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
         # a generator of its own: DataLoader draws its workers' base seed from it, and drawing from the
         # global one would shift the model's random stream (Gumbel noise, drop path) on resume
         generator = torch.Generator().manual_seed(self.seed + 1000 * epoch)
-        return torch.utils.data.DataLoader(self.dataset(epoch, start_positions, worker_offset), batch_size=None,
-                                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                           generator=generator, **extra)
+        return torch.utils.data.DataLoader(
+            self.dataset(epoch, start_positions, worker_offset),
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            generator=generator,
+            **extra,
+        )

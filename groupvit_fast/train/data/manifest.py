@@ -47,8 +47,10 @@ def read_manifest(path: str) -> list[dict]:
         raise ValueError(f"{path}: the manifest has no rows")
     image_col, caption_col = _pick(rows[0], IMAGE_COLUMNS), _pick(rows[0], CAPTION_COLUMNS)
     if image_col is None or caption_col is None:
-        raise ValueError(f"{path}: needs an image column ({'/'.join(IMAGE_COLUMNS)}) and a caption column "
-                         f"({'/'.join(CAPTION_COLUMNS)}); found {sorted(rows[0])}")
+        raise ValueError(
+            f"{path}: needs an image column ({'/'.join(IMAGE_COLUMNS)}) and a caption column "
+            f"({'/'.join(CAPTION_COLUMNS)}); found {sorted(rows[0])}"
+        )
     root = os.path.dirname(os.path.abspath(path))
     out = []
     for number, row in enumerate(rows, 1):

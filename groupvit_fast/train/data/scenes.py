@@ -49,8 +49,19 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
 
-__all__ = ["SCENE_CLASSES", "SCENE_NOUNS", "CAPTION_TEMPLATES", "SceneObject", "Scene", "draw_scene",
-           "scene_caption", "write_scene_shards", "write_scene_eval", "write_scenes", "SceneSpec"]
+__all__ = [
+    "SCENE_CLASSES",
+    "SCENE_NOUNS",
+    "CAPTION_TEMPLATES",
+    "SceneObject",
+    "Scene",
+    "draw_scene",
+    "scene_caption",
+    "write_scene_shards",
+    "write_scene_eval",
+    "write_scenes",
+    "SceneSpec",
+]
 
 #: label order of the evaluation masks: background, then the nouns
 SCENE_CLASSES: tuple[str, ...] = ("background", "apple", "lemon", "leaf", "box", "ball", "star")
@@ -72,8 +83,16 @@ OBJECT_MIN_SATURATION = 0.55
 
 #: caption templates; ``{}`` is the list of noun phrases ("an apple", "an apple and a star", ...)
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "{}", "a photo of {}", "there is {}", "a picture of {}", "an image with {}", "{} on the ground",
-    "a drawing of {}", "look at {}", "i see {}", "a simple scene with {}",
+    "{}",
+    "a photo of {}",
+    "there is {}",
+    "a picture of {}",
+    "an image with {}",
+    "{} on the ground",
+    "a drawing of {}",
+    "look at {}",
+    "i see {}",
+    "a simple scene with {}",
 )
 _JOINERS = (" and ", " next to ", " with ", " beside ")
 
@@ -111,11 +130,13 @@ class SceneSpec:
 
     def check(self) -> None:
         if not 32 <= self.min_size <= self.max_size <= 1024:
-            raise ValueError(f"scene sizes must satisfy 32 <= min_size <= max_size <= 1024, got "
-                             f"{self.min_size} and {self.max_size}")
+            raise ValueError(
+                f"scene sizes must satisfy 32 <= min_size <= max_size <= 1024, got {self.min_size} and {self.max_size}"
+            )
         if not 1 <= self.min_objects <= self.max_objects <= 3:
-            raise ValueError(f"objects per scene must satisfy 1 <= min <= max <= 3, got {self.min_objects} and "
-                             f"{self.max_objects}")
+            raise ValueError(
+                f"objects per scene must satisfy 1 <= min <= max <= 3, got {self.min_objects} and {self.max_objects}"
+            )
 
 
 def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -123,8 +144,10 @@ def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def _regular(cx: float, cy: float, radius: float, n: int, angle: float) -> list[tuple[float, float]]:
-    return [(cx + radius * math.cos(angle + 2 * math.pi * i / n), cy + radius * math.sin(angle + 2 * math.pi * i / n))
-            for i in range(n)]
+    return [
+        (cx + radius * math.cos(angle + 2 * math.pi * i / n), cy + radius * math.sin(angle + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
 def _polygon(noun: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -186,8 +209,12 @@ def scene_caption(nouns: list[str], rng: random.Random) -> str:
     elif len(phrases) == 2:
         listed = phrases[0] + rng.choice(_JOINERS) + phrases[1]
     else:
-        listed = rng.choice((f"{phrases[0]}, {phrases[1]} and {phrases[2]}",
-                             f"{phrases[0]}{rng.choice(_JOINERS)}{phrases[1]} and {phrases[2]}"))
+        listed = rng.choice(
+            (
+                f"{phrases[0]}, {phrases[1]} and {phrases[2]}",
+                f"{phrases[0]}{rng.choice(_JOINERS)}{phrases[1]} and {phrases[2]}",
+            )
+        )
     return rng.choice(CAPTION_TEMPLATES).format(listed)
 
 
@@ -235,12 +262,20 @@ def _png(image: Image.Image) -> bytes:
 
 def _check_counts(length: int, num_shards: int) -> None:
     if num_shards <= 0 or length < num_shards:
-        raise ValueError(f"the training split needs at least one scene per shard, got {length} scene(s) for "
-                         f"{num_shards} shard(s)")
+        raise ValueError(
+            f"the training split needs at least one scene per shard, got {length} scene(s) for {num_shards} shard(s)"
+        )
 
 
-def write_scene_shards(folder: str, num_shards: int, length: int, *, seed: int = 0, spec: SceneSpec = SceneSpec(),
-                       pattern: str = "scenes-{:06d}.tar") -> list[str]:
+def write_scene_shards(
+    folder: str,
+    num_shards: int,
+    length: int,
+    *,
+    seed: int = 0,
+    spec: SceneSpec = SceneSpec(),
+    pattern: str = "scenes-{:06d}.tar",
+) -> list[str]:
     """Write ``length`` training scenes over ``num_shards`` webdataset shards; returns their paths.
 
     Each record: ``<key>.png`` (the image, lossless), ``<key>.txt`` (the caption) and ``<key>.json``
@@ -261,8 +296,14 @@ def write_scene_shards(folder: str, num_shards: int, length: int, *, seed: int =
                 # one stream per sample, keyed by the split's name: the evaluation split ('eval') never
                 # draws from these streams, so no training scene is an evaluation scene by construction
                 scene = draw_scene(random.Random(f"scenes-train-{seed}-{index}"), spec, with_mask=False)
-                sink.write({"__key__": f"{index:09d}", "png": _png(scene.image), "txt": scene.caption,
-                            "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode()})
+                sink.write(
+                    {
+                        "__key__": f"{index:09d}",
+                        "png": _png(scene.image),
+                        "txt": scene.caption,
+                        "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode(),
+                    }
+                )
         os.replace(tmp, path)
         paths.append(path)
     return paths
@@ -300,8 +341,16 @@ def write_scene_eval(folder: str, count: int, *, seed: int = 0, spec: SceneSpec 
     return stems
 
 
-def write_scenes(out: str, *, train_length: int = 16384, num_shards: int = 8, eval_count: int = 200, seed: int = 0,
-                 spec: SceneSpec = SceneSpec(), eval_spec: SceneSpec | None = None) -> dict[str, str]:
+def write_scenes(
+    out: str,
+    *,
+    train_length: int = 16384,
+    num_shards: int = 8,
+    eval_count: int = 200,
+    seed: int = 0,
+    spec: SceneSpec = SceneSpec(),
+    eval_spec: SceneSpec | None = None,
+) -> dict[str, str]:
     """Both splits under ``out``: ``out/train`` (shards) and ``out/eval`` (images, masks, captions).
 
     ``eval_spec`` (default: ``spec``) sets the held-out scenes' sizes and object counts.

@@ -53,8 +53,7 @@ def _split(items: list, epoch_seed: str, rank: int, world: int, worker: int, num
 
 
 def _warn_and_continue(err: Exception) -> bool:
-    print(f"groupvit-fast train: warning: skipped the rest of a shard ({type(err).__name__}: {err})",
-          file=sys.stderr)
+    print(f"groupvit-fast train: warning: skipped the rest of a shard ({type(err).__name__}: {err})", file=sys.stderr)
     return True
 
 
@@ -84,8 +83,9 @@ class ShardSource:
             if not found:
                 raise RuntimeError(f"shards {mine[:3]}...: no samples in any of them")
 
-    def records(self, epoch: int, rank: int, world: int, worker: int, num_workers: int,
-                start: int = 0) -> Iterator[tuple[int, dict]]:
+    def records(
+        self, epoch: int, rank: int, world: int, worker: int, num_workers: int, start: int = 0
+    ) -> Iterator[tuple[int, dict]]:
         tag = f"shards-{self.seed}-{epoch}"
         mine = _split(self.shards, tag, rank, world, worker, num_workers)
         if not mine:
@@ -107,8 +107,9 @@ class ManifestSource:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def records(self, epoch: int, rank: int, world: int, worker: int, num_workers: int,
-                start: int = 0) -> Iterator[tuple[int, dict]]:
+    def records(
+        self, epoch: int, rank: int, world: int, worker: int, num_workers: int, start: int = 0
+    ) -> Iterator[tuple[int, dict]]:
         tag = f"manifest-{self.seed}-{epoch}"
         mine = _split(range(len(self.rows)), tag, rank, world, worker, num_workers)
         if not mine:

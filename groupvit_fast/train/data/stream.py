@@ -47,9 +47,21 @@ def seeded(seed: int) -> Iterator[None]:
 class ImageTextBatches(IterableDataset):
     """Batches of one epoch of ``source`` for one rank (see the module docstring)."""
 
-    def __init__(self, source: ShardSource, image_transform: Callable, text_transform: Callable, batch_size: int, *,
-                 epoch: int, rank: int, world: int, seed: int, num_workers: int,
-                 start_positions: Sequence[int] | None = None, worker_offset: int = 0):
+    def __init__(
+        self,
+        source: ShardSource,
+        image_transform: Callable,
+        text_transform: Callable,
+        batch_size: int,
+        *,
+        epoch: int,
+        rank: int,
+        world: int,
+        seed: int,
+        num_workers: int,
+        start_positions: Sequence[int] | None = None,
+        worker_offset: int = 0,
+    ):
         super().__init__()
         self.source = source
         self.image_transform = image_transform
@@ -64,8 +76,9 @@ class ImageTextBatches(IterableDataset):
         info = get_worker_info()
         worker = ((info.id if info is not None else 0) + self.worker_offset) % self.num_workers
         images, texts, skipped = [], [], 0
-        records = self.source.records(self.epoch, self.rank, self.world, worker, self.num_workers,
-                                      self.start_positions[worker])
+        records = self.source.records(
+            self.epoch, self.rank, self.world, worker, self.num_workers, self.start_positions[worker]
+        )
         for position, record in records:
             sample = decode_record(record)
             if sample is None:
@@ -76,9 +89,15 @@ class ImageTextBatches(IterableDataset):
             with seeded(rng.getrandbits(63)):
                 images.append(self.image_transform(image))
             nouns = record_nouns(record)  # carried by generated shards: the prompts need no tagger then
-            texts.append(self.text_transform(caption, rng) if nouns is None else
-                         self.text_transform(caption, rng, nouns=nouns))
+            texts.append(
+                self.text_transform(caption, rng) if nouns is None else self.text_transform(caption, rng, nouns=nouns)
+            )
             if len(images) == self.batch_size:
-                yield {"image": torch.stack(images), "text": torch.stack(texts), "worker": worker,
-                       "position": position + 1, "skipped": skipped}
+                yield {
+                    "image": torch.stack(images),
+                    "text": torch.stack(texts),
+                    "worker": worker,
+                    "position": position + 1,
+                    "skipped": skipped,
+                }
                 images, texts, skipped = [], [], 0

@@ -50,8 +50,15 @@ def draw_shape(colour: str, shape: str, size: int, rng: random.Random) -> Image.
     return image
 
 
-def write_synthetic_shards(folder: str, num_shards: int, length: int, *, image_size: int = 64, seed: int = 0,
-                           pattern: str = "synthetic-{:06d}.tar") -> list[str]:
+def write_synthetic_shards(
+    folder: str,
+    num_shards: int,
+    length: int,
+    *,
+    image_size: int = 64,
+    seed: int = 0,
+    pattern: str = "synthetic-{:06d}.tar",
+) -> list[str]:
     """Write ``length`` samples over ``num_shards`` shards into ``folder``; returns the shard paths.
 
     Shards are written through ``atomic_write``, so a folder holds only complete shards.
@@ -76,8 +83,14 @@ def write_synthetic_shards(folder: str, num_shards: int, length: int, *, image_s
                     buffer = io.BytesIO()
                     draw_shape(colour, shape, image_size, rng).save(buffer, format="JPEG", quality=90)
                     caption = f"a photo of a {colour} {shape}"
-                    sink.write({"__key__": f"{index:09d}", "jpg": buffer.getvalue(), "txt": caption,
-                                "json": json.dumps({"caption": caption, "label": label}).encode()})
+                    sink.write(
+                        {
+                            "__key__": f"{index:09d}",
+                            "jpg": buffer.getvalue(),
+                            "txt": caption,
+                            "json": json.dumps({"caption": caption, "label": label}).encode(),
+                        }
+                    )
 
         atomic_write(path, write)
         paths.append(path)
