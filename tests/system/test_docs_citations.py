@@ -9,6 +9,7 @@ a specification folder outside the repository (``spec/``), which a reader of the
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,26 @@ def headings(markdown: str) -> set[str]:
     return {h.replace("`", "").strip().lower() for h in _HEADING.findall(markdown)}
 
 
+def _candidates() -> list[Path]:
+    """The repository's own files: git's view (tracked, or new and not ignored) when there is a git
+    checkout, so environments and tool output inside it (.venv/, .compat/, build/) are never read;
+    else every file under the root."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return sorted(REPO.rglob("*"))
+    return sorted(REPO / name for name in out.decode().split("\0") if name)
+
+
 def _scanned_files() -> list[Path]:
     files = []
-    for path in sorted(REPO.rglob("*")):
+    for path in _candidates():
         rel = path.relative_to(REPO)
         if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts):
             continue
