@@ -157,17 +157,23 @@ def _reference_image(model, image, names, bg_thresh, crop=64, stride=32, short=6
 
 @pytest.mark.parametrize("with_bg", [True, False])
 def test_pipeline_equals_step_by_step_and_batches_images(with_bg):
-    model = _small_model()
     names = (["background"] if with_bg else []) + ["cat", "dog", "sky", "road", "tree", "car", "boat"]
-    seg = _segmenter(model, names, crop_batch_size=3)
     gen = torch.Generator().manual_seed(0)
     images = [
         torch.randint(0, 256, (3, 50, 90), dtype=torch.uint8, generator=gen),
         torch.randint(0, 256, (3, 70, 41), dtype=torch.uint8, generator=gen),
         torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen),
     ]
-    batched = seg.predict_scores(images)  # different sizes in one call
-    assert len(torch.cat([s.argmax(0).flatten() for s in batched]).unique()) >= 2  # not a constant labelling
+    # A random model whose labelling of these images is not constant (else the comparison below proves
+    # little): the first of a few seeds; which one depends on torch's initialisers (2.11 and 2.14 differ).
+    for seed in range(8):
+        model = _small_model(seed)
+        seg = _segmenter(model, names, crop_batch_size=3)
+        batched = seg.predict_scores(images)  # different sizes in one call
+        if len(torch.cat([s.argmax(0).flatten() for s in batched]).unique()) >= 2:
+            break
+    else:
+        pytest.fail("every seed gives a constant labelling: the comparison would be vacuous")
     with torch.no_grad():
         for image, scores in zip(images, batched, strict=True):
             ref = _reference_image(model, image, names, 0.5)
