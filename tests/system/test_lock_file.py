@@ -55,7 +55,11 @@ def test_the_lock_covers_the_set_up():
     reason="this environment was not installed through the lock (.ci/run sets GROUPVIT_FAST_LOCKED=1)",
 )
 def test_ci_environment_is_the_lock():
-    installed = {_canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # The first of each name in path order is what imports (setuptools appends its own vendored copies,
+    # e.g. packaging and platformdirs, to the end of sys.path once it is imported).
+    installed: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        installed.setdefault(_canonical(dist.metadata["Name"]), dist.version)
     different = {
         name: (version, installed.get(name))
         for name, version in _pins().items()
