@@ -20,9 +20,13 @@ ENTRY = CSRC / "cuda" / "emulation" / "emulated_ops.cpp"
 
 
 def _sources_digest() -> str:
-    # every header the entry point may include: torch caches builds by name, not by included headers
+    # every header the entry point may include: torch caches builds by name, not by included headers.
+    # The torch version is part of it: torch's build folder is per Python and CUDA version only, and
+    # torch releases lock it differently (2.14 leaves its lock file behind, which 2.11's waits on for
+    # ever), so two torch versions must never share one folder.
     files = sorted(p for p in CSRC.rglob("*") if p.suffix in (".h", ".cu", ".cpp", ".cuh"))
-    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
+    content = b"".join(p.read_bytes() for p in files) + torch.__version__.encode()
+    return hashlib.sha256(content).hexdigest()[:12]
 
 
 @functools.cache
