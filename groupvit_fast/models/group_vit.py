@@ -245,6 +245,8 @@ class GroupViT(nn.Module):
         pos_embed_type: str = "simple",
         freeze_patch_embed: bool = False,
         *,
+        gumbel: bool | None = None,
+        gumbel_tau: float = 1.0,
         attn_backend: str = "auto",
         assign_backend: str = "auto",
     ):
@@ -268,6 +270,10 @@ class GroupViT(nn.Module):
                 raise ValueError(
                     f"num_heads[{i}]={heads} must divide stage {i}'s width embed_dim * embed_factors[{i}] = {width}"
                 )
+        if gumbel and not hard_assignment:
+            raise ValueError("gumbel=True needs hard_assignment=True (the noise samples the hard one-hot)")
+        if not (isinstance(gumbel_tau, (int, float)) and math.isfinite(gumbel_tau) and gumbel_tau > 0):
+            raise ValueError(f"gumbel_tau must be a finite number > 0, got {gumbel_tau!r}")
         check_assign_backend(assign_backend)
         self.num_classes = num_classes
         self.num_layers = len(depths)
@@ -326,7 +332,9 @@ class GroupViT(nn.Module):
                     num_output_group=num_output_groups[i_layer],
                     norm_layer=norm_layer,
                     hard=hard_assignment,
-                    gumbel=hard_assignment,
+                    # NVlabs ties the noise to the hard assignment; ``gumbel=False`` switches it off alone
+                    gumbel=hard_assignment if gumbel is None else gumbel,
+                    gumbel_tau=float(gumbel_tau),
                     attn_backend=attn_backend,
                     assign_backend=assign_backend,
                 )

@@ -161,6 +161,41 @@ def test_training_mode_is_random_and_reproducible_with_manual_seed():
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "gumbel", "tau"),
+    [
+        ({}, True, 1.0),  # NVlabs: noise whenever the assignment is hard
+        ({"hard_assignment": False}, False, 1.0),
+        ({"gumbel": False}, False, 1.0),  # hard one-hot of the plain softmax, straight-through gradient
+        ({"gumbel_tau": 2.5}, True, 2.5),
+    ],
+)
+def test_gumbel_noise_and_temperature_reach_every_grouping_block(kwargs, gumbel, tau):
+    model = GroupViT(depths=(1, 1, 1), **kwargs)
+    blocks = [layer.downsample for layer in model.layers if layer.downsample is not None]
+    assert len(blocks) == 2
+    assert all(b.assign.gumbel is gumbel and b.assign.gumbel_tau == tau for b in blocks)
+
+
+def test_successive_training_steps_draw_fresh_gumbel_noise():
+    model = GroupViT(depths=(1, 1, 1), drop_path_rate=0.0).train()  # no DropPath: only the noise is random
+    x = torch.randn(2, 3, 224, 224)
+    torch.manual_seed(0)
+    first, second = (model(x) for _ in range(2))  # a training step's call: no maps, the op's in-kernel noise
+    assert not torch.equal(first, second)
+
+
+def test_hard_assignment_without_gumbel_is_deterministic_in_training_mode():
+    model = GroupViT(depths=(1, 1, 1), gumbel=False).train()
+    x = torch.randn(2, 3, 224, 224)
+    maps = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        maps.append(model(x, return_attn=True)[1][0]["hard"])
+    assert torch.equal(maps[0], maps[1])
+    assert set(maps[0].unique().tolist()) <= {0.0, 1.0}
+
+
 def test_eval_mode_is_deterministic():
     model = GroupViT(depths=(1, 1, 1)).eval()
     x = torch.randn(1, 3, 224, 224)
@@ -246,6 +281,11 @@ def test_bad_constructor_arguments_raise():
         GroupViT(embed_factors=(1, 1, 2), num_heads=(6, 6, 7))
     with pytest.raises(ValueError, match="assign_backend"):  # at construction, not at the first forward
         GroupViT(assign_backend="fastest")
+    with pytest.raises(ValueError, match="gumbel=True needs hard_assignment=True"):
+        GroupViT(hard_assignment=False, gumbel=True)
+    for tau in (0.0, -1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="gumbel_tau"):
+            GroupViT(gumbel_tau=tau)
 
 
 def test_xformers_attention_matches_sdpa():

@@ -229,6 +229,18 @@ def test_same_seed_same_result_and_torch_manual_seed_reproduces(backend):
     assert torch.equal(d, e)
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_each_call_without_a_seed_draws_fresh_noise(backend):
+    """Training calls the op without a seed, once per step: every call must draw new noise. With all
+    logits tied (q = k = 0) the noise alone picks each token's group, so two calls agreeing on all
+    2 x 64 tokens among 8 groups would have probability 8**-128 with fresh noise."""
+    torch.manual_seed(0)
+    q = torch.zeros(2, 8, 16, device=DEVICE)
+    k = torch.zeros(2, 64, 16, device=DEVICE)
+    first, second = (_run(backend, q, k, k, gumbel=True, return_attn=True)[1]["hard"] for _ in range(2))
+    assert not torch.equal(first, second)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_in_kernel_noise_follows_the_philox_convention(backend):
     shape = (2, 2, 3, 37)
