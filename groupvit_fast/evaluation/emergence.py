@@ -11,7 +11,13 @@ protocol's mIoU (``GroupViTSegmenter``, soft maps, background by threshold):
 * ``groups``: per grouping stage, the mean number of groups that receive at least one token of an
   image under the hard (argmax) assignment in eval mode, and the number of groups available: a
   collapsed model routes every token to one or two groups;
-* ``image_top1_present``: the fraction of images whose top zero-shot class is drawn in them.
+* ``image_top1_present``: the fraction of images whose top zero-shot class is drawn in them;
+* ``oracle_grouping_mIoU``: per grouping stage, the mIoU when each group of the stage's hard
+  assignment (stages chained, so a stage-2 group covers the patches of its stage-1 groups) is
+  painted with the ground-truth class most of its pixels have: how well the groups separate the
+  classes, whatever the text side says (an upper bound for any labelling of those groups);
+* ``patch_grid_mIoU``: each patch of the encoder's grid painted with its majority class: the most
+  any grouping of that grid can reach (at 64 px with 8 px patches, far below 100).
 
 All mIoUs are in percent, over 7 classes (background included), exactly as ``eval seg`` counts.
 """
@@ -34,7 +40,7 @@ from ..segmentation.metrics import ConfusionMatrix
 from ..train.data.scenes import SCENE_CLASSES
 from .datasets import find_samples
 
-__all__ = ["scene_emergence", "group_usage", "emergence_figure"]
+__all__ = ["scene_emergence", "group_usage", "oracle_groupings", "emergence_figure"]
 
 
 def _pct(value: float) -> float | None:
@@ -57,6 +63,37 @@ def group_usage(attn_dicts: list[dict | None]) -> list[torch.Tensor]:
     return out
 
 
+def _majority_paint(groups: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``groups [h, w]`` (ids) upsampled (nearest) to ``mask``'s size, each id painted with the
+    ground-truth class most of its pixels have."""
+    ids = F.interpolate(groups[None, None].float(), size=tuple(mask.shape), mode="nearest")[0, 0].long()
+    labelled = mask < num_classes  # an ignore label (255) votes for nothing
+    counts = torch.zeros(int(ids.max()) + 1, num_classes, dtype=torch.long)
+    counts.index_put_(
+        (ids[labelled], mask[labelled].long()), torch.ones(int(labelled.sum()), dtype=torch.long), accumulate=True
+    )
+    return counts.argmax(dim=1)[ids]
+
+
+@torch.no_grad()
+def oracle_groupings(
+    attn_dicts: list[dict | None], masks: list[torch.Tensor], num_classes: int
+) -> list[list[torch.Tensor]]:
+    """Per grouping stage, per image, the prediction that paints each group of the chained hard
+    assignment with its majority ground-truth class (``oracle_grouping_mIoU`` in the module docstring).
+    The encoder's input is square, so its ``N`` patches form a ``sqrt(N)``-sided grid."""
+    chained, out = None, []
+    for attn in attn_dicts:
+        if attn is None:
+            continue
+        hard = attn["hard"][:, 0].float().cpu()  # [B, G, N_in]
+        chained = hard if chained is None else hard @ chained  # [B, G, N patches]
+        side = math.isqrt(chained.shape[-1])
+        ids = chained.argmax(dim=1).reshape(-1, side, side)
+        out.append([_majority_paint(g, m, num_classes) for g, m in zip(ids, masks, strict=True)])
+    return out
+
+
 @torch.no_grad()
 def scene_emergence(
     model: nn.Module,
@@ -76,7 +113,7 @@ def scene_emergence(
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
     ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``.
     Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU', 'per_class', 'groups',
-    'image_top1_present', 'num_images', 'seconds', 'settings'}``.
+    'image_top1_present', 'oracle_grouping_mIoU', 'patch_grid_mIoU', 'num_images', 'seconds', 'settings'}``.
     """
     samples = find_samples("scenes", data_root)
     if max_images is not None:
@@ -100,7 +137,8 @@ def scene_emergence(
         )
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
-        ours, no_group, all_bg = ConfusionMatrix(k), ConfusionMatrix(k), ConfusionMatrix(k)
+        ours, no_group, all_bg, grid = (ConfusionMatrix(k) for _ in range(4))
+        oracle: list[ConfusionMatrix] = []
         usage: list[list[torch.Tensor]] = []
         present = 0
         device = segmenter.device
@@ -119,6 +157,15 @@ def scene_emergence(
             image = F.normalize(model.img_projector(outs["x"]).float(), dim=-1)
             top = (image @ text.float().t()).argmax(dim=-1) + 1  # label of the top class (background is 0)
             usage.append(group_usage(outs["attn_dicts"]))
+            side_patches = math.isqrt(outs["attn_dicts"][0]["hard"].shape[-1])
+            for stage, preds in enumerate(oracle_groupings(outs["attn_dicts"], masks, k)):
+                if len(oracle) <= stage:
+                    oracle.append(ConfusionMatrix(k))
+                for pred, mask in zip(preds, masks, strict=True):
+                    oracle[stage].update(pred, mask)
+            for mask in masks:
+                patches = torch.arange(side_patches * side_patches).reshape(side_patches, side_patches)
+                grid.update(_majority_paint(patches, mask, k), mask)
             for score, mask, label in zip(scores, masks, top.tolist(), strict=True):
                 pred = score.argmax(dim=0).cpu()
                 ours.update(pred, mask)
@@ -140,6 +187,8 @@ def scene_emergence(
             for s, g in zip(stages, available, strict=True)
         ],
         "image_top1_present": present / max(1, len(samples)),
+        "oracle_grouping_mIoU": [_pct(cm.miou()) for cm in oracle],
+        "patch_grid_mIoU": _pct(grid.miou()),
         "num_images": len(samples),
         "seconds": time.perf_counter() - start,
         "settings": {
@@ -238,6 +287,10 @@ def emergence_figure(
     atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
+def _rounded(values: list[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 1) for v in values]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m groupvit_fast.evaluation.emergence --checkpoint CKPT --data DIR --out DIR``: the trained
     model, the same architecture untrained (seed 0) and the baselines on the held-out scenes; writes
@@ -281,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
         f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
-        f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}"
+        f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}; "
+        f"oracle grouping mIoU per stage trained {_rounded(t['oracle_grouping_mIoU'])}, untrained "
+        f"{_rounded(u['oracle_grouping_mIoU'])}, patch grid {t['patch_grid_mIoU']:.1f}"
     )
     return 0
 

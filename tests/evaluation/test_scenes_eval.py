@@ -308,3 +308,41 @@ def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_roo
         assert report[key]["num_images"] == 6 and report[key]["settings"]["bg_thresh"] == 0.4
     with Image.open(out / "emergence.png") as png:  # 5 panels of 96 px, a 14 px header, 3 rows
         assert png.size == (5 * 96, 14 + 3 * 96)
+
+
+def _one_hot_maps(ids: list[int], groups: int) -> torch.Tensor:
+    """``[1, 1, groups, len(ids)]`` hard map sending input ``i`` to group ``ids[i]``."""
+    maps = torch.zeros(1, 1, groups, len(ids))
+    maps[0, 0, ids, torch.arange(len(ids))] = 1.0
+    return maps
+
+
+def test_oracle_grouping_paints_each_chained_group_with_its_majority_class():
+    from groupvit_fast.evaluation.emergence import oracle_groupings
+
+    # a 2 x 2 patch grid over an 8 x 8 mask: class 1 fills the top-left patch and one pixel row of the
+    # top-right patch, class 2 the bottom-right patch, background (0) the rest
+    mask = torch.zeros(8, 8, dtype=torch.long)
+    mask[:4, :4] = 1
+    mask[0, 4:] = 1
+    mask[4:, 4:] = 2
+    mask[7, 7] = 255  # ignored: votes for nothing
+    stage1 = _one_hot_maps([0, 1, 2, 3], 4)  # every patch its own group
+    stage2 = _one_hot_maps([0, 0, 1, 1], 2)  # top row merged, bottom row merged
+    first, second = oracle_groupings([{"hard": stage1}, {"hard": stage2}, None], [mask], num_classes=3)
+    expected1 = torch.zeros(8, 8, dtype=torch.long)
+    expected1[:4, :4] = 1  # the top-right patch is mostly background (3 rows of 4)
+    expected1[4:, 4:] = 2
+    assert torch.equal(first[0], expected1)
+    expected2 = torch.zeros(8, 8, dtype=torch.long)
+    expected2[:4] = 1  # 16 + 4 class-1 pixels against 12 background ones
+    assert torch.equal(second[0], expected2)  # bottom row: 16 background, 15 counted class-2 pixels
+
+
+def test_scene_emergence_reports_grouping_quality_within_the_patch_grid(eval_model, scenes_root):
+    from groupvit_fast.evaluation.emergence import scene_emergence
+
+    result = scene_emergence(eval_model, scenes_root + "/eval", bg_thresh=0.5)
+    assert len(result["oracle_grouping_mIoU"]) == len(result["groups"])
+    assert all(0 <= v <= 100 for v in result["oracle_grouping_mIoU"])
+    assert 0 < result["patch_grid_mIoU"] <= 100
