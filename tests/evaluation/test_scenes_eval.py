@@ -327,8 +327,8 @@ def test_oracle_grouping_paints_each_chained_group_with_its_majority_class():
     mask[0, 4:] = 1
     mask[4:, 4:] = 2
     mask[7, 7] = 255  # ignored: votes for nothing
-    stage1 = _one_hot_maps([0, 1, 2, 3], 4)  # every patch its own group
-    stage2 = _one_hot_maps([0, 0, 1, 1], 2)  # top row merged, bottom row merged
+    stage1 = _one_hot_maps([2, 0, 3, 1], 4)  # every patch its own group, numbered out of order
+    stage2 = _one_hot_maps([0, 1, 0, 1], 2)  # stage-1 groups 0 and 2 (top row), 1 and 3 (bottom row)
     first, second = oracle_groupings([{"hard": stage1}, {"hard": stage2}, None], [mask], num_classes=3)
     expected1 = torch.zeros(8, 8, dtype=torch.long)
     expected1[:4, :4] = 1  # the top-right patch is mostly background (3 rows of 4)
