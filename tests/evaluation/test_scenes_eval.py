@@ -63,6 +63,25 @@ class _CropSpy:
         monkeypatch.setattr(GroupViT, "forward", forward)
 
 
+def _segment(images: str, checkpoint: str, out, *flags: str, gt: str | None = None) -> dict:
+    """``groupvit-fast segment`` on the scenes' classes, CPU, no overlays; returns its summary.json."""
+    from groupvit_fast.cli import main
+
+    argv = ["segment", images, "--classes", *SCENE_NAMES, "--checkpoint", checkpoint, "--out", str(out)]
+    argv += ["--gt", gt] if gt else []
+    assert main([*argv, "--device", "cpu", "--quiet", "--no-overlay", *flags]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def _eval_seg_scenes(scenes_root: str, checkpoint: str, out, *flags: str) -> dict:
+    """``groupvit-fast eval seg --dataset scenes`` on CPU without loader workers; returns scenes.json."""
+    from groupvit_fast.cli import main
+
+    argv = ["eval", "seg", "--dataset", "scenes", "--data-root", scenes_root, "--checkpoint", checkpoint]
+    assert main([*argv, "--out", str(out), "--workers", "0", "--device", "cpu", "--quiet", *flags]) == 0
+    return json.loads((out / "scenes.json").read_text())
+
+
 def test_the_scenes_layout_is_found_at_either_level(scenes_root):
     from groupvit_fast.evaluation.datasets import find_samples
 
@@ -95,29 +114,9 @@ def test_a_missing_mask_is_one_line(tmp_path):
 def test_segment_takes_resolution_and_window_from_the_checkpoint(
     ckpt_64, scenes_root, tmp_path, monkeypatch, capsys, flags, expected, source
 ):
-    from groupvit_fast.cli import main
-
     spy = _CropSpy(monkeypatch)
-    out = tmp_path / "out"
-    argv = [
-        "segment",
-        os.path.join(scenes_root, "eval", "images"),
-        "--classes",
-        *SCENE_NAMES,
-        "--checkpoint",
-        ckpt_64,
-        "--gt",
-        os.path.join(scenes_root, "eval", "masks"),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--quiet",
-        "--no-overlay",
-        *flags,
-    ]
-    assert main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    images, masks = (os.path.join(scenes_root, "eval", sub) for sub in ("images", "masks"))
+    summary = _segment(images, ckpt_64, tmp_path / "out", *flags, gt=masks)
     assert {k: summary["test_time"][k] for k in expected} == expected
     assert set(summary["test_time"]["source"].values()) >= {source}
     assert summary["background_threshold"] == 0.4  # from the checkpoint: no --bg-thresh given
@@ -131,33 +130,9 @@ def test_segment_takes_resolution_and_window_from_the_checkpoint(
 def test_segment_without_settings_in_the_checkpoint_keeps_nvlabs_windows(
     ckpt_plain, scenes_root, tmp_path, monkeypatch
 ):
-    from groupvit_fast.cli import main
-
     spy = _CropSpy(monkeypatch)
-    out = tmp_path / "out"
     image = os.path.join(scenes_root, "eval", "images", "scene_00000.png")
-    assert (
-        main(
-            [
-                "segment",
-                image,
-                "--classes",
-                *SCENE_NAMES,
-                "--checkpoint",
-                ckpt_plain,
-                "--out",
-                str(out),
-                "--device",
-                "cpu",
-                "--quiet",
-                "--no-overlay",
-                "--bg-thresh",
-                "0.7",
-            ]
-        )
-        == 0
-    )
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _segment(image, ckpt_plain, tmp_path / "out", "--bg-thresh", "0.7")
     assert summary["test_time"]["short_side"] == 448 and summary["test_time"]["crop_size"] == 448
     assert summary["background_threshold"] == 0.7
     assert spy.sizes == {(448, 448)}
@@ -165,67 +140,16 @@ def test_segment_without_settings_in_the_checkpoint_keeps_nvlabs_windows(
 
 @pytest.mark.parametrize("flags, crop, thresh", [([], 64, 0.4), (["--crop-size", "32", "--bg-thresh", "0.6"], 32, 0.6)])
 def test_eval_seg_scenes_uses_the_checkpoint_settings(ckpt_64, scenes_root, tmp_path, monkeypatch, flags, crop, thresh):
-    from groupvit_fast.cli import main
-
     spy = _CropSpy(monkeypatch)
-    out = tmp_path / "ev"
-    assert (
-        main(
-            [
-                "eval",
-                "seg",
-                "--dataset",
-                "scenes",
-                "--data-root",
-                scenes_root,
-                "--checkpoint",
-                ckpt_64,
-                "--out",
-                str(out),
-                "--workers",
-                "0",
-                "--device",
-                "cpu",
-                "--quiet",
-                *flags,
-            ]
-        )
-        == 0
-    )
-    result = json.loads((out / "scenes.json").read_text())
+    result = _eval_seg_scenes(scenes_root, ckpt_64, tmp_path / "ev", *flags)
     assert result["settings"]["crop"] == crop and result["settings"]["bg_thresh"] == thresh
     assert result["settings"]["img_scale"][1] == 64 and result["num_images"] == 6
     assert spy.sizes == {(crop, crop)}
 
 
 def test_eval_seg_scenes_defaults_to_the_presets_64_px(ckpt_plain, scenes_root, tmp_path, monkeypatch):
-    from groupvit_fast.cli import main
-
     spy = _CropSpy(monkeypatch)
-    out = tmp_path / "ev"
-    assert (
-        main(
-            [
-                "eval",
-                "seg",
-                "--dataset",
-                "scenes",
-                "--data-root",
-                scenes_root,
-                "--checkpoint",
-                ckpt_plain,
-                "--out",
-                str(out),
-                "--workers",
-                "0",
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    result = json.loads((out / "scenes.json").read_text())
+    result = _eval_seg_scenes(scenes_root, ckpt_plain, tmp_path / "ev")
     assert result["settings"]["crop"] == 64 and result["settings"]["bg_thresh"] == 0.5
     assert spy.sizes == {(64, 64)}
 
