@@ -40,7 +40,7 @@ from ..segmentation.metrics import ConfusionMatrix
 from ..train.data.scenes import SCENE_CLASSES
 from .datasets import find_samples
 
-__all__ = ["scene_emergence", "group_usage", "oracle_groupings", "emergence_figure"]
+__all__ = ["scene_emergence", "group_usage", "chained_group_ids", "oracle_groupings", "emergence_figure"]
 
 
 def _pct(value: float) -> float | None:
@@ -76,21 +76,32 @@ def _majority_paint(groups: torch.Tensor, mask: torch.Tensor, num_classes: int) 
 
 
 @torch.no_grad()
+def chained_group_ids(attn_dicts: list[dict | None]) -> list[torch.Tensor]:
+    """Per grouping stage, ``[B, N]``: the group of each of the ``N`` patches under the stage's hard
+    assignment, stages chained (a stage-2 group holds the patches of its stage-1 groups)."""
+    chained, out = None, []
+    for attn in attn_dicts:
+        if attn is None:
+            continue
+        step = attn["hard"][:, 0].transpose(1, 2).float().cpu()  # [B, N_in, G]
+        chained = step if chained is None else chained @ step  # [B, N patches, G]
+        out.append(chained.argmax(dim=-1))
+    return out
+
+
+@torch.no_grad()
 def oracle_groupings(
     attn_dicts: list[dict | None], masks: list[torch.Tensor], num_classes: int
 ) -> list[list[torch.Tensor]]:
     """Per grouping stage, per image, the prediction that paints each group of the chained hard
     assignment with its majority ground-truth class (``oracle_grouping_mIoU`` in the module docstring).
     The encoder's input is square, so its ``N`` patches form a ``sqrt(N)``-sided grid."""
-    chained, out = None, []
-    for attn in attn_dicts:
-        if attn is None:
-            continue
-        hard = attn["hard"][:, 0].float().cpu()  # [B, G, N_in]
-        chained = hard if chained is None else hard @ chained  # [B, G, N patches]
-        side = math.isqrt(chained.shape[-1])
-        ids = chained.argmax(dim=1).reshape(-1, side, side)
-        out.append([_majority_paint(g, m, num_classes) for g, m in zip(ids, masks, strict=True)])
+    out = []
+    for ids in chained_group_ids(attn_dicts):
+        side = math.isqrt(ids.shape[-1])
+        out.append(
+            [_majority_paint(g, m, num_classes) for g, m in zip(ids.reshape(-1, side, side), masks, strict=True)]
+        )
     return out
 
 
@@ -261,15 +272,11 @@ def emergence_figure(
             x = preprocess_image(raw, short_side, 2 * short_side)[None].to(segmenter.device)
             outs = model.img_encoder(x, return_attn=True, as_dict=True)
             grid = segmenter._grid(*x.shape[-2:])
-            maps, panels = None, []
-            for attn in outs["attn_dicts"]:
-                if attn is None:
-                    continue
-                step = attn["soft"][:, 0].transpose(1, 2).float()  # [1, N_i, G_i]
-                step = F.one_hot(step.argmax(-1), step.shape[-1]).float()
-                maps = step if maps is None else maps @ step
-                groups = maps[0].argmax(-1).reshape(grid).numpy()
-                colours = _palette(maps.shape[-1])
+            panels = []
+            sizes = [a["hard"].shape[2] for a in outs["attn_dicts"] if a is not None]  # groups per stage
+            for ids, num_groups in zip(chained_group_ids(outs["attn_dicts"]), sizes, strict=True):
+                groups = ids[0].reshape(grid).numpy()
+                colours = _palette(num_groups)
                 panels.append(Image.fromarray(np.asarray([[colours[g] for g in r] for r in groups], dtype=np.uint8)))
             image = Image.fromarray(raw.permute(1, 2, 0).numpy())
 

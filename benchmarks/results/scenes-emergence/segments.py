@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from groupvit_fast.checkpoint import load_checkpoint
 from groupvit_fast.evaluation.datasets import find_samples
+from groupvit_fast.evaluation.emergence import chained_group_ids
 from groupvit_fast.segmentation.classes import ClassSet
 from groupvit_fast.segmentation.inference import GroupViTSegmenter
 from groupvit_fast.segmentation.io import load_image, load_label_mask
@@ -33,13 +34,9 @@ with torch.no_grad():
         image = preprocess_image(load_image(sample.image), 64, 128)[None]
         image = F.interpolate(image, size=(64, 64), mode="bilinear", align_corners=False)
         outs = model.img_encoder(image, return_attn=True, return_feat=True, as_dict=True)
-        chained = None
-        for attn in outs["attn_dicts"]:
-            if attn is not None:
-                hard = attn["hard"][0, 0].float()
-                chained = hard if chained is None else hard @ chained
-        side = int(chained.shape[-1] ** 0.5)
-        ids = F.interpolate(chained.argmax(0).reshape(1, 1, side, side).float(), size=tuple(mask.shape))[0, 0].long()
+        patches = chained_group_ids(outs["attn_dicts"])[-1][0]  # [N]: final group of each patch
+        side = int(patches.numel() ** 0.5)
+        ids = F.interpolate(patches.reshape(1, 1, side, side).float(), size=tuple(mask.shape))[0, 0].long()
         feats = F.normalize(model.img_projector(outs["feat"]).float(), dim=-1)[0]
         probs = (feats @ text.t() * scale).softmax(dim=-1)  # [G, 6]
         drawn = set(mask.unique().tolist()) - {0}
