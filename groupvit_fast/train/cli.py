@@ -50,21 +50,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Load the config, train; ``ValueError``/``TypeError``/``RuntimeError`` before training become one line."""
+    """Load the config, train, leave the process group; ``ValueError``/``TypeError``/``RuntimeError``
+    before training become one line."""
     import os
 
     from .config import load_config
+    from .distributed import cleanup
     from .loop import Trainer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        cfg = load_config(args.config, args.opts, output=args.output, tag=args.tag, world_size=world)
-        trainer = Trainer(cfg, resume=args.resume, init=args.init, device=args.device, quiet=args.quiet)
-    except (ValueError, TypeError, RuntimeError) as err:
-        print(f"groupvit-fast train: error: {err}", file=sys.stderr)
-        return 1
-    trainer.run()
-    return 0
+        try:
+            cfg = load_config(args.config, args.opts, output=args.output, tag=args.tag, world_size=world)
+            trainer = Trainer(cfg, resume=args.resume, init=args.init, device=args.device, quiet=args.quiet)
+        except (ValueError, TypeError, RuntimeError) as err:
+            print(f"groupvit-fast train: error: {err}", file=sys.stderr)
+            return 1
+        trainer.run()
+        return 0
+    finally:
+        # a gloo/NCCL group still alive at interpreter exit can abort a rank ("terminate called
+        # without an active exception") and turn a finished run into a failed torchrun
+        cleanup()
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -81,9 +88,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_train_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_train(args)
-    finally:
-        from .distributed import cleanup
-
-        cleanup()
+    return run_train(args)

@@ -19,6 +19,7 @@ def main(shards: str, output: str, strategy: str, max_steps: int) -> None:
     import torch
 
     from groupvit_fast.train import train
+    from groupvit_fast.train.distributed import cleanup
     from groupvit_fast.train.prompts import TextTransform
 
     torch.set_num_threads(1)
@@ -28,13 +29,16 @@ def main(shards: str, output: str, strategy: str, max_steps: int) -> None:
         shards,
         **{"train.strategy": strategy, "train.max_steps": max_steps, "data.dataset.meta.synthetic.length": 128},
     )
-    train(
-        cfg,
-        resume="auto",
-        device="cpu",
-        quiet=True,
-        text_transform=TextTransform(context_length=8, multi_label=0, tokenizer=word_tokenize),
-    )
+    try:
+        train(
+            cfg,
+            resume="auto",
+            device="cpu",
+            quiet=True,
+            text_transform=TextTransform(context_length=8, multi_label=0, tokenizer=word_tokenize),
+        )
+    finally:  # as `groupvit-fast train` does: a live gloo group at exit can abort a rank
+        cleanup()
 
 
 if __name__ == "__main__":
