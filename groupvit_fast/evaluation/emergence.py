@@ -7,6 +7,14 @@ protocol's mIoU (``GroupViTSegmenter``, soft maps, background by threshold):
 
 * ``no_grouping_mIoU``: each image's top zero-shot class (from the pooled image embedding) painted
   on every pixel the same pipeline calls foreground: what the image-level classifier alone gives;
+* ``window_no_grouping_mIoU``: the same, with the class of each window instead of the whole image:
+  every window's own zero-shot class probabilities (its pooled embedding) spread over the window,
+  averaged where windows overlap, the best class painted on the same foreground: what sliding-window
+  classification gives without the segments, a baseline that matters once ``short_side`` enlarges
+  the scene so much that a window holds only part of it;
+* ``window_classifier_mIoU``: those averaged window probabilities alone, with no segment anywhere:
+  the best class where its probability reaches ``bg_thresh``, background elsewhere (sliding-window
+  zero-shot classification, the foreground included);
 * ``all_background_mIoU``: every pixel background;
 * ``groups``: per grouping stage, the mean number of groups that receive at least one token of an
   image under the hard (argmax) assignment in eval mode, and the number of groups available: a
@@ -16,8 +24,13 @@ protocol's mIoU (``GroupViTSegmenter``, soft maps, background by threshold):
   assignment (stages chained, so a stage-2 group covers the patches of its stage-1 groups) is
   painted with the ground-truth class most of its pixels have: how well the groups separate the
   classes, whatever the text side says (an upper bound for any labelling of those groups);
-* ``patch_grid_mIoU``: each patch of the encoder's grid painted with its majority class: the most
-  any grouping of that grid can reach (at 64 px with 8 px patches, far below 100).
+* the image-level class, ``groups`` and ``oracle_grouping_mIoU`` come from one pass over each whole
+  image resized to the window size (``crop_size``, the resolution the model was trained at), not
+  from the windows of the prediction, which at a ``short_side`` above ``crop_size`` each see a
+  part of the scene enlarged;
+* ``patch_grid_mIoU``: each patch of the grid the windows see (the image resized to ``short_side``,
+  in patches) painted with its majority class: the most any grouping of that grid can reach (at
+  64 px with 8 px patches, far below 100).
 
 All mIoUs are in percent, over 7 classes (background included), exactly as ``eval seg`` counts.
 """
@@ -105,6 +118,27 @@ def oracle_groupings(
     return out
 
 
+class _WindowClassifier(GroupViTSegmenter):
+    """Each window's image-level class probabilities on every pixel of the window, no segments
+    (``window_no_grouping_mIoU`` in the module docstring); background scores stay 0."""
+
+    @torch.no_grad()
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
+        x = F.normalize(model.img_projector(model.img_encoder(crops)).float(), dim=-1)
+        scale = torch.clamp(model.logit_scale.detach().float().exp(), max=100)
+        probs = (x @ self.text_embedding().float().t() * scale).softmax(dim=-1)  # [B, K]
+        probs = torch.cat([probs.new_zeros(probs.shape[0], 1), probs], dim=1)  # background channel first
+        return probs[:, :, None, None].expand(-1, -1, *crops.shape[-2:])
+
+
+def _whole_images(raws: list[torch.Tensor], side: int) -> torch.Tensor:
+    """``[B, 3, side, side]``: each whole image normalised and resized to the window size."""
+    resized = [preprocess_image(r, side, 2 * side)[None] for r in raws]
+    return torch.cat([F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False) for t in resized])
+
+
 @torch.no_grad()
 def scene_emergence(
     model: nn.Module,
@@ -123,8 +157,9 @@ def scene_emergence(
 
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
     ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``.
-    Returns ``{'mIoU', 'no_grouping_mIoU', 'all_background_mIoU', 'per_class', 'groups',
-    'image_top1_present', 'oracle_grouping_mIoU', 'patch_grid_mIoU', 'num_images', 'seconds', 'settings'}``.
+    Returns ``{'mIoU', 'no_grouping_mIoU', 'window_no_grouping_mIoU', 'window_classifier_mIoU',
+    'all_background_mIoU', 'per_class', 'groups', 'image_top1_present', 'oracle_grouping_mIoU',
+    'patch_grid_mIoU', 'num_images', 'seconds', 'settings'}``.
     """
     samples = find_samples("scenes", data_root)
     if max_images is not None:
@@ -146,9 +181,20 @@ def scene_emergence(
             crop_batch_size=batch_size,
             topk=topk,
         )
+        windows = _WindowClassifier(
+            model,
+            classes,
+            bg_thresh=bg_thresh,
+            crop_size=crop_size,
+            stride=stride,
+            short_side=short_side,
+            max_long_side=max(short_side, 2 * short_side),
+            crop_batch_size=batch_size,
+            text_cache=segmenter.text_cache,
+        )
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
-        ours, no_group, all_bg, grid = (ConfusionMatrix(k) for _ in range(4))
+        ours, no_group, window_no_group, window_alone, all_bg, grid = (ConfusionMatrix(k) for _ in range(6))
         oracle: list[ConfusionMatrix] = []
         usage: list[list[torch.Tensor]] = []
         present = 0
@@ -158,29 +204,31 @@ def scene_emergence(
             raws = [load_image(s.image) for s in chunk]
             masks = [load_label_mask(s.mask) for s in chunk]
             scores = segmenter.predict_scores(raws)
-            # one whole-image pass at the test resolution: the image-level class and the group usage
-            resized = [preprocess_image(r, short_side, max(short_side, 2 * short_side)) for r in raws]
-            side = min(min(t.shape[-2:]) for t in resized)
-            batch = torch.stack(
-                [F.interpolate(t[None], size=(side, side), mode="bilinear", align_corners=False)[0] for t in resized]
-            ).to(device)
+            window_probs = [w[1:].cpu() for w in windows.predict_scores(raws)]  # [K, H, W] each
+            # one pass over each whole image at the window size (the resolution the model was
+            # trained at): the image-level class, the group usage and the oracle grouping
+            batch = _whole_images(raws, crop_size).to(device)
             outs = model.img_encoder(batch, return_attn=True, return_feat=True, as_dict=True)
             image = F.normalize(model.img_projector(outs["x"]).float(), dim=-1)
             top = (image @ text.float().t()).argmax(dim=-1) + 1  # label of the top class (background is 0)
             usage.append(group_usage(outs["attn_dicts"]))
-            side_patches = math.isqrt(outs["attn_dicts"][0]["hard"].shape[-1])
             for stage, preds in enumerate(oracle_groupings(outs["attn_dicts"], masks, k)):
                 if len(oracle) <= stage:
                     oracle.append(ConfusionMatrix(k))
                 for pred, mask in zip(preds, masks, strict=True):
                     oracle[stage].update(pred, mask)
+            # the patch grid the windows see: that of the image resized to short_side
+            side_patches = segmenter._grid(short_side, short_side)[0]
             for mask in masks:
                 patches = torch.arange(side_patches * side_patches).reshape(side_patches, side_patches)
                 grid.update(_majority_paint(patches, mask, k), mask)
-            for score, mask, label in zip(scores, masks, top.tolist(), strict=True):
+            for score, mask, label, probs in zip(scores, masks, top.tolist(), window_probs, strict=True):
                 pred = score.argmax(dim=0).cpu()
                 ours.update(pred, mask)
                 no_group.update(torch.where(pred > 0, label, 0), mask)
+                best, window_label = probs.max(dim=0)
+                window_no_group.update(torch.where(pred > 0, window_label + 1, 0), mask)
+                window_alone.update(torch.where(best >= bg_thresh, window_label + 1, 0), mask)
                 all_bg.update(torch.zeros_like(mask), mask)
                 present += bool((mask == label).any())
         stages = [torch.cat([u[i] for u in usage]).float() for i in range(len(usage[0]))] if usage else []
@@ -191,6 +239,8 @@ def scene_emergence(
     return {
         "mIoU": _pct(ours.miou()),
         "no_grouping_mIoU": _pct(no_group.miou()),
+        "window_no_grouping_mIoU": _pct(window_no_group.miou()),
+        "window_classifier_mIoU": _pct(window_alone.miou()),
         "all_background_mIoU": _pct(all_bg.miou()),
         "per_class": per_class,
         "groups": [
@@ -239,7 +289,8 @@ def emergence_figure(
     bg_thresh: float = 0.5,
 ) -> None:
     """A PNG of ``count`` held-out scenes, one row each: the image, the stage-1 groups, the stage-2
-    groups (the composed hard maps' argmax, one colour per group), the prediction and the ground truth
+    groups (the composed hard maps' argmax, one colour per group, of one pass over the whole image at
+    the window size), the prediction and the ground truth
     (label colours of ``segment``'s PNGs), each ``cell`` pixels square (nearest-neighbour)."""
     from PIL import Image, ImageDraw
 
@@ -269,7 +320,7 @@ def emergence_figure(
             raw = load_image(sample.image)
             mask = load_label_mask(sample.mask)
             pred = segmenter.predict([raw])[0].cpu()
-            x = preprocess_image(raw, short_side, 2 * short_side)[None].to(segmenter.device)
+            x = _whole_images([raw], crop_size).to(segmenter.device)
             outs = model.img_encoder(x, return_attn=True, as_dict=True)
             grid = segmenter._grid(*x.shape[-2:])
             panels = []

@@ -270,3 +270,52 @@ def test_scene_emergence_reports_grouping_quality_within_the_patch_grid(eval_mod
     assert len(result["oracle_grouping_mIoU"]) == len(result["groups"])
     assert all(0 <= v <= 100 for v in result["oracle_grouping_mIoU"])
     assert 0 < result["patch_grid_mIoU"] <= 100
+
+
+def test_image_level_measures_come_from_the_window_size_and_the_grid_from_the_test_resolution(eval_model, scenes_root):
+    # enlarging the image at test time (short side 128 under 64 px windows) changes the windows the
+    # prediction sees, not the model's own view of the whole scene: the image-level class, the group
+    # usage and the oracle grouping stay those of one pass at 64 px; the patch grid doubles per side
+    from groupvit_fast.evaluation.emergence import scene_emergence
+
+    native = scene_emergence(eval_model, scenes_root + "/eval", short_side=64, crop_size=64, stride=32)
+    enlarged = scene_emergence(eval_model, scenes_root + "/eval", short_side=128, crop_size=64, stride=32)
+    for key in ("groups", "image_top1_present", "oracle_grouping_mIoU"):
+        assert enlarged[key] == native[key], key
+    assert enlarged["patch_grid_mIoU"] > native["patch_grid_mIoU"]
+    assert enlarged["settings"]["short_side"] == 128
+    # one window per (square) scene: the class of the window is the class of the image
+    assert native["window_no_grouping_mIoU"] == native["no_grouping_mIoU"]
+    for key in ("window_no_grouping_mIoU", "window_classifier_mIoU"):
+        assert 0 <= enlarged[key] <= 100, key
+
+
+@pytest.mark.parametrize("bg_thresh", [0.0, 0.3, 1.0])
+def test_the_window_classifier_of_one_window_paints_the_image_class_or_nothing(eval_model, scenes_root, bg_thresh):
+    # at the recipe's native settings a square scene is one window: the grouping-free baseline paints
+    # the whole scene with the image's zero-shot class where that class's probability reaches the
+    # threshold, and background elsewhere (computed here from the pooled embedding directly)
+    import torch.nn.functional as F
+
+    from groupvit_fast.evaluation.datasets import find_samples
+    from groupvit_fast.evaluation.emergence import scene_emergence
+    from groupvit_fast.segmentation.classes import ClassSet
+    from groupvit_fast.segmentation.inference import GroupViTSegmenter, preprocess_image
+    from groupvit_fast.segmentation.io import load_image, load_label_mask
+    from groupvit_fast.segmentation.metrics import ConfusionMatrix
+
+    root = scenes_root + "/eval"
+    result = scene_emergence(eval_model, root, short_side=64, crop_size=64, stride=32, bg_thresh=bg_thresh)
+    text = GroupViTSegmenter(eval_model, ClassSet(tuple(SCENE_NAMES), 0.5)).text_embedding().float()
+    scale = eval_model.logit_scale.detach().exp().clamp(max=100)
+    expected = ConfusionMatrix(len(SCENE_NAMES))
+    eval_model.eval()
+    with torch.no_grad():
+        for sample in find_samples("scenes", root):
+            x = preprocess_image(load_image(sample.image), 64, 128)[None]
+            assert x.shape[-2:] == (64, 64)
+            embedding = F.normalize(eval_model.img_projector(eval_model.img_encoder(x)).float(), dim=-1)
+            best, label = (embedding @ text.t() * scale).softmax(dim=-1)[0].max(dim=0)
+            mask = load_label_mask(sample.mask)
+            expected.update(torch.full_like(mask, int(label) + 1 if best >= bg_thresh else 0), mask)
+    assert result["window_classifier_mIoU"] == pytest.approx(100 * expected.miou(), abs=1e-9)
