@@ -365,16 +365,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="held-out scenes (prepare-data scenes' --out or its eval/)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--bg-thresh", type=float)
+    for flag in ("--short-side", "--crop-size", "--stride"):
+        parser.add_argument(flag, type=int, help="test-time setting (default: the checkpoint config's)")
     parser.add_argument("--max-images", type=int)
     parser.add_argument("--figure-count", type=int, default=6)
     args = parser.parse_args(argv)
+    for name in ("short_side", "crop_size", "stride"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of pixels, got {value}")
     if not os.path.isfile(args.checkpoint):
         print(f"{parser.prog}: error: {args.checkpoint}: no such checkpoint file", file=sys.stderr)
         return 1
     ckpt = load_checkpoint(args.checkpoint)
     tt = {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.5, **(ckpt.meta.get("test_time") or {})}
-    if args.bg_thresh is not None:
-        tt["bg_thresh"] = args.bg_thresh
+    for name in ("short_side", "crop_size", "stride", "bg_thresh"):
+        if getattr(args, name) is not None:
+            tt[name] = getattr(args, name)
     torch.manual_seed(0)
     untrained = build_model(ckpt.config)
     report = {
@@ -391,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     t, u = report["trained"], report["untrained"]
     print(
         f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
-        f"all background {t['all_background_mIoU']:.1f}; groups per stage trained "
+        f"window class on the segments' foreground {t['window_no_grouping_mIoU']:.1f}, window classifier "
+        f"{t['window_classifier_mIoU']:.1f}, all background {t['all_background_mIoU']:.1f}; groups per stage trained "
         f"{[round(g['mean'], 2) for g in t['groups']]}, untrained {[round(g['mean'], 2) for g in u['groups']]}; "
         f"oracle grouping mIoU per stage trained {_rounded(t['oracle_grouping_mIoU'])}, untrained "
         f"{_rounded(u['oracle_grouping_mIoU'])}, patch grid {t['patch_grid_mIoU']:.1f}"

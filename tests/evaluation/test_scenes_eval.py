@@ -319,3 +319,25 @@ def test_the_window_classifier_of_one_window_paints_the_image_class_or_nothing(e
             mask = load_label_mask(sample.mask)
             expected.update(torch.full_like(mask, int(label) + 1 if best >= bg_thresh else 0), mask)
     assert result["window_classifier_mIoU"] == pytest.approx(100 * expected.miou(), abs=1e-9)
+
+
+def test_emergence_command_flags_override_the_checkpoint_settings(ckpt_64, scenes_root, tmp_path):
+    from groupvit_fast.evaluation.emergence import main
+
+    out = tmp_path / "report"
+    argv = ["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "1"]
+    assert main([*argv, "--short-side", "96", "--stride", "16", "--max-images", "2"]) == 0
+    report = json.loads((out / "emergence.json").read_text())
+    # the flags win, the rest comes from the checkpoint (crop 64, threshold 0.4)
+    assert report["test_time"] == {"short_side": 96, "crop_size": 64, "stride": 16, "bg_thresh": 0.4}
+    assert report["trained"]["settings"]["short_side"] == 96
+
+
+@pytest.mark.parametrize("flag", ["--short-side", "--crop-size", "--stride"])
+def test_emergence_command_refuses_a_non_positive_setting(ckpt_64, scenes_root, tmp_path, flag, capsys):
+    from groupvit_fast.evaluation.emergence import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(tmp_path), flag, "0"])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
