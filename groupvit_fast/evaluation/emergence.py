@@ -169,29 +169,17 @@ def scene_emergence(
     model.eval()
     start = time.perf_counter()
     try:
-        segmenter = GroupViTSegmenter(
-            model,
-            classes,
-            bg_thresh=bg_thresh,
-            crop_size=crop_size,
-            stride=stride,
-            short_side=short_side,
-            max_long_side=max(short_side, 2 * short_side),
-            assignment=assignment,
-            crop_batch_size=batch_size,
-            topk=topk,
-        )
-        windows = _WindowClassifier(
-            model,
-            classes,
+        # the same windows for the segments and for the grouping-free window baselines
+        windowing = dict(
             bg_thresh=bg_thresh,
             crop_size=crop_size,
             stride=stride,
             short_side=short_side,
             max_long_side=max(short_side, 2 * short_side),
             crop_batch_size=batch_size,
-            text_cache=segmenter.text_cache,
         )
+        segmenter = GroupViTSegmenter(model, classes, assignment=assignment, topk=topk, **windowing)
+        windows = _WindowClassifier(model, classes, text_cache=segmenter.text_cache, **windowing)
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
         ours, no_group, window_no_group, window_alone, all_bg, grid = (ConfusionMatrix(k) for _ in range(6))
