@@ -1,10 +1,11 @@
 """Score every finished run of runs.txt and the untrained architectures: ``python score.py RUNS DATA/eval OUT``.
 
-Writes ``OUT/<name>.json`` (``scene_emergence`` at the recipe's test-time settings: short side 64,
-64 px windows at stride 32, background threshold 0.5, soft maps, top-5 filter; plus the run's final
-logged loss and median images/s) for each ``RUNS/<name>/checkpoint.pth`` not scored yet, and
-``untrained-<run>-<seed>`` (the architecture of ``<run>``, drawn with ``torch.manual_seed(seed)``) for
-the names given with ``--untrained RUN``. One thread, so that it can share the cores with training.
+Writes ``OUT/<name>.json`` (``scene_emergence`` at the test-time settings of the flags, by default
+the recipe's: short side 448, 64 px windows at stride 32, background threshold 0.5, soft maps, top-5
+filter; plus the run's final logged loss and median images/s) for each ``RUNS/<name>/checkpoint.pth``
+not scored yet, and ``untrained-<run>-<seed>`` (the architecture of ``<run>``, drawn with
+``torch.manual_seed(seed)``) for the names given with ``--untrained RUN``. One thread, so that it
+can share the cores with training.
 """
 
 import argparse
@@ -23,6 +24,11 @@ parser.add_argument("data")
 parser.add_argument("out")
 parser.add_argument("--final-step", type=int, default=1024, help="score only checkpoints of this step (finished runs)")
 parser.add_argument("--untrained", nargs="*", default=[], help="runs whose architecture to score untrained, seeds 0-2")
+parser.add_argument("--only", nargs="*", help="score only these names (e.g. to split the work between cores)")
+parser.add_argument("--short-side", type=int, default=448)
+parser.add_argument("--crop-size", type=int, default=64)
+parser.add_argument("--stride", type=int, default=32)
+parser.add_argument("--bg-thresh", type=float, default=0.5)
 args = parser.parse_args()
 torch.set_num_threads(1)
 os.makedirs(args.out, exist_ok=True)
@@ -30,7 +36,7 @@ jobs = [(name, None) for name in sorted(os.listdir(args.runs)) if os.path.isfile
 jobs += [(f"untrained-{run}-{seed}", (run, seed)) for run in args.untrained for seed in range(3)]
 for name, untrained in jobs:
     target = f"{args.out}/{name}.json"
-    if os.path.exists(target):
+    if os.path.exists(target) or (args.only is not None and name not in args.only):
         continue
     extra = {}
     if untrained:
@@ -45,7 +51,8 @@ for name, untrained in jobs:
         lines = [json.loads(line) for line in open(f"{args.runs}/{name}/metrics.jsonl")]
         speeds = sorted(line["images_per_s"] for line in lines if "images_per_s" in line)
         extra = {"final_total_loss": lines[-1].get("total_loss"), "median_images_per_s": speeds[len(speeds) // 2]}
-    result = scene_emergence(model, args.data, short_side=64, crop_size=64, stride=32, bg_thresh=0.5)
+    settings = {"short_side": args.short_side, "crop_size": args.crop_size, "stride": args.stride}
+    result = scene_emergence(model, args.data, bg_thresh=args.bg_thresh, **settings)
     result.update(name=name, step=step, **extra)
     with open(target, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
