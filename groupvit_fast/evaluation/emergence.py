@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..segmentation.classes import ClassSet
-from ..segmentation.inference import GroupViTSegmenter, preprocess_image
+from ..segmentation.inference import GroupViTSegmenter, image_class_probs, preprocess_image
 from ..segmentation.io import load_image, load_label_mask
 from ..segmentation.metrics import ConfusionMatrix
 from ..train.data.scenes import SCENE_CLASSES
@@ -118,19 +118,16 @@ def oracle_groupings(
     return out
 
 
-class _WindowClassifier(GroupViTSegmenter):
-    """Each window's image-level class probabilities on every pixel of the window, no segments
-    (``window_no_grouping_mIoU`` in the module docstring); background scores stay 0."""
+class _SegmentsAndWindowClasses(GroupViTSegmenter):
+    """The segmenter's class scores, followed by each window's image-level class probabilities spread
+    over the window (``window_no_grouping_mIoU``, ``window_classifier_mIoU`` in the module
+    docstring), from the same encoder pass: ``[B, num_classes + K, h, w]``."""
 
     @torch.no_grad()
     def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
-        x = F.normalize(model.img_projector(model.img_encoder(crops)).float(), dim=-1)
-        scale = torch.clamp(model.logit_scale.detach().float().exp(), max=100)
-        probs = (x @ self.text_embedding().float().t() * scale).softmax(dim=-1)  # [B, K]
-        probs = torch.cat([probs.new_zeros(probs.shape[0], 1), probs], dim=1)  # background channel first
-        return probs[:, :, None, None].expand(-1, -1, *crops.shape[-2:])
+        scores, image_x = self.crop_scores_and_image_embedding(crops)
+        probs = image_class_probs(image_x, self.text_embedding(), self.model.logit_scale).to(scores.dtype)
+        return torch.cat([scores, probs[:, :, None, None].expand(-1, -1, *scores.shape[-2:])], dim=1)
 
 
 def _whole_images(raws: list[torch.Tensor], side: int) -> torch.Tensor:
@@ -169,17 +166,19 @@ def scene_emergence(
     model.eval()
     start = time.perf_counter()
     try:
-        # the same windows for the segments and for the grouping-free window baselines
-        windowing = dict(
+        # one encoder pass per window for the segments and the grouping-free window baselines
+        segmenter = _SegmentsAndWindowClasses(
+            model,
+            classes,
             bg_thresh=bg_thresh,
             crop_size=crop_size,
             stride=stride,
             short_side=short_side,
             max_long_side=max(short_side, 2 * short_side),
+            assignment=assignment,
             crop_batch_size=batch_size,
+            topk=topk,
         )
-        segmenter = GroupViTSegmenter(model, classes, assignment=assignment, topk=topk, **windowing)
-        windows = _WindowClassifier(model, classes, text_cache=segmenter.text_cache, **windowing)
         text = segmenter.text_embedding()  # [6, C]
         k = len(SCENE_CLASSES)
         ours, no_group, window_no_group, window_alone, all_bg, grid = (ConfusionMatrix(k) for _ in range(6))
@@ -191,8 +190,9 @@ def scene_emergence(
             chunk = samples[first : first + batch_size]
             raws = [load_image(s.image) for s in chunk]
             masks = [load_label_mask(s.mask) for s in chunk]
-            scores = segmenter.predict_scores(raws)
-            window_probs = [w[1:].cpu() for w in windows.predict_scores(raws)]  # [K, H, W] each
+            both = segmenter.predict_scores(raws)  # the k segment scores, then the window probabilities
+            scores = [b[:k] for b in both]
+            window_probs = [b[k:].cpu() for b in both]  # [K, H, W] each
             # one pass over each whole image at the window size (the resolution the model was
             # trained at): the image-level class, the group usage and the oracle grouping
             batch = _whole_images(raws, crop_size).to(device)

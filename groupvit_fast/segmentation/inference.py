@@ -109,18 +109,24 @@ def compose_soft_maps(attn_dicts: Sequence[dict | None]) -> torch.Tensor:
     return compose_assignment_maps(attn_dicts, "soft")
 
 
+def image_class_probs(image_x: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """``a [B, K]`` of step 3: the image-level class probabilities of projected ``image_x [B, C]``
+    against normalised class embeddings ``text [K, C]``."""
+    scale = torch.clamp(logit_scale.detach().float().exp(), max=100)
+    return (F.normalize(image_x.float(), dim=-1) @ text.float().t() * scale).softmax(dim=-1)
+
+
 def group_class_affinity(
     image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, topk: int = 5
 ) -> torch.Tensor:
     """``Q [B, G, K]`` of step 3 from projected ``image_feat [B, G, C]``, ``image_x [B, C]`` and
     normalised class embeddings ``text [K, C]``."""
     feat = F.normalize(image_feat.float(), dim=-1)
-    x = F.normalize(image_x.float(), dim=-1)
     text = text.float()
     scale = torch.clamp(logit_scale.detach().float().exp(), max=100)
     affinity = feat @ text.t() * scale  # [B, G, K]
     prior = affinity.softmax(dim=-1)
-    image_scores = (x @ text.t() * scale).softmax(dim=-1)  # [B, K]
+    image_scores = image_class_probs(image_x, text, logit_scale)  # [B, K]
     top = image_scores.topk(k=min(topk, text.shape[0]), dim=-1).indices
     keep = torch.zeros_like(image_scores, dtype=torch.bool).scatter_(1, top, True)
     masked = affinity.masked_fill(~keep[:, None, :], float("-inf"))
@@ -237,6 +243,11 @@ class GroupViTSegmenter:
     @torch.no_grad()
     def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
         """``crops [B, 3, h, w]`` (normalised) -> ``[B, num_classes, h, w]`` class scores; one encoder pass."""
+        return self.crop_scores_and_image_embedding(crops)[0]
+
+    @torch.no_grad()
+    def crop_scores_and_image_embedding(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``crop_scores`` and, from the same pass, each crop's projected image embedding ``[B, C]``."""
         model = self.model
         # images are decoded as fp32; a model converted with .half() / .to(torch.bfloat16) gets its own dtype
         crops = crops.to(self.device, dtype=model.img_encoder.patch_embed.proj.weight.dtype)
@@ -247,9 +258,10 @@ class GroupViTSegmenter:
         maps = compose_assignment_maps(outs["attn_dicts"], self.assignment)
         affinity = group_class_affinity(image_feat, image_x, self.text_embedding(), model.logit_scale, self.topk)
         h, w = crops.shape[-2:]
-        return crop_class_scores(
+        scores = crop_class_scores(
             maps, self._grid(h, w), (h, w), affinity, with_bg=self.class_set.with_bg, bg_thresh=self.class_set.bg_thresh
         )
+        return scores, image_x
 
     @torch.no_grad()
     def predict_scores(self, images: Iterable, *, preprocessed: bool = False) -> list[torch.Tensor]:
@@ -274,8 +286,8 @@ class GroupViTSegmenter:
                 t = preprocess_image(raw.to(device), self.short_side, self.max_long_side)
             tensors.append(t.to(device))
             sizes.append(size)
-        num = self.num_classes
-        sums = [t.new_zeros(num, *t.shape[-2:]) for t in tensors]
+        # sized by the first window's scores: a subclass's crop_scores may return more channels
+        sums: list[torch.Tensor | None] = [None] * len(tensors)
         counts = [t.new_zeros(1, *t.shape[-2:]) for t in tensors]
         # every window of every image, grouped by crop shape so that each batch is one tensor
         jobs: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
@@ -286,9 +298,11 @@ class GroupViTSegmenter:
             for start in range(0, len(shape_jobs), self.crop_batch_size):
                 chunk = shape_jobs[start : start + self.crop_batch_size]
                 crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                scores = self.crop_scores(crops).to(sums[0].dtype)
+                scores = self.crop_scores(crops)
                 for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
-                    sums[i][:, y1:y2, x1:x2] += s
+                    if sums[i] is None:
+                        sums[i] = tensors[i].new_zeros(s.shape[0], *tensors[i].shape[-2:])
+                    sums[i][:, y1:y2, x1:x2] += s.to(sums[i].dtype)
                     counts[i][:, y1:y2, x1:x2] += 1
         out = []
         for s, c, size in zip(sums, counts, sizes, strict=True):
