@@ -205,7 +205,7 @@ def _cmd_prepare(args) -> int:
 
     try:
         if args.dataset == "scenes":
-            from ..train.data.scenes import SceneSpec, write_scenes
+            from ..datasets.scenes import SceneSpec, write_scenes
 
             spec = SceneSpec(args.min_size, args.max_size, args.min_objects, args.max_objects)
             folders = write_scenes(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .manifest import read_manifest
-from .scenes import write_scenes
+from ...datasets.scenes import write_scenes
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
 from .synthetic import write_synthetic_shards
