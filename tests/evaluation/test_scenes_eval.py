@@ -91,8 +91,8 @@ def test_the_scenes_layout_is_found_at_either_level(scenes_root):
 
 
 def test_a_missing_mask_is_one_line(tmp_path):
-    from groupvit_fast.evaluation.datasets import find_samples
     from groupvit_fast.datasets.scenes import write_scene_eval
+    from groupvit_fast.evaluation.datasets import find_samples
 
     write_scene_eval(str(tmp_path / "eval"), 2, seed=0)
     os.remove(tmp_path / "eval" / "masks" / "scene_00001.png")

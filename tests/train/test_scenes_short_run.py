@@ -39,8 +39,8 @@ EVAL_SCENES = 64
 def short_run(tmp_path_factory):
     import importlib
 
-    from groupvit_fast.train import load_config
     from groupvit_fast.datasets.scenes import write_scenes
+    from groupvit_fast.train import load_config
     from groupvit_fast.train.loop import Trainer
 
     root = tmp_path_factory.mktemp("scenes-short")

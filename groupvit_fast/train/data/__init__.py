@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .manifest import read_manifest
 from ...datasets.scenes import write_scenes
+from .manifest import read_manifest
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
 from .synthetic import write_synthetic_shards
