@@ -35,7 +35,7 @@ class CliError(Exception):
 
 def require_command_extra(command: str, extra: str) -> None:
     """A ``CliError`` naming ``extra`` when one of its packages is missing: ``groupvit-fast COMMAND`` runs
-    only with its extra, while its parser and ``--help`` need none (docs/README "Install")."""
+    only with its extra, while its parser and ``--help`` need none (README.md, "Install")."""
     from ._extras import require_extra
 
     try:
