@@ -10,28 +10,20 @@ import os
 import subprocess
 import sys
 
-#: A GroupViT small enough for a CPU check in seconds; the text side keeps CLIP's tokenizer (vocabulary,
-#: context) so ``segment`` can prompt it with words.
-TINY = {
-    "type": "MultiLabelContrastive",
-    "img_encoder": {
-        "type": "GroupViT",
-        "img_size": 64,
-        "patch_size": 16,
-        "embed_dim": 64,
-        "num_heads": [2, 2, 2],
-        "depths": [1, 1, 1],
-        "num_group_tokens": [8, 4, 0],
-        "num_output_groups": [8, 4],
-        "drop_path_rate": 0.0,
-    },
-    "text_encoder": {"type": "TextTransformer", "context_length": 77, "width": 64, "layers": 1, "vocab_size": 49408},
-    "output_dim": 32,
-    "proj_num_layers": 2,
-    "proj_inner_dim": 128,
-    "multi_label": 0,
-}
-SCENE_CLASSES = ["background", "apple", "lemon", "leaf", "box", "ball", "star"]
+
+def tiny_config() -> dict:
+    """NVlabs' GroupViT-S config shrunk to a CPU check of seconds; the text side keeps CLIP's tokenizer
+    (vocabulary, context) so ``segment`` can prompt it with words."""
+    from groupvit_fast.models.registry import released_config
+
+    config = released_config(multi_label=0)
+    config["img_encoder"].update(
+        img_size=64, patch_size=16, embed_dim=64, num_heads=[2, 2, 2], depths=[1, 1, 1],
+        num_group_tokens=[8, 4, 0], num_output_groups=[8, 4], drop_path_rate=0.0,
+    )  # fmt: skip
+    config["text_encoder"].update(width=64, layers=1)
+    config.update(output_dim=32, proj_inner_dim=128)
+    return config
 
 
 def run(*argv: str) -> str:
@@ -50,8 +42,9 @@ def tiny_checkpoint(workdir: str) -> str:
 
     torch.manual_seed(0)
     path = os.path.join(workdir, "tiny.pth")
+    config = tiny_config()
     seg = {"dataset": "scenes", "short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.5}
-    save_checkpoint(build_model(TINY), path, config={"model": TINY, "evaluate": {"seg": seg}})
+    save_checkpoint(build_model(config), path, config={"model": config, "evaluate": {"seg": seg}})
     return path
 
 
