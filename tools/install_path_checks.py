@@ -57,11 +57,15 @@ def one_image(workdir: str) -> str:
     return path
 
 
-def check_core(workdir: str) -> None:
+def check_front_door(workdir: str) -> None:
+    """What every install path must do: the command line and ``info``."""
     run("groupvit-fast", "--help")
+    run(sys.executable, "-m", "groupvit_fast.info")
+
+
+def check_core(workdir: str) -> None:
     for argv in (["segment"], ["eval", "seg"], ["train"], ["prepare-data", "scenes"], ["convert"]):
         run("groupvit-fast", *argv, "--help")
-    run(sys.executable, "-m", "groupvit_fast.info")
     # the drop-in model and the op run with the core alone
     run(sys.executable, "-c", "import torch, groupvit_fast as g; m = g.GroupViT(); m(torch.randn(1, 3, 224, 224))")
 
@@ -134,8 +138,7 @@ def main(argv: list[str]) -> int:
         return 2
     extra, workdir = argv
     os.makedirs(workdir, exist_ok=True)
-    if extra != "core":
-        check_core(workdir)
+    check_front_door(workdir)
     CHECKS[extra](workdir)
     return 0
 
