@@ -107,7 +107,7 @@ def test_a_missing_mask_is_one_line(tmp_path):
         (
             ["--short-side", "96", "--crop-size", "48", "--stride", "24"],
             {"short_side": 96, "crop_size": 48, "stride": 24},
-            "flag",
+            "override",
         ),
     ],
 )
@@ -218,15 +218,20 @@ def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
     assert len(counts) == 1 and counts[0].tolist() == [expected]
 
 
+def _emergence(*argv: str) -> int:
+    from groupvit_fast.cli import main
+
+    return main(["eval", "emergence", *argv])
+
+
 def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_root, tmp_path):
     from PIL import Image
 
-    from groupvit_fast.evaluation.emergence import main
-
     out = tmp_path / "report"
-    assert main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "3"]) == 0
+    assert _emergence("--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out), "--figure-count", "3") == 0
     report = json.loads((out / "emergence.json").read_text())
     assert report["test_time"] == {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
+    assert set(report["test_time_source"].values()) == {"checkpoint"}
     assert set(report) >= {"trained", "untrained"} and report["step"] == 7
     for key in ("trained", "untrained"):
         assert report[key]["num_images"] == 6 and report[key]["settings"]["bg_thresh"] == 0.4
@@ -322,11 +327,9 @@ def test_the_window_classifier_of_one_window_paints_the_image_class_or_nothing(e
 
 
 def test_emergence_command_flags_override_the_checkpoint_settings(ckpt_64, scenes_root, tmp_path):
-    from groupvit_fast.evaluation.emergence import main
-
     out = tmp_path / "report"
-    argv = ["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "1"]
-    assert main([*argv, "--short-side", "96", "--stride", "16", "--max-images", "2"]) == 0
+    argv = ["--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out), "--figure-count", "1"]
+    assert _emergence(*argv, "--short-side", "96", "--stride", "16", "--max-images", "2") == 0
     report = json.loads((out / "emergence.json").read_text())
     # the flags win, the rest comes from the checkpoint (crop 64, threshold 0.4)
     assert report["test_time"] == {"short_side": 96, "crop_size": 64, "stride": 16, "bg_thresh": 0.4}
@@ -335,9 +338,7 @@ def test_emergence_command_flags_override_the_checkpoint_settings(ckpt_64, scene
 
 @pytest.mark.parametrize("flag", ["--short-side", "--crop-size", "--stride"])
 def test_emergence_command_refuses_a_non_positive_setting(ckpt_64, scenes_root, tmp_path, flag, capsys):
-    from groupvit_fast.evaluation.emergence import main
-
     with pytest.raises(SystemExit) as exit_info:
-        main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(tmp_path), flag, "0"])
+        _emergence("--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(tmp_path), flag, "0")
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err.strip().splitlines()[-1]
