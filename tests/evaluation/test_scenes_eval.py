@@ -228,7 +228,9 @@ def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_roo
     from PIL import Image
 
     out = tmp_path / "report"
-    assert _emergence("--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out), "--figure-count", "3") == 0
+    assert (
+        _emergence("--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out), "--figure-count", "3") == 0
+    )
     report = json.loads((out / "emergence.json").read_text())
     assert report["test_time"] == {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
     assert set(report["test_time_source"].values()) == {"checkpoint"}
