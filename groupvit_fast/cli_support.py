@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
+    from .segmentation.test_time import TestTimeSettings
+
 __all__ = [
     "PROG",
     "CliError",
@@ -53,6 +55,7 @@ def load_config_file(path: str) -> dict:
         text = f.read()
     if path.endswith((".yml", ".yaml")):
         from omegaconf import OmegaConf  # a core dependency
+
         try:
             cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         except Exception as err:  # noqa: BLE001
@@ -126,41 +129,36 @@ def add_assign_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_test_time_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def add_test_time_arguments(parser: argparse.ArgumentParser, fallback: str | None = None) -> None:
     """``--short-side``, ``--crop-size``, ``--stride``: override the test-time resolution and window that
-    the checkpoint's training config sets (docs/segmentation.md, "Test-time settings from the checkpoint")."""
-    parser.add_argument(
-        "--short-side",
-        type=positive_int,
-        help=f"resize images to this short side (default: the "
-        f"checkpoint config's evaluate.seg.short_side, else {what})",
-    )
-    parser.add_argument(
-        "--crop-size",
-        type=positive_int,
-        help=f"sliding-window size (default: the checkpoint config's evaluate.seg.crop_size, else {what})",
-    )
-    parser.add_argument(
-        "--stride",
-        type=positive_int,
-        help=f"sliding-window stride (default: the checkpoint config's evaluate.seg.stride, else {what})",
-    )
+    the checkpoint's training config sets (docs/segmentation.md, "Test-time settings from the checkpoint");
+    ``fallback`` names what applies without either (default: NVlabs' protocol, with its value)."""
+    from .segmentation.test_time import PROTOCOL
+
+    for flag, what in (
+        ("short_side", "resize images to this short side"),
+        ("crop_size", "sliding-window size"),
+        ("stride", "sliding-window stride"),
+    ):
+        default = fallback or f"NVlabs' {getattr(PROTOCOL, flag)}"
+        parser.add_argument(
+            "--" + flag.replace("_", "-"),
+            type=positive_int,
+            help=f"{what} (default: the checkpoint config's evaluate.seg.{flag}, else {default})",
+        )
 
 
-def test_time_settings(args: argparse.Namespace, defaults: dict) -> dict:
-    """``{short_side, crop_size, stride, bg_thresh}``: a flag given on the command line, else the
-    checkpoint's training config (``evaluate.seg``), else ``defaults``; also ``source`` per key."""
-    stored = getattr(args, "checkpoint_test_time", None) or {}
-    out, source = {}, {}
-    for key in ("short_side", "crop_size", "stride", "bg_thresh"):
-        flag = getattr(args, key, None)
-        if flag is not None:
-            out[key], source[key] = flag, "flag"
-        elif key in stored:
-            out[key], source[key] = stored[key], "checkpoint"
-        else:
-            out[key], source[key] = defaults.get(key), "default"
-    if out["bg_thresh"] is not None and not 0.0 <= out["bg_thresh"] <= 1.0:
-        raise CliError(f"--bg-thresh must be in [0, 1], got {out['bg_thresh']}")
-    out["source"] = source
-    return out
+def test_time_settings(args: argparse.Namespace, preset: TestTimeSettings | None = None) -> TestTimeSettings:
+    """The test-time settings of a command (``segmentation.test_time.resolve_test_time``): a flag given on the
+    command line, else the checkpoint's training config (``evaluate.seg``), else ``preset`` (the dataset's),
+    else NVlabs' protocol; ``.source`` names where each value came from."""
+    from .segmentation.test_time import TEST_TIME_KEYS, resolve_test_time
+
+    thresh = getattr(args, "bg_thresh", None)
+    if thresh is not None and not 0.0 <= thresh <= 1.0:
+        raise CliError(f"--bg-thresh must be in [0, 1], got {thresh}")
+    flags = {key: getattr(args, key, None) for key in TEST_TIME_KEYS}
+    try:
+        return resolve_test_time(preset, checkpoint=getattr(args, "checkpoint_test_time", None), overrides=flags)
+    except ValueError as err:
+        raise CliError(str(err)) from None

@@ -28,12 +28,13 @@ from __future__ import annotations
 from .formats import omegaconf_safe_globals
 from .infer import complete_from_hf, infer_config
 from .load import load_checkpoint
-from .read import Checkpoint, read_checkpoint
+from .read import Checkpoint, config_test_time, read_checkpoint
 from .save import save_checkpoint, save_safetensors
 
 __all__ = [
     "Checkpoint",
     "read_checkpoint",
+    "config_test_time",
     "load_checkpoint",
     "save_safetensors",
     "save_checkpoint",

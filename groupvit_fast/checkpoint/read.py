@@ -20,7 +20,7 @@ from torch import nn
 from ..convert import hf_to_nvlabs, is_hf_full, is_nvlabs_full
 from .formats import SAFETENSORS_CONFIG_KEY, load_safetensors_file, load_torch_file, sniff_format
 
-__all__ = ["Checkpoint", "read_checkpoint"]
+__all__ = ["Checkpoint", "read_checkpoint", "config_test_time"]
 
 
 @dataclasses.dataclass
@@ -61,13 +61,12 @@ def _to_plain_config(config: Any) -> dict | None:
     return None
 
 
-#: ``evaluate.seg`` keys of a training config that set how its checkpoint is segmented (0: not set)
-TEST_TIME_KEYS = ("short_side", "crop_size", "stride", "bg_thresh")
+def config_test_time(config: Any) -> dict:
+    """The non-zero ``evaluate.seg.{short_side, crop_size, stride, bg_thresh}`` of a training config (a mapping
+    or an OmegaConf config; docs/segmentation.md, "Test-time settings from the checkpoint"): the
+    ``checkpoint`` of ``segmentation.test_time.resolve_test_time``; ``{}`` when there are none."""
+    from ..segmentation.test_time import TEST_TIME_KEYS
 
-
-def _test_time_settings(config: Any) -> dict:
-    """The non-zero ``evaluate.seg.{short_side, crop_size, stride, bg_thresh}`` of a training config
-    (docs/segmentation.md, "Test-time settings from the checkpoint"); ``{}`` when there are none."""
     try:
         seg = config["evaluate"]["seg"]
         found = {key: seg[key] for key in TEST_TIME_KEYS if key in seg}
@@ -93,7 +92,7 @@ def _extract(obj: Any, where: str) -> tuple[dict[str, torch.Tensor], dict | None
             state = obj[key]
             config = _to_plain_config(obj.get("config"))
             meta = {k: v for k, v in obj.items() if k not in (key, "config") and isinstance(v, (int, float, str, bool))}
-            test_time = _test_time_settings(obj.get("config"))
+            test_time = config_test_time(obj.get("config"))
             if test_time:
                 meta["test_time"] = test_time
             break

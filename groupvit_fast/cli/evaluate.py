@@ -1,6 +1,8 @@
-"""``groupvit-fast eval seg|cls``: the published zero-shot evaluation protocol (docs/evaluation.md; the
-``eval`` extra). The handlers live in ``groupvit_fast/evaluation/cli.py``; under ``torchrun`` every rank
-runs the same command (``python -m groupvit_fast.cli eval ...``)."""
+"""``groupvit-fast eval seg|cls|emergence``: the published zero-shot evaluation protocol (docs/evaluation.md;
+the ``eval`` extra), and the emergence report of a model trained on the generated scenes (docs/training.md,
+"Scenes: segmentation from captions"). The handlers live in ``groupvit_fast/evaluation/cli.py`` and
+``groupvit_fast/evaluation/emergence/command.py``; under ``torchrun`` every rank runs the same command
+(``python -m groupvit_fast.cli eval ...``)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,13 @@ def _run_cls(args: argparse.Namespace) -> int:
     return run_eval_cls(args)
 
 
+def _run_emergence(args: argparse.Namespace) -> int:
+    require_command_extra("eval", "eval")
+    from ..evaluation.emergence.command import run_eval_emergence
+
+    return run_eval_emergence(args)
+
+
 def _common(p: argparse.ArgumentParser, batch: int) -> None:
     p.add_argument("--checkpoint", required=True, help="NVlabs .pth, HF weights or safetensors")
     p.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
@@ -41,12 +50,15 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``eval seg`` and ``eval cls`` on the top-level ``groupvit-fast`` subparsers."""
+    """Register ``eval seg``, ``eval cls`` and ``eval emergence`` on the top-level ``groupvit-fast`` subparsers."""
     from ..evaluation.datasets import DATASETS  # the presets: data, no extra
 
-    ev = subparsers.add_parser("eval", help="zero-shot evaluation: ImageNet top-1 (cls), benchmark mIoU (seg)")
+    ev = subparsers.add_parser(
+        "eval",
+        help="zero-shot evaluation: ImageNet top-1 (cls), benchmark mIoU (seg), the scenes report (emergence)",
+    )
     sub = ev.add_subparsers(dest="eval_command", required=True)
-    seg = sub.add_parser("seg", help="zero-shot mIoU on VOC, Context, COCO-Object, ADE20K or Cityscapes")
+    seg = sub.add_parser("seg", help=f"zero-shot mIoU on a benchmark ({', '.join(DATASETS)})")
     seg.add_argument("--dataset", required=True, choices=tuple(DATASETS), metavar="|".join(DATASETS))
     seg.add_argument("--data-root", required=True, help="folder holding the dataset's layout (docs/evaluation.md)")
     seg.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
@@ -80,4 +92,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     cls.add_argument("--cache-dir", help="cache the text classifier here per (checkpoint, classes, templates)")
     _common(cls, 64)
     cls.set_defaults(func=_run_cls)
+    em = sub.add_parser(
+        "emergence",
+        help="held-out scenes: a trained model against the same architecture untrained and grouping-free baselines",
+    )
+    em.add_argument("--checkpoint", required=True, help="a training checkpoint (its config builds the untrained twin)")
+    em.add_argument("--data-root", required=True, help="the held-out scenes (prepare-data scenes' --out or its eval/)")
+    em.add_argument(
+        "--dataset",
+        default="scenes",
+        choices=tuple(name for name, preset in DATASETS.items() if preset.bg_thresh is not None),
+        help="the preset whose layout, classes and test time apply (default: %(default)s)",
+    )
+    em.add_argument("--out", required=True, help="folder for emergence.json and emergence.png")
+    em.add_argument(
+        "--bg-thresh",
+        type=float,
+        help="background threshold (default: the checkpoint config's evaluate.seg.bg_thresh, else the dataset's)",
+    )
+    add_test_time_arguments(em, "the dataset's")
+    em.add_argument("--max-images", type=positive_int, help="score only the first N scenes")
+    em.add_argument(
+        "--figure-count", type=positive_int, default=6, help="scenes in emergence.png (default: %(default)s)"
+    )
+    em.add_argument(
+        "--trust-pickle", action="store_true", help="allow full unpickling of the checkpoint (only for files you trust)"
+    )
+    em.set_defaults(func=_run_emergence)
     return ev

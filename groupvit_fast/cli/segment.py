@@ -76,20 +76,20 @@ def _segmenter(args: argparse.Namespace, class_set):
     model = build_model_from_args(args)
     # flags, else the checkpoint's training config, else NVlabs' protocol (docs/segmentation.md,
     # "Test-time settings from the checkpoint"): a 64 px recipe is not cut into 448 px windows
-    tt = test_time_settings(args, {"short_side": 448, "crop_size": 448, "stride": 224, "bg_thresh": None})
+    tt = test_time_settings(args)
     try:
-        if tt["bg_thresh"] is not None and class_set.with_bg:
-            class_set = resolve_classes(list(class_set.names), tt["bg_thresh"])
+        if tt.bg_thresh is not None and class_set.with_bg:
+            class_set = resolve_classes(list(class_set.names), tt.bg_thresh)
         segmenter = GroupViTSegmenter(
             model,
             class_set,
             templates=args.templates,
             crop_batch_size=args.crop_batch_size,
             assignment=args.assign,
-            short_side=tt["short_side"],
-            crop_size=tt["crop_size"],
-            stride=tt["stride"],
-            max_long_side=max(tt["short_side"], 2048 * tt["short_side"] // 448),
+            short_side=tt.short_side,
+            crop_size=tt.crop_size,
+            stride=tt.stride,
+            max_long_side=tt.max_long_side,
         )
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
     except (ImportError, ValueError) as err:
@@ -178,7 +178,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 (one loop: read, predict
         "background_threshold": class_set.bg_thresh if class_set.with_bg else None,
         "assignment": args.assign,
         "checkpoint": args.checkpoint,
-        "test_time": {k: tt[k] for k in ("short_side", "crop_size", "stride")} | {"source": tt["source"]},
+        "test_time": {
+            "short_side": tt.short_side,
+            "crop_size": tt.crop_size,
+            "stride": tt.stride,
+            "source": dict(tt.source),
+        },
         "images": per_image,
         "failed": failed,
     }
@@ -217,7 +222,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="background threshold (default: the checkpoint config's "
         "evaluate.parser.bg_thresh, else the preset's, else 0.95)",
     )
-    add_test_time_arguments(parser, "448, 448 and 224, NVlabs' protocol")
+    add_test_time_arguments(parser)
     add_assign_argument(parser)
     parser.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -76,12 +76,12 @@ def run_eval_seg(args: argparse.Namespace) -> int:
     def evaluate(model):
         # flags, else the checkpoint's training config, else the dataset's (docs/segmentation.md,
         # "Test-time settings from the checkpoint")
-        tt = test_time_settings(args, {"short_side": None, "crop_size": None, "stride": None, "bg_thresh": None})
+        tt = test_time_settings(args, preset.test_time)
         result = evaluate_segmentation(
             model,
             dataset=preset.name,
             data_root=args.data_root,
-            bg_thresh=tt["bg_thresh"],
+            bg_thresh=tt.bg_thresh,
             topk=args.topk,
             batch_size=args.batch_size,
             num_workers=args.workers,
@@ -93,11 +93,11 @@ def run_eval_seg(args: argparse.Namespace) -> int:
             max_images=args.max_images,
             keep_predictions=args.overlays,
             assignment=args.assign,
-            short_side=tt["short_side"],
-            crop_size=tt["crop_size"],
-            stride=tt["stride"],
+            short_side=tt.short_side,
+            crop_size=tt.crop_size,
+            stride=tt.stride,
         )
-        result["settings"]["source"] = tt["source"]
+        result["settings"]["source"] = dict(tt.source)
         return result, preset.name, preset.class_names
 
     return _run(args, evaluate)

@@ -27,6 +27,7 @@ from ..common.precision import autocast_dtype as parse_autocast
 from ..segmentation.classes import ClassSet
 from ..segmentation.inference import GroupViTSegmenter, check_assignment
 from ..segmentation.metrics import ConfusionMatrix
+from ..segmentation.test_time import resolve_test_time
 from ..segmentation.text import TextEmbeddingCache, class_text_embeddings
 from .datasets import IGNORE_INDEX, DatasetPreset, SegmentationSamples, check_sizes, find_samples, get_preset
 from .distributed import all_gather_errors, all_reduce_sum, compute_once_and_broadcast, rank_and_world, rank_slice
@@ -75,21 +76,19 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode and resize; the main process keeps the cores for the model
 
 
-def _with_test_time(preset: DatasetPreset, opts: dict[str, Any]) -> DatasetPreset:
-    """``preset`` with the ``short_side`` / ``crop_size`` / ``stride`` of ``opts`` that are set (docs/segmentation.md,
-    "Test-time settings from the checkpoint"); a bad value is a one-line ``ValueError`` naming it."""
-    changes = {}
-    for key, field in (("short_side", "short_side"), ("crop_size", "crop"), ("stride", "stride")):
-        value = opts[key]
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{key} must be a positive int, got {value!r}")
-            changes[field] = value
-    if "short_side" in changes:  # keep the preset's long-side bound in proportion
-        changes["max_long_side"] = max(
-            changes["short_side"], preset.max_long_side * changes["short_side"] // preset.short_side
-        )
-    return dataclasses.replace(preset, **changes)
+def _with_test_time(preset: DatasetPreset, bg_thresh: float | None, opts: dict[str, Any]) -> DatasetPreset:
+    """``preset`` at the test-time settings that ``bg_thresh`` and ``opts`` set, the preset's elsewhere
+    (``segmentation.test_time.resolve_test_time``); a bad value is a one-line ``ValueError`` naming it."""
+    given = {key: opts[key] for key in ("short_side", "crop_size", "stride")}
+    tt = resolve_test_time(preset.test_time, overrides={**given, "bg_thresh": bg_thresh})
+    return dataclasses.replace(
+        preset,
+        short_side=tt.short_side,
+        max_long_side=tt.max_long_side,
+        crop=tt.crop_size,
+        stride=tt.stride,
+        bg_thresh=tt.bg_thresh,
+    )
 
 
 def evaluate_segmentation(
@@ -107,16 +106,18 @@ def evaluate_segmentation(
 ) -> dict:
     """Zero-shot mIoU of ``model`` (a ``MultiLabelContrastive``) on ``dataset``'s validation split.
 
-    ``dataset``: ``voc``, ``context``, ``coco-object``, ``ade20k`` or ``cityscapes`` (layouts in
-    docs/evaluation.md) under ``data_root``; ``bg_thresh``: the preset's when ``None``; ``topk``:
-    classes kept by the image-level filter; ``batch_size`` images per step (their crops go through
-    the encoder ``crop_batch_size`` at a time). ``options``: ``split`` ('val'), ``templates``
-    ('simple'), ``crop_batch_size`` (8), ``autocast`` (None | 'bf16' | 'fp16'), ``max_images``
-    (evaluate the first N only), ``keep_predictions`` (return the label maps ``[H, W]`` of the first
-    N images of rank 0, with their images, under ``'predictions'``), ``assignment`` (``'soft'``,
-    NVlabs' protocol, or ``'hard'``: compose the grouping blocks' one-hot maps; docs/segmentation.md),
-    ``short_side`` / ``crop_size`` / ``stride`` (the preset's when ``None``: a recipe trained at 64 px is
-    scored at its own resolution; docs/segmentation.md, "Test-time settings from the checkpoint").
+    ``dataset``: a name of ``evaluation.datasets.DATASETS`` (``voc``, ``context``, ``coco-object``,
+    ``ade20k``, ``cityscapes``, ``scenes``; layouts in docs/evaluation.md) under ``data_root``;
+    ``bg_thresh``: the preset's when ``None``; ``topk``: classes kept by the image-level filter;
+    ``batch_size`` images per step (their crops go through the encoder ``crop_batch_size`` at a time).
+    ``options``: ``split`` ('val'), ``templates`` ('simple'), ``crop_batch_size`` (8), ``autocast``
+    (None | 'bf16' | 'fp16'), ``max_images`` (evaluate the first N only), ``keep_predictions`` (return
+    the label maps ``[H, W]`` of the first N images of rank 0, with their images, under
+    ``'predictions'``), ``assignment`` (``'soft'``, NVlabs' protocol, or ``'hard'``: compose the grouping
+    blocks' one-hot maps; docs/segmentation.md), ``short_side`` / ``crop_size`` / ``stride`` (the
+    preset's when ``None``: a recipe trained at 64 px is scored at its own resolution; resolved by
+    ``segmentation.test_time.resolve_test_time``, docs/segmentation.md, "Test-time settings from the
+    checkpoint").
 
     Returns ``{'mIoU', 'mAcc', 'aAcc'}`` (percent), ``'per_class'`` ``{name: {'IoU', 'Acc'}}``,
     ``'num_images'``, ``'dataset'``, ``'settings'``, ``'seconds'``, ``'images_per_s'``; identical on
@@ -135,10 +136,8 @@ def evaluate_segmentation(
     check_assignment(opts["assignment"])
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
-    preset = _with_test_time(get_preset(dataset), opts)
-    if bg_thresh is not None and not 0.0 <= float(bg_thresh) <= 1.0:
-        raise ValueError(f"bg_thresh must be in [0, 1], got {bg_thresh}")
-    thresh = preset.bg_thresh if bg_thresh is None else float(bg_thresh)
+    preset = _with_test_time(get_preset(dataset), bg_thresh, opts)
+    thresh = preset.bg_thresh
     samples = find_samples(preset.name, data_root, opts["split"])
     if opts["max_images"] is not None:
         samples = samples[: int(opts["max_images"])]

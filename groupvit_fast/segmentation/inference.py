@@ -56,6 +56,7 @@ __all__ = [
     "ASSIGNMENTS",
     "group_class_affinity",
     "crop_class_scores",
+    "patch_grid",
     "sliding_windows",
     "rescale_size",
     "preprocess_image",
@@ -164,6 +165,14 @@ def crop_class_scores(
     return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
 
 
+def patch_grid(model: nn.Module, h, w) -> tuple:
+    """The ``(h', w')`` token grid of an ``h x w`` crop: the patch embedding's convolution arithmetic (also on
+    the symbolic sizes of an export)."""
+    proj = model.img_encoder.patch_embed.proj
+    k, s, p = proj.kernel_size, proj.stride, proj.padding
+    return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+
+
 class GroupViTSegmenter:
     """Zero-shot segmentation of images into ``classes`` with a ``MultiLabelContrastive`` model.
 
@@ -235,10 +244,7 @@ class GroupViTSegmenter:
         return self.text_cache.get(self.model, self.class_set.text_names, self.templates).to(self.device)
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
-        pe = self.model.img_encoder.patch_embed
-        k, s = pe.proj.kernel_size, pe.proj.stride
-        p = pe.proj.padding
-        return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+        return patch_grid(self.model, h, w)
 
     @torch.no_grad()
     def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:

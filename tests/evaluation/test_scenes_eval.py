@@ -107,7 +107,7 @@ def test_a_missing_mask_is_one_line(tmp_path):
         (
             ["--short-side", "96", "--crop-size", "48", "--stride", "24"],
             {"short_side": 96, "crop_size": 48, "stride": 24},
-            "flag",
+            "override",
         ),
     ],
 )
@@ -185,10 +185,40 @@ def test_bad_test_time_flags_are_usage_errors(ckpt_64, scenes_root, tmp_path, ca
 
 
 def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_root):
-    from groupvit_fast.evaluation.emergence import scene_emergence
-    from groupvit_fast.segmentation.io import load_label_mask
+    import torch.nn.functional as F
 
-    result = scene_emergence(eval_model, scenes_root + "/eval", bg_thresh=0.5)
+    from groupvit_fast.evaluation.datasets import find_samples
+    from groupvit_fast.evaluation.emergence import scene_emergence
+    from groupvit_fast.evaluation.segmentation import evaluate_segmentation
+    from groupvit_fast.segmentation.classes import ClassSet
+    from groupvit_fast.segmentation.inference import GroupViTSegmenter, preprocess_image
+    from groupvit_fast.segmentation.io import load_image, load_label_mask
+    from groupvit_fast.segmentation.metrics import ConfusionMatrix
+
+    root = scenes_root + "/eval"
+    result = scene_emergence(eval_model, root, bg_thresh=0.5)
+    # the segments' mIoU is eval seg's at the same (the preset's) settings
+    seg = evaluate_segmentation(eval_model, dataset="scenes", data_root=scenes_root, num_workers=0, progress=False)
+    assert result["settings"]["short_side"] == seg["settings"]["img_scale"][1] == 64
+    assert result["mIoU"] == pytest.approx(seg["mIoU"], abs=1e-9)
+    # "no grouping": the whole image's top zero-shot class (its pooled embedding, computed here directly)
+    # painted on the foreground of the segmenter's own prediction
+    segmenter = GroupViTSegmenter(
+        eval_model, ClassSet(tuple(SCENE_NAMES), 0.5), crop_size=64, stride=32, short_side=64, max_long_side=128
+    )
+    text = segmenter.text_embedding().float()
+    expected = ConfusionMatrix(len(SCENE_NAMES))
+    eval_model.eval()
+    with torch.no_grad():
+        for sample in find_samples("scenes", root):
+            raw, mask = load_image(sample.image), load_label_mask(sample.mask)
+            x = preprocess_image(raw, 64, 128)[None]
+            assert x.shape[-2:] == (64, 64)  # square scenes: the whole image is the window
+            embedding = F.normalize(eval_model.img_projector(eval_model.img_encoder(x)).float(), dim=-1)
+            label = int((embedding @ text.t()).argmax()) + 1
+            pred = segmenter.predict([raw])[0].cpu()
+            expected.update(torch.where(pred > 0, label, 0), mask)
+    assert result["no_grouping_mIoU"] == pytest.approx(100 * expected.miou(), abs=1e-9)
     masks = [
         load_label_mask(os.path.join(scenes_root, "eval", "masks", f)).numpy()
         for f in sorted(os.listdir(os.path.join(scenes_root, "eval", "masks")))
@@ -201,7 +231,6 @@ def test_scene_emergence_baselines_count_as_eval_seg_does(eval_model, scenes_roo
     assert [g["of"] for g in result["groups"]] == EVAL_CONFIG["img_encoder"]["num_output_groups"]
     for stage in result["groups"]:
         assert 1 <= stage["min"] <= stage["mean"] <= stage["max"] <= stage["of"]
-    assert 0 <= result["mIoU"] <= 100 and 0 <= result["no_grouping_mIoU"] <= 100
 
 
 @pytest.mark.parametrize(
@@ -218,15 +247,34 @@ def test_group_usage_counts_the_groups_that_win_a_token(winners, expected):
     assert len(counts) == 1 and counts[0].tolist() == [expected]
 
 
-def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_root, tmp_path):
+def _emergence(*argv: str) -> int:
+    from groupvit_fast.cli import main
+
+    return main(["eval", "emergence", *argv])
+
+
+def test_emergence_command_writes_the_report_and_the_picture(ckpt_64, scenes_root, tmp_path, monkeypatch):
     from PIL import Image
 
-    from groupvit_fast.evaluation.emergence import main
+    from groupvit_fast.common.files import atomic_write
+    from groupvit_fast.evaluation.emergence import figure
+    from groupvit_fast.segmentation import io
 
+    written = []
+
+    def recording_write(path, write, **kwargs):
+        written.append(os.path.basename(path))
+        return atomic_write(path, write, **kwargs)
+
+    for module in (io, figure):  # every writer of the command goes through atomic_write
+        monkeypatch.setattr(module, "atomic_write", recording_write)
     out = tmp_path / "report"
-    assert main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "3"]) == 0
+    argv = ["--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out)]
+    assert _emergence(*argv, "--figure-count", "3") == 0
+    assert sorted(written) == ["emergence.json", "emergence.png"]
     report = json.loads((out / "emergence.json").read_text())
     assert report["test_time"] == {"short_side": 64, "crop_size": 64, "stride": 32, "bg_thresh": 0.4}
+    assert set(report["test_time_source"].values()) == {"checkpoint"}
     assert set(report) >= {"trained", "untrained"} and report["step"] == 7
     for key in ("trained", "untrained"):
         assert report[key]["num_images"] == 6 and report[key]["settings"]["bg_thresh"] == 0.4
@@ -322,11 +370,9 @@ def test_the_window_classifier_of_one_window_paints_the_image_class_or_nothing(e
 
 
 def test_emergence_command_flags_override_the_checkpoint_settings(ckpt_64, scenes_root, tmp_path):
-    from groupvit_fast.evaluation.emergence import main
-
     out = tmp_path / "report"
-    argv = ["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(out), "--figure-count", "1"]
-    assert main([*argv, "--short-side", "96", "--stride", "16", "--max-images", "2"]) == 0
+    argv = ["--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(out), "--figure-count", "1"]
+    assert _emergence(*argv, "--short-side", "96", "--stride", "16", "--max-images", "2") == 0
     report = json.loads((out / "emergence.json").read_text())
     # the flags win, the rest comes from the checkpoint (crop 64, threshold 0.4)
     assert report["test_time"] == {"short_side": 96, "crop_size": 64, "stride": 16, "bg_thresh": 0.4}
@@ -335,9 +381,19 @@ def test_emergence_command_flags_override_the_checkpoint_settings(ckpt_64, scene
 
 @pytest.mark.parametrize("flag", ["--short-side", "--crop-size", "--stride"])
 def test_emergence_command_refuses_a_non_positive_setting(ckpt_64, scenes_root, tmp_path, flag, capsys):
-    from groupvit_fast.evaluation.emergence import main
-
     with pytest.raises(SystemExit) as exit_info:
-        main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(tmp_path), flag, "0"])
+        _emergence("--checkpoint", ckpt_64, "--data-root", scenes_root, "--out", str(tmp_path), flag, "0")
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_eval_help_names_every_dataset_preset(capsys):
+    # `eval --help` lists what `eval seg --dataset` accepts (scenes included), from the preset table
+    from groupvit_fast.cli import main
+    from groupvit_fast.evaluation.datasets import DATASETS
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    seg_help = text[text.index(" seg ") : text.index(" cls ")]
+    assert all(name in seg_help for name in DATASETS), seg_help

@@ -41,32 +41,10 @@ def small_config(**overrides) -> dict:
 
 
 def hf_small_config():
-    from transformers import GroupViTConfig
+    """The Hugging Face ``GroupViTConfig`` of ``small_config()`` (``groupvit_fast.convert.hf_config``)."""
+    from groupvit_fast.convert.hf_config import hf_groupvit_config
 
-    text = {
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 1,
-        "max_position_embeddings": 16,
-        "vocab_size": 100,
-        # eos_token_id=2 selects HF's "argmax of the token ids" pooling, NVlabs' rule
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "pad_token_id": 1,
-    }
-    vision = {
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "depths": [1, 1, 1],
-        "num_hidden_layers": 3,
-        "num_attention_heads": 2,
-        "num_group_tokens": [8, 4, 0],
-        "num_output_groups": [8, 4, 4],
-        "image_size": 64,
-        "patch_size": 16,
-    }
-    return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=32, projection_intermediate_dim=128)
+    return hf_groupvit_config(SMALL)
 
 
 def random_text(batch: int, length: int = 16, eot: int = 99, generator=None):

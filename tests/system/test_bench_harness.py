@@ -317,3 +317,17 @@ def test_committed_reports_still_render(path: Path, tmp_path):
     for name in report["meta"].get("families") or ("op", "model"):
         for r in report[name]:
             assert f"| {r['impl']} |" in md and f"| {r['median_ms']:.4g} |" in md
+
+
+def test_the_voc_segment_cases_prompt_with_the_evaluations_class_names_and_settings():
+    # "zero-shot segmentation at VOC settings" measures what `eval seg --dataset voc` runs: its class
+    # names (NVlabs' "table", "plant", "monitor"), threshold and windows
+    from groupvit_fast.bench.cases.segment import SEGMENT_CASES
+    from groupvit_fast.evaluation.datasets import DATASETS
+
+    voc = DATASETS["voc"]
+    cases = [c for tier in ("gpu", "gpu-quick", "cpu", "cpu-quick") for c in SEGMENT_CASES[tier]]
+    assert cases
+    for case in cases:
+        assert case.classes == voc.class_names
+        assert (case.crop, case.stride, case.bg_thresh) == (voc.crop, voc.stride, voc.bg_thresh)

@@ -98,23 +98,9 @@ def _autocast(device: str, dtype: str):
 
 def hf_config(config: str):
     """The ``transformers.GroupViTVisionConfig`` of the same network as ``GroupViT(**MODEL_CONFIGS[config])``."""
-    from transformers import GroupViTVisionConfig
+    from groupvit_fast.convert.hf_config import hf_vision_config
 
-    kw = MODEL_CONFIGS[config]  # missing keys take GroupViT-S's defaults
-    embed = kw.get("embed_dim", 384)
-    depths = list(kw.get("depths", (6, 3, 3)))
-    groups = list(kw.get("num_output_groups", (64, 8)))
-    return GroupViTVisionConfig(
-        hidden_size=embed,
-        intermediate_size=4 * embed,
-        depths=depths,
-        num_hidden_layers=sum(depths),
-        num_attention_heads=kw.get("num_heads", (6, 6, 6))[0],
-        num_group_tokens=list(kw.get("num_group_tokens", (64, 8, 0))),
-        num_output_groups=groups + groups[-1:],
-        image_size=kw.get("img_size", 224),
-        patch_size=16,
-    )
+    return hf_vision_config(MODEL_CONFIGS[config])  # missing keys take GroupViT-S's defaults
 
 
 _REFERENCE_BACKENDS = {"attn_backend": "explicit", "assign_backend": "reference"}

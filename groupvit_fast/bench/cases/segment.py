@@ -8,34 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
+from groupvit_fast.segmentation.classes import PRESETS, VOC_CLASSES
+from groupvit_fast.segmentation.test_time import PROTOCOL
+
 from .family import BuildContext, Family, throughput_record
 from .model import IMAGE_TEXT_CONFIGS, ModelBank, model_bank
 from .runner import Runner, dispatched_backends
 
-#: The 21 PASCAL VOC class names (background first), the class set of the segmentation cases.
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
 SEGMENT_IMPLS = ("reference", "ours")
 
 
@@ -43,16 +22,18 @@ SEGMENT_IMPLS = ("reference", "ours")
 class SegmentCase:
     """Zero-shot segmentation throughput (docs/segmentation.md): ``images`` random ``size x size``
     images through the 448 px slide-inference protocol (``crop``/``stride`` windows after resizing
-    the short side to ``crop``), ``classes`` the class names (first ``background``: thresholded)."""
+    the short side to ``crop``; NVlabs' protocol, ``segmentation.test_time.PROTOCOL``, and VOC's threshold
+    by default), ``classes`` the class names (first ``background``: thresholded; the evaluation's VOC
+    names, ``segmentation.classes.VOC_CLASSES``)."""
 
     config: str  # an IMAGE_TEXT_CONFIGS name
     images: int
     size: tuple[int, int]
     classes: tuple[str, ...]
     impls: tuple[str, ...]
-    crop: int = 448
-    stride: int = 224
-    bg_thresh: float = 0.95
+    crop: int = PROTOCOL.crop_size
+    stride: int = PROTOCOL.stride
+    bg_thresh: float = PRESETS["voc"].bg_thresh
     task: str = "segment"
     dtype: str = "fp32"
 

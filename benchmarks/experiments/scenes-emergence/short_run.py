@@ -2,7 +2,8 @@
 
 Writes 2,048 training and 64 held-out scenes (seed 0) under ``DIR/scenes``, trains the `scenes` recipe
 for STEPS (96) steps of 64 with no warm-up as tests/train/test_scenes_short_run.py does, then scores
-it and the same architecture untrained at 64 px and at the recipe's test time (448 px, 64 px windows).
+it and the same architecture untrained at 64 px (the scenes preset's test time) and at the recipe's
+(its config's, through the resolver: 448 px, 64 px windows at stride 32).
 """
 
 import sys
@@ -10,10 +11,11 @@ import time
 
 import torch
 
-from groupvit_fast.evaluation.emergence import scene_emergence
+from groupvit_fast.checkpoint import config_test_time
+from groupvit_fast.datasets.scenes import write_scenes
+from groupvit_fast.evaluation.emergence import emergence_settings, scene_emergence
 from groupvit_fast.models.registry import build_model
 from groupvit_fast.train import load_config
-from groupvit_fast.datasets.scenes import write_scenes
 from groupvit_fast.train.loop import Trainer
 
 root = sys.argv[1]
@@ -37,8 +39,9 @@ trainer = Trainer(load_config("scenes", opts, output=root + "/run"), quiet=True,
 trainer.run()
 print(f"steps {steps} seed {seed}: scenes and training {time.time() - start:.0f} s", flush=True)
 keys = ("mIoU", "no_grouping_mIoU", "window_no_grouping_mIoU", "window_classifier_mIoU", "all_background_mIoU")
-for short_side in (64, 448):
-    trained = scene_emergence(trainer.model, data + "/eval", short_side=short_side, crop_size=64, stride=32)
+preset, recipe = emergence_settings("scenes"), emergence_settings("scenes", checkpoint=config_test_time(trainer.cfg))
+for tt in (preset, recipe):
+    trained = scene_emergence(trainer.model, data + "/eval", **tt.as_dict())
     torch.manual_seed(0)
-    untrained = scene_emergence(build_model(trainer.cfg.model), data + "/eval", short_side=short_side)
-    print(short_side, {k: round(trained[k], 1) for k in keys}, "untrained mIoU", round(untrained["mIoU"], 1))
+    untrained = scene_emergence(build_model(trainer.cfg.model), data + "/eval", **tt.as_dict())
+    print(tt.short_side, {k: round(trained[k], 1) for k in keys}, "untrained mIoU", round(untrained["mIoU"], 1))
