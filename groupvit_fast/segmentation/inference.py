@@ -116,6 +116,18 @@ def image_class_probs(image_x: torch.Tensor, text: torch.Tensor, logit_scale: to
     return (F.normalize(image_x.float(), dim=-1) @ text.float().t() * scale).softmax(dim=-1)
 
 
+def top_classes(scores: torch.Tensor, topk: int) -> torch.Tensor:
+    """``[B, K]`` bool: the ``min(topk, K)`` highest of ``scores [B, K]`` per row, ties to the lower index.
+
+    Class ``k`` is kept when fewer than ``topk`` classes rank before it (a higher score, or the same score
+    at a lower index): ``scores.topk(min(topk, K))`` as a mask, in elementwise ops of fixed rank.
+    """
+    index = torch.arange(scores.shape[-1], device=scores.device)
+    s_k, s_j = scores[:, :, None], scores[:, None, :]
+    before = (s_j > s_k) | ((s_j == s_k) & (index[None, :] < index[:, None]))  # [B, K, K]: j ranks before k
+    return before.sum(dim=-1) < topk
+
+
 def group_class_affinity(
     image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, topk: int = 5
 ) -> torch.Tensor:
@@ -127,8 +139,9 @@ def group_class_affinity(
     affinity = feat @ text.t() * scale  # [B, G, K]
     prior = affinity.softmax(dim=-1)
     image_scores = image_class_probs(image_x, text, logit_scale)  # [B, K]
-    top = image_scores.topk(k=min(topk, text.shape[0]), dim=-1).indices
-    keep = torch.zeros_like(image_scores, dtype=torch.bool).scatter_(1, top, True)
+    # the topk best classes, as a rank test: topk(k=min(topk, K)) would make K's size part of the
+    # arithmetic, which an exported graph with a dynamic class count cannot carry (docs/export.md)
+    keep = top_classes(image_scores, topk)
     masked = affinity.masked_fill(~keep[:, None, :], float("-inf"))
     return masked.softmax(dim=-1) * prior
 
