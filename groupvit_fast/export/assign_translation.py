@@ -67,9 +67,7 @@ def assign_attention_onnx(
     if hard:
         # one-hot of the first maximum over groups: ArgMax keeps the first index of a tie
         index = op.ArgMax(s, axis=2, keepdims=1)  # [B, h, 1, N] int64
-        groups = op.Range(
-            op.Constant(value_int=0), op.Squeeze(op.Shape(q, start=1, end=2)), op.Constant(value_int=1)
-        )
+        groups = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(q, start=1, end=2)), op.Constant(value_int=1))
         groups = op.Reshape(groups, op.Constant(value_ints=[1, 1, -1, 1]))
         attn = op.CastLike(op.Equal(groups, index), s)
     else:

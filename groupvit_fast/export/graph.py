@@ -19,6 +19,7 @@ from ..segmentation.inference import (
     compose_assignment_maps,
     crop_class_scores,
     group_class_affinity,
+    patch_grid,
 )
 
 __all__ = ["SegmentationGraph", "INPUT_NAMES", "OUTPUT_NAMES"]
@@ -59,14 +60,5 @@ class SegmentationGraph(nn.Module):
         maps = compose_assignment_maps(outs["attn_dicts"], self.assignment)
         affinity = group_class_affinity(image_feat, image_x, text_embeddings, model.logit_scale, self.topk)
         h, w = images.shape[-2:]
-        scores = crop_class_scores(
-            maps, patch_grid(model, h, w), (h, w), affinity, with_bg=True, bg_thresh=bg_thresh
-        )
+        scores = crop_class_scores(maps, patch_grid(model, h, w), (h, w), affinity, with_bg=True, bg_thresh=bg_thresh)
         return scores, scores.argmax(dim=1)
-
-
-def patch_grid(model: nn.Module, h, w) -> tuple:
-    """The ``(h', w')`` token grid of an ``h x w`` crop (the patch embedding's convolution arithmetic)."""
-    proj = model.img_encoder.patch_embed.proj
-    k, s, p = proj.kernel_size, proj.stride, proj.padding
-    return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..common.precision import autocast_context
 from .classes import ClassSet, resolve_classes
+from .geometry import windows_by_shape
 from .preprocess import (
     IMAGENET_MEAN_255,
     IMAGENET_STD_255,
@@ -56,6 +57,8 @@ __all__ = [
     "ASSIGNMENTS",
     "group_class_affinity",
     "crop_class_scores",
+    "patch_grid",
+    "top_classes",
     "sliding_windows",
     "rescale_size",
     "preprocess_image",
@@ -177,6 +180,14 @@ def crop_class_scores(
     return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
 
 
+def patch_grid(model: nn.Module, h, w) -> tuple:
+    """The ``(h', w')`` token grid of an ``h x w`` crop: the patch embedding's convolution arithmetic (also on
+    the symbolic sizes of an export)."""
+    proj = model.img_encoder.patch_embed.proj
+    k, s, p = proj.kernel_size, proj.stride, proj.padding
+    return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+
+
 class GroupViTSegmenter:
     """Zero-shot segmentation of images into ``classes`` with a ``MultiLabelContrastive`` model.
 
@@ -248,10 +259,7 @@ class GroupViTSegmenter:
         return self.text_cache.get(self.model, self.class_set.text_names, self.templates).to(self.device)
 
     def _grid(self, h: int, w: int) -> tuple[int, int]:
-        pe = self.model.img_encoder.patch_embed
-        k, s = pe.proj.kernel_size, pe.proj.stride
-        p = pe.proj.padding
-        return (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
+        return patch_grid(self.model, h, w)
 
     @torch.no_grad()
     def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
@@ -302,21 +310,15 @@ class GroupViTSegmenter:
         # sized by the first window's scores: a subclass's crop_scores may return more channels
         sums: list[torch.Tensor | None] = [None] * len(tensors)
         counts = [t.new_zeros(1, *t.shape[-2:]) for t in tensors]
-        # every window of every image, grouped by crop shape so that each batch is one tensor
-        jobs: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
-        for idx, t in enumerate(tensors):
-            for win in sliding_windows(t.shape[-2], t.shape[-1], self.crop_size, self.stride):
-                jobs.setdefault((win[1] - win[0], win[3] - win[2]), []).append((idx, win))
-        for shape_jobs in jobs.values():
-            for start in range(0, len(shape_jobs), self.crop_batch_size):
-                chunk = shape_jobs[start : start + self.crop_batch_size]
-                crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                scores = self.crop_scores(crops)
-                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
-                    if sums[i] is None:
-                        sums[i] = tensors[i].new_zeros(s.shape[0], *tensors[i].shape[-2:])
-                    sums[i][:, y1:y2, x1:x2] += s.to(sums[i].dtype)
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes_now = [(t.shape[-2], t.shape[-1]) for t in tensors]
+        for chunk in windows_by_shape(sizes_now, self.crop_size, self.stride, self.crop_batch_size):
+            crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            scores = self.crop_scores(crops)
+            for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
+                if sums[i] is None:
+                    sums[i] = tensors[i].new_zeros(s.shape[0], *tensors[i].shape[-2:])
+                sums[i][:, y1:y2, x1:x2] += s.to(sums[i].dtype)
+                counts[i][:, y1:y2, x1:x2] += 1
         out = []
         for s, c, size in zip(sums, counts, sizes, strict=True):
             avg = s / c
