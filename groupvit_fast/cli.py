@@ -10,7 +10,9 @@ Subcommands:
 * ``info``: what is built and usable (``groupvit_fast.info``);
 * ``bench ...``: the benchmark harness (``groupvit_fast.bench``);
 * ``convert SRC DST [--to nvlabs|hf]``: NVlabs ``.pth`` <-> HF weights <-> safetensors;
-* ``train --config CFG [--opts k=v ...]``: training (``groupvit_fast.train``, docs/training.md).
+* ``train --config CFG [--opts k=v ...]``: training (``groupvit_fast.train``, docs/training.md);
+* ``export onnx --out DIR [--checkpoint PATH] [--classes ...]``: ONNX graphs for onnxruntime, and
+  ``segment ... --onnx DIR`` runs them (``groupvit_fast.export``, docs/export.md).
 
 Errors (bad paths, unreadable images or checkpoints, unknown classes) end the command with one
 line on stderr and exit status 1; usage errors exit with 2. Output files are written atomically
@@ -74,6 +76,10 @@ def _gt_for(gt: str | None, image_path: str, single: bool) -> str | None:
 
 
 def _cmd_segment(args) -> int:
+    if args.onnx:  # an exported model on onnxruntime (docs/export.md, "The runner")
+        from .export.cli import segment_with_onnx
+
+        return segment_with_onnx(args)
     import math
 
     from tqdm import tqdm
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--checkpoint", help="NVlabs .pth, HF weights or safetensors (omit: random weights)")
     seg.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
+    seg.add_argument("--onnx", metavar="DIR", help="run an export folder (groupvit-fast export onnx) on onnxruntime")
     seg.add_argument("--out", default="groupvit_out", help="output folder (default: %(default)s)")
     seg.add_argument("--gt", help="ground-truth label PNG, or a folder of <stem>.png masks: report mIoU")
     seg.add_argument(
@@ -316,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.cli import add_train_parser
 
     add_train_parser(sub)
+
+    from .export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -101,6 +101,7 @@ class OnnxSegmenter:
     thresholded background). Their embeddings come from ``export.json`` when the export's vocabulary holds
     every name with the same templates, else from the text graph (``tokenizer.json`` + ``text.onnx``).
     Test-time settings and ``bg_thresh``: the arguments, else the export's (its checkpoint's), else NVlabs'.
+    ``text_embeddings [K, D]`` (normalised, one row per non-background class) replaces both.
 
     ``predict_scores(images)`` -> one float32 ``[num_classes, H, W]`` per ``uint8 [H, W, 3]`` image;
     ``predict(images)`` -> one int64 ``[H, W]`` label map per image.
@@ -118,6 +119,7 @@ class OnnxSegmenter:
         crop_batch_size: int = 8,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        text_embeddings: np.ndarray | None = None,
     ):
         import onnxruntime as ort
 
@@ -147,12 +149,27 @@ class OnnxSegmenter:
         self.session = ort.InferenceSession(
             os.path.join(onnx_dir, self.config["image_graph"]["file"]), options, providers=self._providers
         )
-        self.text_embeddings = self._class_embeddings()
+        if text_embeddings is None:
+            self.text_embeddings = self._class_embeddings()
+        else:
+            self.text_embeddings = self._checked_embeddings(text_embeddings)
+            self._embedding_source = "argument"
+        #: where the class embeddings came from: 'export.json', 'text.onnx' or 'argument'
         self.embedding_source = self._embedding_source
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.class_set.names
+
+    def _checked_embeddings(self, emb: np.ndarray) -> np.ndarray:
+        emb = np.asarray(emb, dtype=np.float32)
+        k, d = len(self.class_set.text_names), int(self.config["image_graph"]["embed_dim"])
+        if emb.shape != (k, d):
+            raise ValueError(
+                f"text_embeddings must be [K, D] = [{k}, {d}] (one row per non-background class, the export's "
+                f"embedding width), got {list(emb.shape)}"
+            )
+        return emb
 
     def _class_embeddings(self) -> np.ndarray:
         stored = self.config.get("classes")

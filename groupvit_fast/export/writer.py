@@ -57,6 +57,12 @@ def min_side(model: nn.Module) -> int:
     return proj.kernel_size[0] + proj.stride[0] - 2 * proj.padding[0]
 
 
+def embed_dim(model: nn.Module) -> int:
+    """``D``: the width of the projected (image and text) embeddings."""
+    with torch.no_grad():
+        return int(model.img_projector(torch.zeros(2, model.img_encoder.num_features)).shape[-1])
+
+
 def image_dynamic_shapes(model: nn.Module) -> tuple:
     """``dynamic_shapes`` of ``SegmentationGraph``: batch, height, width and the class count vary."""
     from torch.export import Dim
@@ -76,7 +82,7 @@ def image_dynamic_shapes(model: nn.Module) -> tuple:
 def _export_image_graph(model: nn.Module, path: str, *, assignment: str, opset: int, bg_thresh: float) -> None:
     graph = SegmentationGraph(model, assignment=assignment).eval()
     side = 2 * min_side(model)
-    dim = model.img_projector(torch.zeros(2, model.img_encoder.num_features)).shape[-1]
+    dim = embed_dim(model)
     images = torch.zeros(2, 3, side, side + min_side(model))
     text = F.normalize(torch.ones(3, dim), dim=-1)
     program = torch.onnx.export(
@@ -185,6 +191,7 @@ def export_onnx(
             "max_side": MAX_SIDE,
             "patch_size": list(model.img_encoder.patch_embed.proj.stride),
             "bg_thresh_default": graph_bg,
+            "embed_dim": embed_dim(model),
             "dtype": "float32",
         },
         "text_graph": {
