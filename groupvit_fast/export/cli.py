@@ -72,10 +72,12 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     from ..cli_support import build_model_from_args, test_time_settings
     from ..segmentation.classes import resolve_classes
-    from .writer import ExportError, check_opset, export_onnx
+    from .writer import ExportError, check_opset, check_outputs, export_onnx
 
     try:
-        check_opset(args.opset)  # before the checkpoint is read: a bad flag costs nothing
+        # before the checkpoint is read: a bad flag or an existing file costs nothing
+        check_opset(args.opset)
+        check_outputs(args.out, args.force)
         names = None
         if args.classes:
             tokens = _class_tokens(args.classes)

@@ -50,6 +50,18 @@ def check_opset(opset: int) -> int:
     return opset
 
 
+def check_outputs(out_dir: str, force: bool) -> dict[str, str]:
+    """``{role: path}`` of the files an export into ``out_dir`` writes; ``ExportError`` when one exists and
+    ``force`` is not given, or when ``out_dir`` is a file."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"{out_dir}: exists and is not a folder")
+    targets = {role: os.path.join(out_dir, name) for role, name in EXPORT_FILES.items()}
+    existing = [p for p in targets.values() if os.path.exists(p)]
+    if existing and not force:
+        raise ExportError(f"{existing[0]}: exists (use --force to replace it)")
+    return targets
+
+
 def min_side(model: nn.Module) -> int:
     """The smallest image side the graph takes: a token grid of two cells per side (one cell makes the
     position-embedding resize degenerate, so the exported shapes start at two)."""
@@ -163,12 +175,7 @@ def export_onnx(
         class_set = resolve_classes(list(classes)) if classes else None
     except ValueError as err:
         raise ExportError(str(err)) from None
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ExportError(f"{out_dir}: exists and is not a folder")
-    targets = {role: os.path.join(out_dir, name) for role, name in EXPORT_FILES.items()}
-    existing = [p for p in targets.values() if os.path.exists(p)]
-    if existing and not force:
-        raise ExportError(f"{existing[0]}: exists (use --force to replace it)")
+    targets = check_outputs(out_dir, force)
     model = model.eval()
     tt = {"short_side": 448, "crop_size": 448, "stride": 224, "bg_thresh": None} | {
         k: v for k, v in (test_time or {}).items() if v is not None

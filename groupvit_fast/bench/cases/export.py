@@ -114,7 +114,10 @@ def build_export_runner(case: ExportCase, impl: str, ctx: BuildContext) -> Runne
 
 def _record(case: ExportCase, impl: str, stats: dict, runner: Runner, ctx: BuildContext) -> dict:
     bank = _bank(case, ctx)
-    return throughput_record(case, impl, stats, runner, image_onnx_mb=round(bank.size_mb, 1), numpy=np.__version__)
+    import onnxruntime
+
+    versions = {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    return throughput_record(case, impl, stats, runner, image_onnx_mb=round(bank.size_mb, 1), **versions)
 
 
 EXPORT_CASES: dict[str, tuple[ExportCase, ...]] = {
