@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from export_cases import CLASSES, TEST_TIME, small_export_config, small_model
+from export_cases import CLASSES, TEST_TIME, small_export_config
 from PIL import Image
 
 from groupvit_fast.cli import main
@@ -27,15 +28,6 @@ def _one_line_error(capsys, *needles):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from groupvit_fast.checkpoint import save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "small.pth"
-    save_checkpoint(small_model(), str(path), config=small_export_config())
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(1)
@@ -44,13 +36,13 @@ def images(tmp_path_factory):
     return str(folder)
 
 
-def test_segment_onnx_writes_what_segment_checkpoint_writes(tmp_path, checkpoint, images, capsys):
-    onnx_dir = tmp_path / "onnx"
-    assert main(["export", "onnx", "--checkpoint", checkpoint, "--out", str(onnx_dir), "--classes", "voc"]) == 0
+def test_segment_onnx_writes_what_segment_checkpoint_writes(tmp_path, small, small_checkpoint, images):
+    checkpoint, onnx_dir = small_checkpoint, Path(small[1])
     assert sorted(os.listdir(onnx_dir)) == ["export.json", "image.onnx", "text.onnx", "tokenizer.json"]
     config = json.loads((onnx_dir / "export.json").read_text())
-    assert len(config["classes"]["embeddings"]) == 20 and config["opset"] == 18
-    for classes in (["voc"], ["cat,dog,bird"]):
+    assert len(config["classes"]["embeddings"]) == len(CLASSES) - 1 and config["opset"] == 18
+    assert config["test_time"]["crop_size"] == TEST_TIME["crop_size"] and config["source"]["checkpoint"] == checkpoint
+    for classes in ([",".join(CLASSES)], ["voc"], ["cat,dog,bird"]):  # stored, preset, open vocabulary
         ref, got = tmp_path / "ref", tmp_path / "got"
         common = [images, "--classes", *classes, *TT_FLAGS, "--quiet"]
         assert main(["segment", *common, "--checkpoint", checkpoint, "--out", str(ref), "--device", "cpu"]) == 0
