@@ -7,9 +7,9 @@ The public names load on first use (PEP 562 ``__getattr__``, as transformers' ``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_attributes
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -55,14 +55,18 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+#: subpackages an eager import used to bind (``groupvit_fast.ops.backend_usage()`` after ``import groupvit_fast``)
+_SUBMODULES = (
+    "checkpoint",
+    "common",
+    "convert",
+    "export",
+    "models",
+    "ops",
+    "patch",
+    "reference",
+    "segmentation",
+    "tokenizer",
+)
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__, _SUBMODULES)

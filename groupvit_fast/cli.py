@@ -32,6 +32,7 @@ from .cli_support import (
     add_assign_argument,
     add_test_time_arguments,
     build_model_from_args,
+    input_images,
     positive_int,
     test_time_settings,
 )
@@ -43,16 +44,7 @@ __all__ = ["main", "build_parser", "CliError"]
 
 
 def _inputs(path: str) -> list[str]:
-    from .segmentation.io import list_images
-
-    if os.path.isdir(path):
-        images = list_images(path)
-        if not images:
-            raise CliError(f"{path}: no images in this folder")
-        return images
-    if os.path.isfile(path):
-        return [path]
-    raise CliError(f"{path}: no such file or folder")
+    return input_images(path)
 
 
 def _gt_for(gt: str | None, image_path: str, single: bool) -> str | None:
@@ -75,11 +67,16 @@ def _gt_for(gt: str | None, image_path: str, single: bool) -> str | None:
 # ---- subcommands -----------------------------------------------------------------------------
 
 
-def _cmd_segment(args) -> int:
-    if args.onnx:  # an exported model on onnxruntime (docs/export.md, "The runner")
+def _cmd_segment_or_onnx(args) -> int:
+    """``segment``: an export folder on onnxruntime with ``--onnx`` (docs/export.md, "The runner"), else the model."""
+    if args.onnx:
         from .export.cli import segment_with_onnx
 
         return segment_with_onnx(args)
+    return _cmd_segment(args)
+
+
+def _cmd_segment(args) -> int:
     import math
 
     from tqdm import tqdm
@@ -294,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-pickle", action="store_true", help="allow full unpickling of the checkpoint (only for files you trust)"
     )
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
-    seg.set_defaults(func=_cmd_segment)
+    seg.set_defaults(func=_cmd_segment_or_onnx)
 
     info = sub.add_parser("info", help="versions, built extensions and usable backends")
     info.set_defaults(func=_cmd_info)

@@ -23,6 +23,7 @@ __all__ = [
     "add_assign_argument",
     "add_test_time_arguments",
     "test_time_settings",
+    "input_images",
 ]
 
 PROG = "groupvit-fast"
@@ -155,3 +156,17 @@ def test_time_settings(args: argparse.Namespace, defaults: dict) -> dict:
         raise CliError(f"--bg-thresh must be in [0, 1], got {out['bg_thresh']}")
     out["source"] = source
     return out
+
+
+def input_images(path: str) -> list[str]:
+    """The images ``segment`` reads from ``path``: the file itself, or a folder's images sorted by name."""
+    from .segmentation.io import list_images
+
+    if os.path.isdir(path):
+        images = list_images(path)
+        if not images:
+            raise CliError(f"{path}: no images in this folder")
+        return images
+    if os.path.isfile(path):
+        return [path]
+    raise CliError(f"{path}: no such file or folder")

@@ -108,24 +108,24 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(path: str) -> list[str]:
+def _check_fixed_at_export(args: argparse.Namespace, config: dict) -> None:
+    """``--assign`` and ``--templates`` are fixed when the graphs are exported: a different value is refused
+    rather than silently ignored."""
     from ..cli_support import CliError
-    from ..segmentation.io import list_images
+    from ..segmentation.classes import TEMPLATES
 
-    if os.path.isdir(path):
-        images = list_images(path)
-        if not images:
-            raise CliError(f"{path}: no images in this folder")
-        return images
-    if os.path.isfile(path):
-        return [path]
-    raise CliError(f"{path}: no such file or folder")
+    exported = config["image_graph"]["assignment"]
+    if getattr(args, "assign", exported) != exported:
+        raise CliError(f"--assign {args.assign}: {args.onnx} was exported with --assign {exported}")
+    prompts = TEMPLATES.get(getattr(args, "templates", None) or "")
+    if prompts is not None and list(prompts) != list(config["templates"]):
+        raise CliError(f"--templates {args.templates}: {args.onnx} was exported with other prompt templates")
 
 
 def segment_with_onnx(args: argparse.Namespace) -> int:
     """``segment IMAGES --onnx DIR``: ``segment``'s outputs (label and overlay PNGs, per-image JSON,
     ``summary.json``) from an export folder on onnxruntime; torch is not needed (``--gt`` needs it)."""
-    from ..cli_support import CliError
+    from ..cli_support import CliError, input_images
 
     try:
         from .runner import OnnxSegmenter
@@ -139,7 +139,7 @@ def segment_with_onnx(args: argparse.Namespace) -> int:
         raise CliError("--gt is not supported with --onnx: score with segment --checkpoint or eval seg")
     if args.bg_thresh is not None and not 0.0 <= args.bg_thresh <= 1.0:
         raise CliError(f"--bg-thresh must be in [0, 1], got {args.bg_thresh}")
-    images = _inputs(args.input)
+    images = input_images(args.input)
     out_dir = args.out
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise CliError(f"{out_dir}: exists and is not a folder")
@@ -156,6 +156,7 @@ def segment_with_onnx(args: argparse.Namespace) -> int:
         )
     except (ImportError, ValueError) as err:
         raise CliError(str(err)) from None
+    _check_fixed_at_export(args, segmenter.config)
     os.makedirs(out_dir, exist_ok=True)
     names = list(segmenter.class_names)
     per_image, failed = {}, []

@@ -6,8 +6,9 @@ onnxruntime runner (docs/export.md) reuses them where torch is not installed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .classes import PRESETS, TEMPLATES, ClassSet, resolve_classes
@@ -83,17 +84,4 @@ _LAZY = {
 #: the submodules, reachable as attributes like those of an eagerly imported package
 _SUBMODULES = ("classes", "geometry", "inference", "io", "metrics", "preprocess", "text")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__, _SUBMODULES)

@@ -127,3 +127,16 @@ def test_a_hard_export_records_its_assignment(small_hard):
     _, folder = small_hard
     assert OnnxSegmenter(folder, CLASSES).config["image_graph"]["assignment"] == "hard"
     assert TEST_TIME["crop_size"] == OnnxSegmenter(folder, CLASSES).crop_size
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [(["--assign", "hard"], "was exported with --assign soft"), (["--templates", "subset"], "other prompt templates")],
+    ids=["assign", "templates"],
+)
+def test_segment_onnx_refuses_settings_fixed_at_export(small, images, tmp_path, capsys, flags, needle):
+    _, folder = small
+    out = tmp_path / "seg"
+    assert main(["segment", images, "--classes", "voc", "--onnx", folder, "--out", str(out), *flags]) == 1
+    _one_line_error(capsys, needle)
+    assert not out.exists()
