@@ -180,7 +180,7 @@ def crop_class_scores(
     return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
 
 
-def patch_grid(model: nn.Module, h, w) -> tuple:
+def patch_grid(model: nn.Module, h: int | torch.SymInt, w: int | torch.SymInt) -> tuple:
     """The ``(h', w')`` token grid of an ``h x w`` crop: the patch embedding's convolution arithmetic (also on
     the symbolic sizes of an export)."""
     proj = model.img_encoder.patch_embed.proj
