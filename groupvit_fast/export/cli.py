@@ -98,8 +98,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
             force=args.force,
             source={"checkpoint": args.checkpoint, "config": args.config, "test_time_source": tt["source"]},
         )
-    except ExportError as err:
-        raise CliError(str(err)) from None
+    except (ExportError, ImportError) as err:  # ImportError: open_clip's vocabulary (the text extra)
+        raise CliError(str(err).splitlines()[0]) from None
     sizes = record["sizes_bytes"]
     print(
         f"wrote {args.out}: image.onnx {sizes['image'] / 2**20:.1f} MiB, text.onnx {sizes['text'] / 2**20:.1f} MiB, "
