@@ -1,7 +1,7 @@
-"""What every ``groupvit-fast`` subcommand shares: the one-line error type, config files, and the
-model a command runs (from ``--checkpoint`` / ``--config``). The pipelines' own CLI modules
+"""What every ``groupvit-fast`` subcommand shares: the one-line error type, the extra check, config files,
+and the model a command runs (from ``--checkpoint`` / ``--config``). The pipelines' own handlers
 (``evaluation/cli.py``, ``train/cli.py``) import this, not ``groupvit_fast.cli``, so the command line
-itself (which imports them to register their subcommands) is never imported back.
+(which calls them) is never imported back. Importing this module imports no extra and no pipeline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROG",
     "CliError",
+    "require_command_extra",
     "load_config_file",
     "build_model_from_args",
     "positive_int",
@@ -33,6 +34,17 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
 
 
+def require_command_extra(command: str, extra: str) -> None:
+    """A ``CliError`` naming ``extra`` when one of its packages is missing: ``groupvit-fast COMMAND`` runs
+    only with its extra, while its parser and ``--help`` need none (README.md, "Install")."""
+    from ._extras import require_extra
+
+    try:
+        require_extra(f"{PROG} {command}", extra)
+    except ModuleNotFoundError as err:
+        raise CliError(str(err)) from None
+
+
 def load_config_file(path: str) -> dict:
     import json
 
@@ -41,10 +53,8 @@ def load_config_file(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if path.endswith((".yml", ".yaml")):
-        try:
-            from omegaconf import OmegaConf
-        except ImportError:
-            raise CliError(f"{path}: reading YAML configs needs omegaconf (pip install omegaconf)") from None
+        from omegaconf import OmegaConf  # a core dependency
+
         try:
             cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         except Exception as err:  # noqa: BLE001
@@ -108,7 +118,7 @@ def positive_int(text: str) -> int:
 def add_assign_argument(parser: argparse.ArgumentParser) -> None:
     """``--assign soft|hard`` of ``segment`` and ``eval seg``: which grouping maps the segmentation
     composes (docs/segmentation.md, "Soft or hard assignment"); a value outside the choices is a usage error."""
-    from .segmentation.inference import ASSIGNMENTS
+    from .segmentation.assignment import ASSIGNMENTS
 
     parser.add_argument(
         "--assign",

@@ -25,11 +25,9 @@ SCHEMA_VERSION = 2
 
 
 def _progress(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is None or not enabled:
+    from tqdm import tqdm  # a core dependency
+
+    if not enabled:
 
         class _Quiet:
             def update(self, n=1):

@@ -34,15 +34,13 @@ def omegaconf_safe_globals() -> list:
     """What an NVlabs checkpoint (OmegaConf config, ``defaultdict(float)`` metrics) needs besides tensors.
 
     This is the output of ``torch.serialization.get_unsafe_globals_in_checkpoint`` for such a file,
-    no more; ``[]`` when omegaconf is not installed (such files then fail to load, with a message).
+    no more.
     """
-    try:
-        from omegaconf.base import ContainerMetadata, Metadata
-        from omegaconf.dictconfig import DictConfig
-        from omegaconf.listconfig import ListConfig
-        from omegaconf.nodes import AnyNode
-    except ImportError:
-        return []
+    from omegaconf.base import ContainerMetadata, Metadata  # a core dependency
+    from omegaconf.dictconfig import DictConfig
+    from omegaconf.listconfig import ListConfig
+    from omegaconf.nodes import AnyNode
+
     return [
         DictConfig,
         ListConfig,

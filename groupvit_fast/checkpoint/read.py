@@ -47,13 +47,11 @@ class Checkpoint:
 def _to_plain_config(config: Any) -> dict | None:
     if config is None:
         return None
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf  # a core dependency
 
+    try:
         if isinstance(config, DictConfig):
             config = OmegaConf.to_container(config, resolve=True)
-    except ImportError:
-        pass
     except Exception:  # noqa: BLE001  (an unresolvable interpolation: no usable config)
         return None
     if isinstance(config, Mapping):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..datasets.scenes import SCENE_CLASSES
 from ..segmentation.classes import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES
 from ..segmentation.inference import preprocess_image
 from ..segmentation.io import load_image, load_label_mask
-from ..train.data.scenes import SCENE_CLASSES
 from .data_files import read_names
 
 __all__ = ["DatasetPreset", "DATASETS", "Sample", "get_preset", "find_samples", "check_sizes", "SegmentationSamples"]

@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..datasets.scenes import SCENE_CLASSES
 from ..segmentation.classes import ClassSet
 from ..segmentation.inference import GroupViTSegmenter, image_class_probs, preprocess_image
 from ..segmentation.io import load_image, load_label_mask
 from ..segmentation.metrics import ConfusionMatrix
-from ..train.data.scenes import SCENE_CLASSES
 from .datasets import find_samples
 
 __all__ = ["scene_emergence", "group_usage", "chained_group_ids", "oracle_groupings", "emergence_figure"]

@@ -11,13 +11,10 @@ import sys
 
 __all__ = ["add_export_parser", "segment_with_onnx"]
 
-#: ``--assign`` values: ``segmentation.inference.ASSIGNMENTS`` (that module imports torch; a test keeps both equal)
-_ASSIGNMENTS = ("soft", "hard")
 
-
-def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``export onnx`` on the ``groupvit-fast`` subparsers."""
-    from ..cli_support import add_test_time_arguments
+    from ..cli_support import add_assign_argument, add_test_time_arguments
 
     export = subparsers.add_parser("export", help="export the model for deployment (ONNX)")
     formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
@@ -37,12 +34,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a fixed vocabulary whose embeddings go into export.json: a preset (voc, context, coco) or class "
         "names, space- or comma-separated (other classes still work through the text graph)",
     )
-    onnx.add_argument(
-        "--assign",
-        choices=_ASSIGNMENTS,
-        default="soft",
-        help="compose the grouping blocks' soft maps (NVlabs' protocol, default) or their one-hot hard maps",
-    )
+    add_assign_argument(onnx)
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or newer (default: %(default)s)")
     onnx.add_argument("--templates", default="simple", help="prompt template set (default: %(default)s)")
     onnx.add_argument(
@@ -54,6 +46,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trust-pickle", action="store_true", help="allow full unpickling of the checkpoint (only for files you trust)"
     )
     onnx.set_defaults(func=_cmd_export_onnx, device="cpu")
+    return export
 
 
 def _class_tokens(classes: list[str]) -> list[str]:
@@ -63,14 +56,9 @@ def _class_tokens(classes: list[str]) -> list[str]:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .._extras import require_extra
-    from ..cli_support import CliError
+    from ..cli_support import CliError, build_model_from_args, require_command_extra, test_time_settings
 
-    try:
-        require_extra("groupvit-fast export onnx", "export")
-    except ModuleNotFoundError as err:
-        raise CliError(str(err)) from None
-    from ..cli_support import build_model_from_args, test_time_settings
+    require_command_extra("export onnx", "export")
     from ..segmentation.classes import resolve_classes
     from .writer import ExportError, check_opset, check_outputs, export_onnx
 
@@ -159,16 +147,20 @@ def segment_with_onnx(args: argparse.Namespace) -> int:
     _check_fixed_at_export(args, segmenter.config)
     os.makedirs(out_dir, exist_ok=True)
     names = list(segmenter.class_names)
-    per_image, failed = {}, []
+    per_image: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    single = len(images) == 1 and os.path.isfile(args.input)
     for start in range(0, len(images), args.batch_size):
         paths, batch = [], []
         for path in images[start : start + args.batch_size]:
             try:
                 batch.append(load_image_array(path))
                 paths.append(path)
-            except ValueError as err:  # an unreadable image: said, and every readable one still written
-                print(f"groupvit-fast: error: {err}", file=sys.stderr)
-                failed.append(path)
+            except ValueError as err:  # as segment: said in one line, every readable image still written
+                if getattr(args, "strict", False) or single:
+                    raise CliError(str(err)) from None
+                failed[path] = str(err)
+                print(f"groupvit-fast: error: {err} (skipped)", file=sys.stderr)
         try:
             labels = segmenter.predict(batch)
         except ValueError as err:
@@ -191,9 +183,10 @@ def segment_with_onnx(args: argparse.Namespace) -> int:
         "onnx": args.onnx,
         "test_time": {"short_side": segmenter.short_side, "crop_size": segmenter.crop_size, "stride": segmenter.stride},
         "images": per_image,
+        "failed": failed,
     }
     save_json(os.path.join(out_dir, "summary.json"), summary)
     print(f"wrote {len(per_image)} result(s) to {out_dir}")
     if failed:
-        raise CliError(f"{len(failed)} image(s) could not be read: {', '.join(failed)}")
+        raise CliError(f"{len(failed)} of {len(images)} image(s) could not be segmented (listed in summary.json)")
     return 0

@@ -46,10 +46,8 @@ def register_model(name: str | None = None) -> Callable[[ModelT], ModelT]:
 
 def _to_plain(config: Any) -> Any:
     """OmegaConf containers -> plain (resolved) dicts/lists; anything else unchanged."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:
-        return config
+    from omegaconf import DictConfig, ListConfig, OmegaConf  # a core dependency
+
     if isinstance(config, (DictConfig, ListConfig)):
         return OmegaConf.to_container(config, resolve=True)
     return config

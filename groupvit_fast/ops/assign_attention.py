@@ -32,6 +32,7 @@ __all__ = ["assign_attention", "gumbel_noise", "backend_usage"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _SEED_BOUND = 2**62
+_OFFSET_BOUND = 2**32
 
 
 def backend_usage() -> dict[str, int]:
@@ -234,9 +235,13 @@ def _seed_tensor(seed: int | None, needs_noise: bool) -> Tensor:
     if not needs_noise:
         return torch.zeros(2, dtype=torch.int64)
     if seed is None:
-        # torch's default generator: torch.manual_seed(...) makes runs reproducible. It is the CPU
-        # generator for every device, so drawing a seed never synchronises a GPU stream.
-        return torch.cat([torch.randint(0, _SEED_BOUND, (1,), dtype=torch.int64), torch.zeros(1, dtype=torch.int64)])
+        # Both halves of the Philox key/counter pair come from torch's default generator, as
+        # FlashAttention takes (seed, offset) from the generator: torch.manual_seed(...) makes runs
+        # reproducible, and the CPU generator serves every device, so drawing never synchronises a GPU
+        # stream. The offset stays below 2^32 so offset + B*h*G*N cannot reach the int64 counter's end
+        # (docs/assign_op.md, "Noise: what is guaranteed").
+        seed_value = torch.randint(0, _SEED_BOUND, (1,), dtype=torch.int64)
+        return torch.cat([seed_value, torch.randint(0, _OFFSET_BOUND, (1,), dtype=torch.int64)])
     return torch.tensor([int(seed) % _SEED_BOUND, 0], dtype=torch.int64)
 
 

@@ -64,8 +64,8 @@ _LAZY = {
     "GroupViTSegmenter": ".inference",
     "compose_soft_maps": ".inference",
     "compose_assignment_maps": ".inference",
-    "check_assignment": ".inference",
-    "ASSIGNMENTS": ".inference",
+    "check_assignment": ".assignment",
+    "ASSIGNMENTS": ".assignment",
     "group_class_affinity": ".inference",
     "crop_class_scores": ".inference",
     "preprocess_image": ".preprocess",
@@ -82,6 +82,6 @@ _LAZY = {
 
 
 #: the submodules, reachable as attributes like those of an eagerly imported package
-_SUBMODULES = ("classes", "geometry", "inference", "io", "metrics", "preprocess", "text")
+_SUBMODULES = ("assignment", "classes", "geometry", "inference", "io", "metrics", "preprocess", "text")
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__, _SUBMODULES)

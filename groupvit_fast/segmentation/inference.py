@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.precision import autocast_context
+from .assignment import ASSIGNMENTS, check_assignment
 from .classes import ClassSet, resolve_classes
 from .geometry import windows_by_shape
 from .preprocess import (
@@ -68,17 +69,6 @@ __all__ = [
 ]
 
 # ---- batched per-crop math -------------------------------------------------------------------
-
-
-#: the grouping maps the segmentation can compose (docs/segmentation.md, "Soft or hard assignment")
-ASSIGNMENTS = ("soft", "hard")
-
-
-def check_assignment(assignment: str, name: str = "assignment") -> str:
-    """``assignment`` if it is ``'soft'`` or ``'hard'``, else a ``ValueError`` naming ``name``."""
-    if not isinstance(assignment, str) or assignment not in ASSIGNMENTS:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, ASSIGNMENTS))}, got {assignment!r}")
-    return assignment
 
 
 def compose_assignment_maps(attn_dicts: Sequence[dict | None], assignment: str = "soft") -> torch.Tensor:

@@ -46,10 +46,8 @@ def _as_chw_tensor(image) -> torch.Tensor:
         if t.dim() == 3 and t.shape[0] != 3 and t.shape[-1] == 3:
             t = t.permute(2, 0, 1)
     else:
-        try:
-            import numpy as np
-        except ImportError as err:  # pragma: no cover - numpy ships with torch wheels
-            raise TypeError("image must be a tensor") from err
+        import numpy as np  # a core dependency
+
         arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise ValueError(f"image must be RGB [H, W, 3], got shape {arr.shape}")

@@ -1,5 +1,8 @@
-"""``python -m groupvit_fast.train ...`` and ``torchrun --nproc-per-node N -m groupvit_fast.train ...``."""
+"""``python -m groupvit_fast.train ...`` and ``torchrun --nproc-per-node N -m groupvit_fast.train ...``:
+the ``groupvit-fast train`` command."""
 
-from .cli import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+raise SystemExit(main(["train", *sys.argv[1:]]))

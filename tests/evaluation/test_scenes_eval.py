@@ -18,7 +18,7 @@ SCENE_NAMES = ["background", "apple", "lemon", "leaf", "box", "ball", "star"]
 
 @pytest.fixture(scope="module")
 def scenes_root(tmp_path_factory):
-    from groupvit_fast.train.data.scenes import write_scene_eval
+    from groupvit_fast.datasets.scenes import write_scene_eval
 
     root = tmp_path_factory.mktemp("scenes")
     write_scene_eval(str(root / "eval"), 6, seed=3)
@@ -91,8 +91,8 @@ def test_the_scenes_layout_is_found_at_either_level(scenes_root):
 
 
 def test_a_missing_mask_is_one_line(tmp_path):
+    from groupvit_fast.datasets.scenes import write_scene_eval
     from groupvit_fast.evaluation.datasets import find_samples
-    from groupvit_fast.train.data.scenes import write_scene_eval
 
     write_scene_eval(str(tmp_path / "eval"), 2, seed=0)
     os.remove(tmp_path / "eval" / "masks" / "scene_00001.png")

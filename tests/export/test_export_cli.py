@@ -116,13 +116,6 @@ def test_embeddings_of_the_wrong_width_and_windows_the_graph_cannot_take(small, 
     assert not any(name.endswith(".png") for name in os.listdir(out))
 
 
-def test_the_parser_offers_segment_s_assignments():
-    from groupvit_fast.export.cli import _ASSIGNMENTS
-    from groupvit_fast.segmentation.inference import ASSIGNMENTS
-
-    assert _ASSIGNMENTS == ASSIGNMENTS
-
-
 def test_a_hard_export_records_its_assignment(small_hard):
     _, folder = small_hard
     assert OnnxSegmenter(folder, CLASSES).config["image_graph"]["assignment"] == "hard"

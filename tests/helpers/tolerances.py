@@ -6,6 +6,11 @@ output's magnitude*, and by different amounts on AVX2 and AVX-512 machines (diff
 summation orders). An absolute bound such as ``atol=1e-6`` on outputs of size ~1 is therefore tuned to
 one machine; :func:`assert_close_to_scale` bounds ``max |actual - expected|`` by ``rel * max |expected|``
 instead (the measure ``relative_error`` of assign_cases uses too).
+
+Where a float64 run of the original is at hand, :func:`assert_close_to_float64_oracle` is the sharper
+rule (FlashAttention's): our fp32 result may be at most twice as far from the float64 oracle as the
+original's own fp32 result is, plus a floor of a few fp32 roundings of the result's size. The bound
+then follows each machine's own round-off (AVX2 or AVX-512) instead of a constant fitted to one.
 """
 
 from __future__ import annotations
@@ -42,3 +47,36 @@ def round_offs(count: float, dtype: torch.dtype) -> float:
     """``count`` unit round-offs of ``dtype`` (2^-24 for fp32, 2^-53 for float64): a relative bound stated as
     a number of roundings holds for every dtype alike, where a difference in the math does not."""
     return count * torch.finfo(dtype).eps / 2
+
+
+#: The floor of the float64-oracle rule, in fp32 unit round-offs of the result's size: what remains
+#: when the original's fp32 result happens to be (nearly) exact for one tensor.
+ORACLE_FLOOR_ROUND_OFFS = 16
+
+
+def assert_close_to_float64_oracle(
+    actual: torch.Tensor,
+    original: torch.Tensor,
+    oracle: torch.Tensor,
+    msg: str | None = None,
+    *,
+    scale: float | None = None,
+) -> float:
+    """``max |actual - oracle| <= 2 * max |original - oracle| + 16 fp32 round-offs x scale``.
+
+    ``original``: the reference implementation in fp32 (the same inputs); ``oracle``: the same
+    implementation in float64. ``scale`` defaults to ``max |oracle|`` (see ``assert_close_to_scale``
+    for when another yardstick is right). Returns the ratio of our error to the original's (for reports).
+    """
+    assert actual.shape == original.shape == oracle.shape, f"{msg or ''}: shapes differ"
+    a, o, ref = (t.detach().double().cpu() for t in (actual, original, oracle))
+    if scale is None:
+        scale = ref.abs().max().item() if ref.numel() else 0.0
+    ours = (a - ref).abs().max().item() if ref.numel() else 0.0
+    theirs = (o - ref).abs().max().item() if ref.numel() else 0.0
+    bound = 2 * theirs + round_offs(ORACLE_FLOOR_ROUND_OFFS, torch.float32) * max(scale, 1e-30)
+    assert ours <= bound, (
+        f"{msg + ': ' if msg else ''}max error vs float64 {ours:.3e} > 2 x the original's fp32 error "
+        f"{theirs:.3e} + {ORACLE_FLOOR_ROUND_OFFS} round-offs of {scale:.3e}"
+    )
+    return ours / max(theirs, 1e-300)

@@ -241,6 +241,22 @@ def test_each_call_without_a_seed_draws_fresh_noise(backend):
     assert not torch.equal(first, second)
 
 
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.values[0] != "reference"])  # in-kernel noise
+def test_without_a_seed_the_generator_gives_both_seed_and_offset(backend):
+    """seed=None: the call's noise is gumbel_noise(seed, offset) for the pair torch's generator draws next
+    (seed below 2^62, then offset below 2^32), so torch.manual_seed reproduces it and the offset is used."""
+    q = torch.zeros(2, 8, 16, device=DEVICE)  # tied logits: the noise alone picks each token's group
+    k = torch.zeros(2, 64, 16, device=DEVICE)
+    torch.manual_seed(3)
+    seed, offset = torch.randint(0, 2**62, (1,)).item(), torch.randint(0, 2**32, (1,)).item()
+    assert offset != 0
+    torch.manual_seed(3)
+    chosen = _run(backend, q, k, k, gumbel=True, return_attn=True)[1]["hard"].argmax(2)
+    noise = gumbel_noise((2, 1, 8, 64), seed=seed, offset=offset, backend=backend, device=DEVICE)
+    assert torch.equal(chosen.cpu(), noise.argmax(2).cpu())
+    assert not torch.equal(chosen.cpu(), gumbel_noise((2, 1, 8, 64), seed=seed, backend=backend).argmax(2).cpu())
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_in_kernel_noise_follows_the_philox_convention(backend):
     shape = (2, 2, 3, 37)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -148,39 +149,36 @@ def test_segment_assign_hard(tmp_path, checkpoint, capsys):
 
 
 @needs_open_clip
-def test_segment_folder_stops_at_unreadable_image_and_keeps_results(tmp_path, checkpoint, capsys):
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_segment_folder_writes_every_readable_image_and_names_each_unreadable_one(tmp_path, checkpoint, capsys, strict):
     folder = tmp_path / "imgs"
     folder.mkdir()
     _png(folder / "a.png", 30, 50, seed=1)
-    _png(folder / "b.png", 50, 30, seed=2)
-    (folder / "c.jpg").write_bytes(b"not an image")
+    (folder / "b.jpg").write_bytes(b"not an image")  # in the middle: images after it still count
+    _png(folder / "c.png", 50, 30, seed=2)
+    (folder / "d.png").write_bytes(b"")
     out = tmp_path / "out"
-    rc = main(
-        [
-            "segment",
-            str(folder),
-            "--classes",
-            "cat",
-            "dog",
-            "grass",
-            "--checkpoint",
-            str(checkpoint),
-            "--out",
-            str(out),
-            "--batch-size",
-            "1",
-            "--quiet",
-            "--no-overlay",
-            "--device",
-            "cpu",
-        ]
-    )
+    argv = ["segment", str(folder), "--classes", "cat", "dog", "grass", "--checkpoint", str(checkpoint)]
+    argv += ["--out", str(out), "--batch-size", "1", "--quiet", "--no-overlay", "--device", "cpu"]
+    rc = main(argv + (["--strict"] if strict else []))
     assert rc == 1
-    _one_error_line(capsys, "c.jpg", "cannot read image")
-    for stem in ("a", "b"):  # written before the failure, and kept
-        assert (out / f"{stem}_label.png").exists() and (out / f"{stem}.json").exists()
-    assert not (out / "a_overlay.png").exists()
+    err = capsys.readouterr().err.strip().splitlines()
     assert not list(out.glob(".tmp-*"))
+    assert not (out / "a_overlay.png").exists()
+    if strict:  # stops at the first: what came before it is kept, nothing after it is written
+        assert len(err) == 1 and "b.jpg" in err[0] and "cannot read image" in err[0], err
+        assert (out / "a_label.png").exists() and not (out / "c_label.png").exists()
+        assert not (out / "summary.json").exists()
+        return
+    # one line per unreadable image, one closing line; every readable image written
+    assert len(err) == 3, err
+    assert "b.jpg" in err[0] and "d.png" in err[1] and all(line.startswith("groupvit-fast: error: ") for line in err)
+    assert "2 of 4 image(s)" in err[2]
+    for stem in ("a", "c"):
+        assert (out / f"{stem}_label.png").exists() and (out / f"{stem}.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["images"]) == ["a", "c"]
+    assert sorted(os.path.basename(p) for p in summary["failed"]) == ["b.jpg", "d.png"]
 
 
 @pytest.mark.parametrize(

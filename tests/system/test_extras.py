@@ -90,3 +90,17 @@ def test_the_extras_command_lists_an_extras_distributions(argv, code, out, capsy
     captured = capsys.readouterr()
     assert captured.out == out
     assert (code == 0) == (captured.err == "")
+
+
+def test_every_extra_a_user_installs_alone_has_an_install_path_check():
+    """tools/install_paths.sh installs the wheel with each extra alone and runs that extra's own commands
+    (tools/install_path_checks.py); an extra without a check would be an install path nobody tried."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_path_checks", REPO_ROOT / "tools" / "install_path_checks.py")
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    # test/dev are the developers' sets; triton needs a GPU; xformers pins its own torch
+    user_extras = set(EXTRAS) - {"test", "dev", "triton", "xformers"}
+    assert set(checks.CHECKS) == user_extras | {"core"}
+    assert "bash tools/install_paths.sh" in (REPO_ROOT / ".ci" / "run").read_text()

@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 
-from groupvit_fast.train.data.scenes import (
+from groupvit_fast.datasets.scenes import (
     BACKGROUND_MAX_SATURATION,
     OBJECT_MIN_SATURATION,
     SCENE_CLASSES,

@@ -1,9 +1,8 @@
 """A short scenes run, end to end: what training on captions must deliver, and the faults it must not hide.
 
-No mIoU of the segments is asserted here: over the full recipe, whether they emerge depends on the seed
-(benchmarks/results/scenes-emergence/: held-out mIoU 22.1-60.5 % over three seeds, untrained 12.6 %),
-and a short run segments no better than the untrained model (96 steps: 12.0 % against 12.3 % at the
-recipe's test time; 384 steps: 19.9 %, below its own grouping-free window classifier). A short run of
+No mIoU of the segments is asserted here: over the full recipe, whether they emerge depends on the seed,
+and a short run segments no better than the untrained model (benchmarks/results/scenes-emergence/, its
+seeds and `short-run.log`). A short run of
 the `scenes` recipe (2,048 generated scenes, 96 steps of 64, no warm-up) must instead show, on the real
 training loop:
 
@@ -39,8 +38,8 @@ EVAL_SCENES = 64
 def short_run(tmp_path_factory):
     import importlib
 
+    from groupvit_fast.datasets.scenes import write_scenes
     from groupvit_fast.train import load_config
-    from groupvit_fast.train.data.scenes import write_scenes
     from groupvit_fast.train.loop import Trainer
 
     root = tmp_path_factory.mktemp("scenes-short")

@@ -10,10 +10,10 @@ import time
 
 import torch
 
+from groupvit_fast.datasets.scenes import write_scenes
 from groupvit_fast.evaluation.emergence import scene_emergence
 from groupvit_fast.models.registry import build_model
 from groupvit_fast.train import load_config
-from groupvit_fast.train.data.scenes import write_scenes
 from groupvit_fast.train.loop import Trainer
 
 root = sys.argv[1]

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ...common.distributed import rank_and_world
+from ...datasets.scenes import write_scenes
 from .manifest import read_manifest
-from .scenes import write_scenes
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
 from .synthetic import write_synthetic_shards
@@ -38,44 +39,48 @@ __all__ = [
 
 def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, seed: int) -> str:
     """The synthetic dataset's folder, written (by rank 0, once) when its shards are missing."""
-    import torch.distributed as dist
-
     folder = entry["path"] or os.path.join(output, "synthetic_shards")
     shards = expand_shards(folder, entry["prefix"])
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    if rank == 0 and not all(os.path.isfile(s) for s in shards):
-        write_synthetic_shards(
+    _write_once(
+        shards,
+        lambda: write_synthetic_shards(
             folder,
             len(shards),
             entry["length"],
             image_size=image_size,
             seed=seed,
             pattern=_pattern_of(entry["prefix"], name),
-        )
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        ),
+    )
     return folder
 
 
 def _prepare_scenes(name: str, entry: dict, output: str, seed: int) -> str:
     """The scenes dataset's shard folder (``<path>/train``), written by rank 0 with the held-out split
     (``<path>/eval``) when its shards are missing (docs/training.md, "Scenes: segmentation from captions")."""
-    import torch.distributed as dist
-
     root = entry["path"] or os.path.join(output, "scenes")
     folder = os.path.join(root, "train")
     shards = expand_shards(folder, entry["prefix"])
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    if rank == 0 and not all(os.path.isfile(s) for s in shards):
+
+    def write() -> None:
         if _pattern_of(entry["prefix"], name) != "scenes-{:06d}.tar":
             raise ValueError(
                 f"data.dataset.meta.{name}.prefix: generated scenes are named "
                 f"'scenes-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}"
             )
         write_scenes(root, train_length=entry["length"], num_shards=len(shards), seed=seed)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+
+    _write_once(shards, write)
     return folder
+
+
+def _write_once(shards: list[str], write: Callable[[], object]) -> None:
+    """A generated dataset: rank 0 writes it when a shard is missing, and every rank waits for it."""
+    rank, world = rank_and_world()
+    if rank == 0 and not all(os.path.isfile(s) for s in shards):
+        write()
+    if world > 1:
+        torch.distributed.barrier()
 
 
 def _pattern_of(prefix: str, name: str) -> str:

@@ -46,6 +46,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._extras import require_extra
+from ..common.files import atomic_write
+
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
 
@@ -279,9 +282,9 @@ def write_scene_shards(
     """Write ``length`` training scenes over ``num_shards`` webdataset shards; returns their paths.
 
     Each record: ``<key>.png`` (the image, lossless), ``<key>.txt`` (the caption) and ``<key>.json``
-    (``{"caption", "nouns"}``). No mask is written. Shards appear complete or not at all (written to
-    a temporary name, then renamed).
+    (``{"caption", "nouns"}``). No mask is written. Shards appear complete or not at all (``atomic_write``).
     """
+    require_extra("writing scene shards", "train")  # webdataset's TarWriter: one line naming the extra
     from webdataset import TarWriter
 
     spec.check()
@@ -289,22 +292,25 @@ def write_scene_shards(
     os.makedirs(folder, exist_ok=True)
     paths = []
     for shard in range(num_shards):
+        indices = range(shard * length // num_shards, (shard + 1) * length // num_shards)
+
+        def write(tmp: str, indices: range = indices) -> None:
+            with TarWriter(tmp) as sink:
+                for index in indices:
+                    # one stream per sample, keyed by the split's name: the evaluation split ('eval') never
+                    # draws from these streams, so no training scene is an evaluation scene by construction
+                    scene = draw_scene(random.Random(f"scenes-train-{seed}-{index}"), spec, with_mask=False)
+                    sink.write(
+                        {
+                            "__key__": f"{index:09d}",
+                            "png": _png(scene.image),
+                            "txt": scene.caption,
+                            "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode(),
+                        }
+                    )
+
         path = os.path.join(folder, pattern.format(shard))
-        tmp = path + ".tmp"
-        with TarWriter(tmp) as sink:
-            for index in range(shard * length // num_shards, (shard + 1) * length // num_shards):
-                # one stream per sample, keyed by the split's name: the evaluation split ('eval') never
-                # draws from these streams, so no training scene is an evaluation scene by construction
-                scene = draw_scene(random.Random(f"scenes-train-{seed}-{index}"), spec, with_mask=False)
-                sink.write(
-                    {
-                        "__key__": f"{index:09d}",
-                        "png": _png(scene.image),
-                        "txt": scene.caption,
-                        "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode(),
-                    }
-                )
-        os.replace(tmp, path)
+        atomic_write(path, write)
         paths.append(path)
     return paths
 
@@ -312,8 +318,6 @@ def write_scene_shards(
 def write_scene_eval(folder: str, count: int, *, seed: int = 0, spec: SceneSpec = SceneSpec()) -> list[str]:
     """Write ``count`` held-out scenes as ``folder/images/<stem>.png`` + ``folder/masks/<stem>.png``
     (label PNG, values 0..6 as ``SCENE_CLASSES``) and ``folder/captions.jsonl``; returns the stems."""
-    from ...segmentation.io import atomic_write
-
     spec.check()
     if count <= 0:
         raise ValueError(f"the held-out split needs at least one scene, got {count}")
