@@ -26,6 +26,7 @@ __all__ = [
     "add_assign_argument",
     "add_test_time_arguments",
     "test_time_settings",
+    "input_images",
 ]
 
 PROG = "groupvit-fast"
@@ -119,7 +120,7 @@ def positive_int(text: str) -> int:
 def add_assign_argument(parser: argparse.ArgumentParser) -> None:
     """``--assign soft|hard`` of ``segment`` and ``eval seg``: which grouping maps the segmentation
     composes (docs/segmentation.md, "Soft or hard assignment"); a value outside the choices is a usage error."""
-    from .segmentation.inference import ASSIGNMENTS
+    from .segmentation.assignment import ASSIGNMENTS
 
     parser.add_argument(
         "--assign",
@@ -162,3 +163,17 @@ def test_time_settings(args: argparse.Namespace, preset: TestTimeSettings | None
         return resolve_test_time(preset, checkpoint=getattr(args, "checkpoint_test_time", None), overrides=flags)
     except ValueError as err:
         raise CliError(str(err)) from None
+
+
+def input_images(path: str) -> list[str]:
+    """The images ``segment`` reads from ``path``: the file itself, or a folder's images sorted by name."""
+    from .segmentation.io import list_images
+
+    if os.path.isdir(path):
+        images = list_images(path)
+        if not images:
+            raise CliError(f"{path}: no images in this folder")
+        return images
+    if os.path.isfile(path):
+        return [path]
+    raise CliError(f"{path}: no such file or folder")

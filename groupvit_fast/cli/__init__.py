@@ -8,7 +8,9 @@ Subcommands, one module each in this package:
 * ``bench ...``: the benchmark harness (``groupvit_fast.bench``, the ``bench`` extra);
 * ``convert SRC DST [--to nvlabs|hf]``: NVlabs ``.pth`` <-> HF weights <-> safetensors;
 * ``eval seg|cls ...`` and ``prepare-data ...``: the published evaluation protocol (the ``eval`` extra);
-* ``train --config CFG [--opts k=v ...]``: training (the ``train`` extra, docs/training.md).
+* ``train --config CFG [--opts k=v ...]``: training (the ``train`` extra, docs/training.md);
+* ``export onnx --out DIR [--checkpoint PATH] [--classes ...]``: ONNX graphs for onnxruntime, which
+  ``segment ... --onnx DIR`` runs (the ``export`` extra, docs/export.md).
 
 Building the parser imports no optional extra and no pipeline: ``groupvit-fast --help`` and every
 ``groupvit-fast COMMAND --help`` work with the core install alone. A subcommand whose extra is missing
@@ -26,12 +28,12 @@ import sys
 from collections.abc import Sequence
 
 from ..cli_support import PROG, CliError
-from . import bench, convert, evaluate, info, prepare, segment, train
+from . import bench, convert, evaluate, export, info, prepare, segment, train
 
 __all__ = ["main", "build_parser", "CliError", "SUBCOMMANDS"]
 
 #: Every subcommand module: each has ``add_parser(subparsers)``, which sets ``func`` to its runner.
-SUBCOMMANDS = (segment, info, bench, convert, evaluate, prepare, train)
+SUBCOMMANDS = (segment, info, bench, convert, evaluate, prepare, train, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

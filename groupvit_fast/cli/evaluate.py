@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, batch: int) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``eval seg``, ``eval cls`` and ``eval emergence`` on the top-level ``groupvit-fast`` subparsers."""
-    from ..evaluation.datasets import DATASETS  # the presets: data, no extra
+    from ..evaluation.presets import DATASETS  # data: no torch, no extra
 
     ev = subparsers.add_parser(
         "eval",

@@ -21,6 +21,7 @@ from ..cli_support import (
     add_assign_argument,
     add_test_time_arguments,
     build_model_from_args,
+    input_images,
     positive_int,
     require_command_extra,
     test_time_settings,
@@ -28,16 +29,7 @@ from ..cli_support import (
 
 
 def _inputs(path: str) -> list[str]:
-    from ..segmentation.io import list_images
-
-    if os.path.isdir(path):
-        images = list_images(path)
-        if not images:
-            raise CliError(f"{path}: no images in this folder")
-        return images
-    if os.path.isfile(path):
-        return [path]
-    raise CliError(f"{path}: no such file or folder")
+    return input_images(path)
 
 
 def _gt_for(gt: str | None, image_path: str, single: bool) -> str | None:
@@ -104,6 +96,15 @@ def _read(path: str, gt: str | None, single: bool):
     image = load_image(path)
     gt_path = _gt_for(gt, path, single)
     return image, (load_label_mask(gt_path) if gt_path is not None else None)
+
+
+def run_or_onnx(args: argparse.Namespace) -> int:
+    """``segment``: an export folder on onnxruntime with ``--onnx`` (docs/export.md, "The runner"), else the model."""
+    if args.onnx:
+        from ..export.cli import segment_with_onnx
+
+        return segment_with_onnx(args)
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 (one loop: read, predict, score, write, per image)
@@ -214,6 +215,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--checkpoint", help="NVlabs .pth, HF weights or safetensors (omit: random weights)")
     parser.add_argument("--config", help="model config (JSON or NVlabs YAML) when the checkpoint carries none")
+    parser.add_argument("--onnx", metavar="DIR", help="run an export folder (groupvit-fast export onnx) on onnxruntime")
     parser.add_argument("--out", default="groupvit_out", help="output folder (default: %(default)s)")
     parser.add_argument("--gt", help="ground-truth label PNG, or a folder of <stem>.png masks: report mIoU")
     parser.add_argument(
@@ -241,5 +243,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="stop at the first unreadable image (default: segment every readable image, report each "
         "unreadable one, exit 1 at the end)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run_or_onnx)
     return parser

@@ -29,8 +29,8 @@ _HOMES = {
     "resolve_templates": "classification",
     "evaluate_segmentation": "segmentation",
     "segmentation_metrics": "segmentation",
-    "DATASETS": "datasets",
-    "DatasetPreset": "datasets",
+    "DATASETS": "presets",
+    "DatasetPreset": "presets",
     "find_samples": "datasets",
 }
 

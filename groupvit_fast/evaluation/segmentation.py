@@ -106,7 +106,7 @@ def evaluate_segmentation(
 ) -> dict:
     """Zero-shot mIoU of ``model`` (a ``MultiLabelContrastive``) on ``dataset``'s validation split.
 
-    ``dataset``: a name of ``evaluation.datasets.DATASETS`` (``voc``, ``context``, ``coco-object``,
+    ``dataset``: a name of ``evaluation.presets.DATASETS`` (``voc``, ``context``, ``coco-object``,
     ``ade20k``, ``cityscapes``, ``scenes``; layouts in docs/evaluation.md) under ``data_root``;
     ``bg_thresh``: the preset's when ``None``; ``topk``: classes kept by the image-level filter;
     ``batch_size`` images per step (their crops go through the encoder ``crop_batch_size`` at a time).

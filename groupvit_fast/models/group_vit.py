@@ -33,7 +33,10 @@ __all__ = ["GroupViT", "GroupingLayer", "PatchEmbed", "interpolate_pos_encoding"
 def interpolate_pos_encoding(pos_embed: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Bicubically resize a ``[1, N, C]`` square-grid position embedding to an ``h x w`` grid."""
     n = pos_embed.shape[1]
-    if h * w == n and h == w:
+    # The shortcut is only an optimisation: a bicubic resize to the same grid is exactly the identity (weights
+    # 0, 1, 0, 0). An export skips it, so that the grid stays a free dynamic size instead of being guarded on
+    # h * w != n (docs/export.md, "torch.export").
+    if not torch.compiler.is_exporting() and h * w == n and h == w:
         return pos_embed
     side = int(math.sqrt(n))
     dim = pos_embed.shape[-1]

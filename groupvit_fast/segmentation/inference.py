@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.precision import autocast_context
+from .assignment import ASSIGNMENTS, check_assignment
 from .classes import ClassSet, resolve_classes
+from .geometry import windows_by_shape
 from .preprocess import (
     IMAGENET_MEAN_255,
     IMAGENET_STD_255,
@@ -57,6 +59,7 @@ __all__ = [
     "group_class_affinity",
     "crop_class_scores",
     "patch_grid",
+    "top_classes",
     "sliding_windows",
     "rescale_size",
     "preprocess_image",
@@ -66,17 +69,6 @@ __all__ = [
 ]
 
 # ---- batched per-crop math -------------------------------------------------------------------
-
-
-#: the grouping maps the segmentation can compose (docs/segmentation.md, "Soft or hard assignment")
-ASSIGNMENTS = ("soft", "hard")
-
-
-def check_assignment(assignment: str, name: str = "assignment") -> str:
-    """``assignment`` if it is ``'soft'`` or ``'hard'``, else a ``ValueError`` naming ``name``."""
-    if not isinstance(assignment, str) or assignment not in ASSIGNMENTS:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, ASSIGNMENTS))}, got {assignment!r}")
-    return assignment
 
 
 def compose_assignment_maps(attn_dicts: Sequence[dict | None], assignment: str = "soft") -> torch.Tensor:
@@ -117,6 +109,18 @@ def image_class_probs(image_x: torch.Tensor, text: torch.Tensor, logit_scale: to
     return (F.normalize(image_x.float(), dim=-1) @ text.float().t() * scale).softmax(dim=-1)
 
 
+def top_classes(scores: torch.Tensor, topk: int) -> torch.Tensor:
+    """``[B, K]`` bool: the ``min(topk, K)`` highest of ``scores [B, K]`` per row, ties to the lower index.
+
+    Class ``k`` is kept when fewer than ``topk`` classes rank before it (a higher score, or the same score
+    at a lower index): ``scores.topk(min(topk, K))`` as a mask, in elementwise ops of fixed rank.
+    """
+    index = torch.arange(scores.shape[-1], device=scores.device)
+    s_k, s_j = scores[:, :, None], scores[:, None, :]
+    before = (s_j > s_k) | ((s_j == s_k) & (index[None, :] < index[:, None]))  # [B, K, K]: j ranks before k
+    return before.sum(dim=-1) < topk
+
+
 def group_class_affinity(
     image_feat: torch.Tensor, image_x: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, topk: int = 5
 ) -> torch.Tensor:
@@ -128,8 +132,9 @@ def group_class_affinity(
     affinity = feat @ text.t() * scale  # [B, G, K]
     prior = affinity.softmax(dim=-1)
     image_scores = image_class_probs(image_x, text, logit_scale)  # [B, K]
-    top = image_scores.topk(k=min(topk, text.shape[0]), dim=-1).indices
-    keep = torch.zeros_like(image_scores, dtype=torch.bool).scatter_(1, top, True)
+    # the topk best classes, as a rank test: topk(k=min(topk, K)) would make K's size part of the
+    # arithmetic, which an exported graph with a dynamic class count cannot carry (docs/export.md)
+    keep = top_classes(image_scores, topk)
     masked = affinity.masked_fill(~keep[:, None, :], float("-inf"))
     return masked.softmax(dim=-1) * prior
 
@@ -165,7 +170,7 @@ def crop_class_scores(
     return scores.transpose(1, 2).reshape(b, table.shape[-1], *crop_hw)
 
 
-def patch_grid(model: nn.Module, h, w) -> tuple:
+def patch_grid(model: nn.Module, h: int | torch.SymInt, w: int | torch.SymInt) -> tuple:
     """The ``(h', w')`` token grid of an ``h x w`` crop: the patch embedding's convolution arithmetic (also on
     the symbolic sizes of an export)."""
     proj = model.img_encoder.patch_embed.proj
@@ -295,21 +300,15 @@ class GroupViTSegmenter:
         # sized by the first window's scores: a subclass's crop_scores may return more channels
         sums: list[torch.Tensor | None] = [None] * len(tensors)
         counts = [t.new_zeros(1, *t.shape[-2:]) for t in tensors]
-        # every window of every image, grouped by crop shape so that each batch is one tensor
-        jobs: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
-        for idx, t in enumerate(tensors):
-            for win in sliding_windows(t.shape[-2], t.shape[-1], self.crop_size, self.stride):
-                jobs.setdefault((win[1] - win[0], win[3] - win[2]), []).append((idx, win))
-        for shape_jobs in jobs.values():
-            for start in range(0, len(shape_jobs), self.crop_batch_size):
-                chunk = shape_jobs[start : start + self.crop_batch_size]
-                crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                scores = self.crop_scores(crops)
-                for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
-                    if sums[i] is None:
-                        sums[i] = tensors[i].new_zeros(s.shape[0], *tensors[i].shape[-2:])
-                    sums[i][:, y1:y2, x1:x2] += s.to(sums[i].dtype)
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes_now = [(t.shape[-2], t.shape[-1]) for t in tensors]
+        for chunk in windows_by_shape(sizes_now, self.crop_size, self.stride, self.crop_batch_size):
+            crops = torch.stack([tensors[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            scores = self.crop_scores(crops)
+            for (i, (y1, y2, x1, x2)), s in zip(chunk, scores, strict=True):
+                if sums[i] is None:
+                    sums[i] = tensors[i].new_zeros(s.shape[0], *tensors[i].shape[-2:])
+                sums[i][:, y1:y2, x1:x2] += s.to(sums[i].dtype)
+                counts[i][:, y1:y2, x1:x2] += 1
         out = []
         for s, c, size in zip(sums, counts, sizes, strict=True):
             avg = s / c

@@ -1,7 +1,9 @@
 """Image and result files: reading RGB images and label masks, writing label / overlay PNGs and JSON.
 
 Every writer goes through ``atomic_write`` (``groupvit_fast.common.files``, re-exported here): a file
-that exists is either the old one or the complete new one, never a half-written one.
+that exists is either the old one or the complete new one, never a half-written one. The writers take
+torch tensors or numpy arrays and import no torch themselves: the onnxruntime runner writes its results
+through them where torch is not installed (docs/export.md, "The runner").
 """
 
 from __future__ import annotations
@@ -9,18 +11,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..common.files import atomic_write
 from .classes import BACKGROUND, pascal_palette
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "load_image",
+    "load_image_array",
     "load_label_mask",
+    "load_label_mask_array",
     "save_label_png",
     "save_overlay_png",
     "class_fractions",
@@ -42,8 +48,8 @@ def list_images(folder: str) -> list[str]:
     )
 
 
-def load_image(path: str) -> torch.Tensor:
-    """``uint8 [3, H, W]`` RGB (EXIF orientation applied). ``ValueError`` naming the file if unreadable."""
+def load_image_array(path: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` RGB (EXIF orientation applied). ``ValueError`` naming the file if unreadable."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -54,11 +60,32 @@ def load_image(path: str) -> torch.Tensor:
         raise ValueError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: cannot read image ({err})") from None
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(arr)
+
+
+def load_image(path: str) -> torch.Tensor:
+    """``uint8 [3, H, W]`` RGB (EXIF orientation applied). ``ValueError`` naming the file if unreadable."""
+    import torch
+
+    return torch.from_numpy(load_image_array(path)).permute(2, 0, 1).contiguous()
+
+
+def _as_array(x) -> np.ndarray:
+    """A torch tensor (any device) or an array-like as a numpy array."""
+    if not isinstance(x, np.ndarray) and hasattr(x, "detach"):
+        return x.detach().to("cpu").numpy()
+    return np.asarray(x)
 
 
 def load_label_mask(path: str) -> torch.Tensor:
     """``int64 [H, W]`` label indices of a single-channel (``L``, ``P``, ``I``) PNG mask."""
+    import torch
+
+    return torch.from_numpy(load_label_mask_array(path))
+
+
+def load_label_mask_array(path: str) -> np.ndarray:
+    """``int64 [H, W]`` numpy label indices of a single-channel (``L``, ``P``, ``I``) PNG mask."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -70,7 +97,7 @@ def load_label_mask(path: str) -> torch.Tensor:
         raise ValueError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path}: cannot read label mask ({err})") from None
-    return torch.from_numpy(arr.astype(np.int64))
+    return arr.astype(np.int64)
 
 
 def label_palette(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -81,11 +108,11 @@ def label_palette(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
     return [colors[(i + offset) % 256] for i in range(n)]
 
 
-def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) -> None:
+def save_label_png(path: str, labels: torch.Tensor | np.ndarray, class_names: Sequence[str]) -> None:
     """Label map ``[H, W]`` as an 8-bit palette PNG (16-bit grey PNG past 256 classes)."""
     from PIL import Image
 
-    arr = labels.to("cpu", torch.int64).numpy()
+    arr = _as_array(labels).astype(np.int64)
     if len(class_names) <= 256:
         img = Image.fromarray(arr.astype(np.uint8))  # mode L; putpalette turns it into P
         flat = [c for rgb in label_palette(class_names) for c in rgb]
@@ -96,15 +123,19 @@ def save_label_png(path: str, labels: torch.Tensor, class_names: Sequence[str]) 
 
 
 def save_overlay_png(
-    path: str, image: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], opacity: float = 0.5
+    path: str,
+    image: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    class_names: Sequence[str],
+    opacity: float = 0.5,
 ) -> None:
     """``image`` (``uint8 [3, H, W]``) blended with the label colours; background pixels left as they are."""
     from PIL import Image
 
     if not 0.0 < opacity <= 1.0:
         raise ValueError(f"opacity must be in (0, 1], got {opacity}")
-    img = image.to("cpu").permute(1, 2, 0).numpy().astype(np.float32)
-    lab = labels.to("cpu", torch.int64).numpy()
+    img = _as_array(image).transpose(1, 2, 0).astype(np.float32)
+    lab = _as_array(labels).astype(np.int64)
     colors = np.asarray(label_palette(class_names), dtype=np.float32)
     color = colors[lab % len(colors)]
     blend = img * (1 - opacity) + color * opacity
@@ -114,10 +145,11 @@ def save_overlay_png(
     atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
 
 
-def class_fractions(labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
+def class_fractions(labels: torch.Tensor | np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Fraction of pixels per class name (every class listed, in label order)."""
-    counts = torch.bincount(labels.to("cpu", torch.int64).flatten(), minlength=len(class_names))
-    total = max(int(labels.numel()), 1)
+    flat = _as_array(labels).astype(np.int64).ravel()
+    counts = np.bincount(flat, minlength=len(class_names))
+    total = max(int(flat.size), 1)
     # strict=False: bincount is longer than class_names if labels hold ids past them; those are not listed
     return {name: int(c) / total for name, c in zip(class_names, counts.tolist(), strict=False)}
 

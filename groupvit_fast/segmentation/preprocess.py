@@ -1,6 +1,7 @@
-"""The whole-image protocol's geometry and pixels (docs/segmentation.md): the test scale, the sliding
-windows and the normalised input, as mmseg / mmcv compute them for GroupViT. ``inference`` re-exports
-every name, so ``groupvit_fast.segmentation.inference.preprocess_image`` keeps working.
+"""The whole-image protocol's pixels (docs/segmentation.md): the normalised input at the test scale, as
+mmseg / mmcv compute it for GroupViT. The arithmetic (test scale, windows) is ``geometry``'s (torch-free,
+shared with the onnxruntime runner), re-exported here; ``inference`` re-exports every name, so
+``groupvit_fast.segmentation.inference.preprocess_image`` keeps working.
 """
 
 from __future__ import annotations
@@ -10,33 +11,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .geometry import IMAGENET_MEAN_255, IMAGENET_STD_255, rescale_size, sliding_windows
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image as PILImage
 
 __all__ = ["IMAGENET_MEAN_255", "IMAGENET_STD_255", "preprocess_image", "rescale_size", "sliding_windows"]
-
-#: mmseg's ``img_norm_cfg`` for GroupViT (RGB, 0..255 scale)
-IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-IMAGENET_STD_255 = (58.395, 57.12, 57.375)
-
-
-def rescale_size(h: int, w: int, short_side: int = 448, max_long_side: int = 2048) -> tuple[int, int]:
-    """mmcv's ``rescale_size`` for ``img_scale=(max_long_side, short_side)`` with ``keep_ratio``."""
-    scale = min(max_long_side / max(h, w), short_side / min(h, w))
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
-
-
-def sliding_windows(h: int, w: int, crop: int = 448, stride: int = 224) -> list[tuple[int, int, int, int]]:
-    """``(y1, y2, x1, x2)`` of mmseg's ``slide_inference`` windows over an ``h x w`` image."""
-    h_grids = max(h - crop + stride - 1, 0) // stride + 1
-    w_grids = max(w - crop + stride - 1, 0) // stride + 1
-    windows = []
-    for i in range(h_grids):
-        for j in range(w_grids):
-            y2, x2 = min(i * stride + crop, h), min(j * stride + crop, w)
-            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    return windows
 
 
 def preprocess_image(

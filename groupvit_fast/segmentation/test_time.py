@@ -7,7 +7,7 @@ scripts) asks ``resolve_test_time`` with what it has, and each value comes from 
 1. ``overrides``: what the caller was told (a command-line flag, a function argument; ``None`` = not set);
 2. ``checkpoint``: the ``evaluate.seg`` keys of the training config the checkpoint carries
    (``Checkpoint.meta['test_time']``; a recipe trained at 64 px is cut into 64 px windows);
-3. ``preset``: the dataset's settings (``evaluation.datasets.DATASETS[name].test_time``);
+3. ``preset``: the dataset's settings (``evaluation.presets.DATASETS[name].test_time``);
 4. ``PROTOCOL``: NVlabs' evaluation protocol, 448 px short side, 448 px windows at stride 224, long side
    at most 2048 px (``segmentation/configs/_base_/datasets`` of NVlabs' repository).
 

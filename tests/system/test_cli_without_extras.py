@@ -24,7 +24,10 @@ EXTRA_PACKAGES = {
     "train": (["webdataset", "nltk", "timm"], ["webdataset", "nltk", "timm"]),
     "eval": (["timm"], ["timm"]),
     "bench": (["pytest-benchmark", "matplotlib"], ["pytest_benchmark", "matplotlib"]),
+    "export": (["onnx", "onnxscript", "onnxruntime"], ["onnx", "onnxscript", "onnxruntime"]),
 }
+#: torch itself, absent where only the ONNX runner is deployed (docs/export.md)
+NO_TORCH = (["torch", "triton"], ["torch", "triton"])
 
 _RUNNER = textwrap.dedent(
     """
@@ -57,10 +60,12 @@ _RUNNER = textwrap.dedent(
 )
 
 
-def _run_without(extras: list[str], commands: list[list[str]]) -> list[dict]:
-    """``{code, stderr}`` of each command, run one after the other in one interpreter lacking ``extras``."""
-    dists = [d for e in extras for d in EXTRA_PACKAGES[e][0]]
-    modules = [m for e in extras for m in EXTRA_PACKAGES[e][1]]
+def _run_without(extras: list[str], commands: list[list[str]], *, torch: bool = True) -> list[dict]:
+    """``{code, stderr}`` of each command, run one after the other in one interpreter lacking ``extras``
+    (and torch too with ``torch=False``)."""
+    packages = [EXTRA_PACKAGES[e] for e in extras] + ([] if torch else [NO_TORCH])
+    dists = [d for names, _ in packages for d in names]
+    modules = [m for _, names in packages for m in names]
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER, json.dumps([dists, modules, commands])],
         capture_output=True,
@@ -81,6 +86,7 @@ HELP = [
     ["eval", "cls", "--help"],
     ["prepare-data", "scenes", "--help"],
     ["train", "--help"],
+    ["export", "onnx", "--help"],
 ]
 #: command -> the extra it must name when it is missing
 NEEDS = [
@@ -90,6 +96,7 @@ NEEDS = [
     (["prepare-data", "scenes", "--out", "never-written"], "train"),
     (["segment", "never-read.png", "--classes", "voc"], "text"),
     (["bench", "--quick"], "bench"),
+    (["export", "onnx", "--checkpoint", "x", "--out", "never-written"], "export"),
 ]
 SEGMENT = ["segment", "never-read.png", "--classes", "voc"]
 
@@ -121,3 +128,10 @@ def test_segment_needs_only_the_text_extra():
     (result,) = _run_without([e for e in ALL_EXTRAS if e != "text"], [SEGMENT])
     assert result["code"] == 1
     assert result["stderr"].strip() == "groupvit-fast: error: never-read.png: no such file or folder"
+
+
+def test_every_parser_builds_without_torch():
+    # where only the ONNX runner is deployed (onnxruntime, numpy, pillow, tokenizers), `segment --onnx`
+    # must get past the parser: no parser may import torch
+    for argv, result in zip(HELP, _run_without(ALL_EXTRAS, HELP, torch=False), strict=True):
+        assert result["code"] == 0, (argv, result["stderr"][-1500:])

@@ -125,13 +125,7 @@ def _in_room(module: str, room: str) -> bool:
 
 def room_offenders(graph: dict[str, set[str]], lower: str, upper: str) -> list[str]:
     """``module -> reached`` for every module of room ``lower`` that reaches a module of room ``upper``."""
-    return sorted(
-        f"{m} -> {t}"
-        for m in graph
-        if _in_room(m, lower)
-        for t in reachable(graph, m)
-        if _in_room(t, upper)
-    )
+    return sorted(f"{m} -> {t}" for m in graph if _in_room(m, lower) for t in reachable(graph, m) if _in_room(t, upper))
 
 
 @pytest.mark.parametrize(

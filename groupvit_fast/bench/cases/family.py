@@ -23,7 +23,7 @@ from .runner import Runner
 __all__ = ["FAMILY_MODULES", "BuildContext", "Family", "families", "family_of", "throughput_record"]
 
 #: The family modules of this package, in run and report order.
-FAMILY_MODULES = ("op", "model", "segment", "train", "eval")
+FAMILY_MODULES = ("op", "model", "segment", "train", "eval", "export")
 
 
 @dataclass(frozen=True)

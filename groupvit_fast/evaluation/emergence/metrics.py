@@ -144,7 +144,7 @@ def scene_emergence(
 ) -> dict:
     """Scores of ``model`` on the held-out scenes under ``data_root`` (see the package docstring).
 
-    ``dataset``: the preset whose layout, classes and test time apply (``evaluation.datasets.DATASETS``);
+    ``dataset``: the preset whose layout, classes and test time apply (``evaluation.presets.DATASETS``);
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the test-time settings, the preset's
     where ``None`` (the scenes preset: 64 px, the resolution the recipe trains at; the recipe's own
     checkpoint carries 448 px, which ``groupvit-fast eval emergence`` applies: ``emergence_settings``);
