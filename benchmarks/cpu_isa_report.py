@@ -140,8 +140,7 @@ def render(report: dict) -> str:
         + (" (with uncommitted changes)" if meta.get("git_dirty") else ""),
         f"- Load average at start: {', '.join(f'{x:.2f}' for x in meta['loadavg_start'])}; "
         f"run time {report['run_s']:.0f} s",
-        "- One process; the implementations of a case take turns call by call. Compare ratios within "
-        "this report only.",
+        "- One process; the implementations of a case take turns call by call. Compare ratios within this report only.",
         "",
         "| case | impl | median ms | IQR ms | min ms | reps | vs reference | rel err | load at end |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -161,7 +160,7 @@ def render(report: dict) -> str:
     lines += [
         "",
         "Implementations: `reference` the eager original formulation (the op's `reference` backend; the "
-        "model `GroupViT(attn_backend=\"explicit\", assign_backend=\"reference\")`); `cpu-<isa>` / "
+        'model `GroupViT(attn_backend="explicit", assign_backend="reference")`); `cpu-<isa>` / '
         "`ours-<isa>` the `cpu` backend (our model: SDPA attention + `cpu` assignment) on that kernel "
         "copy; `ours-bf16-autocast-<isa>` our model under `torch.autocast('cpu', torch.bfloat16)`, its "
         "error against the fp32 reference model. op train: hard + Gumbel noise, forward + backward; op "
