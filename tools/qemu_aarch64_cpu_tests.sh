@@ -10,6 +10,10 @@
 #      libraries (setup.py's flags: -O3 -fopenmp), the baseline copy of the kernels only;
 #   4. the tests run with qemu-aarch64-static -L <rootfs> <rootfs>/usr/bin/python3.11 -m pytest.
 #
+# Known limit (2026-12-07): torch 2.14.1's aarch64 wheel on the package index is a CUDA build; its
+# import needs the nvidia-*-cu13 aarch64 wheels (put them in the site folder), or use a CPU-only
+# aarch64 torch wheel. The cross-compiled extension links against it either way.
+#
 # Usage (repository root, x86 venv active, as root for apt-get):
 #   tools/qemu_aarch64_cpu_tests.sh [--minutes 60] [--out benchmarks/results/cpu-qemu-aarch64] [pytest args...]
 # Default tests: tests/ops/test_cpu_backend.py tests/ops/test_cpu_isa.py and the cpu rows of
@@ -80,7 +84,7 @@ echo "== cross-compiling groupvit_fast._C for aarch64"
 tinc="$site/torch/include"
 flags=(-std=c++20 -O3 -fPIC -fopenmp -Wall -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C
   -D_GLIBCXX_USE_CXX11_ABI=1 -I"$tree/csrc" -I"$tinc" -I"$tinc/torch/csrc/api/include"
-  -I"$rootfs/usr/include/python3.11" -I"$rootfs/usr/include/aarch64-linux-gnu/python3.11")
+  -I"$rootfs/usr/include/python3.11" -idirafter "$rootfs/usr/include")  # pyconfig.h: <aarch64-linux-gnu/...>
 objs=()
 for src in "$tree"/csrc/cpu/*.cpp "$tree"/csrc/ops.cpp; do
   obj="$work/$(basename "$src" .cpp).o"
