@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Amdahl: the modules our kernels change (assignment attention and attention) take "
         f"{100 * changed / ref_total:.1f} % of the reference's forward here; if they cost nothing, the "
         f"forward would run at most {ref_total / max(ref_total - changed, 1e-9):.2f}x the reference. The "
-        "rest (MLPs, LayerNorms, patch embedding) is the same code in both.",
+        "rest (MLPs, LayerNorms, patch embedding) is the same code in both. The modules include their "
+        "linear projections, which ours runs too, so the real bound is lower. The two columns are measured "
+        "one after the other, not interleaved: on a loaded machine compare shares within a column, not "
+        "times across columns (the MLPs, the same code in both, show how far the load swung).",
         "",
         "## By op (self CPU ms per forward, torch.profiler)",
         "",
