@@ -24,10 +24,14 @@
 namespace groupvit_fast {
 
 // "key=value;..." facts the Python side reads instead of copying them (groupvit_fast/ops/backends/native.py):
-// the CPU instruction set chosen at run time, whether CUDA kernels are built and their group limit.
+// the CPU instruction set chosen at run time and those this CPU can run ('|'-separated), whether CUDA kernels are built and their group limit.
 std::string build_info() {
   std::string info = "cpu_isa=";
   info += cpu::select_kernels().isa;
+  info += ";cpu_isas=";
+  info += cpu::available_kernels();
+  info += ";cpu_threading=";
+  info += cpu::parallel_backend();
 #ifdef WITH_CUDA
   info += ";cuda=1;cuda_max_groups=" + std::to_string(cuda::kMaxGroups);
 #else
@@ -41,6 +45,9 @@ TORCH_LIBRARY_FRAGMENT(groupvit_fast, m) {
   m.def(kBackwardSchema);
   m.def(kGumbelNoiseSchema);
   m.def("build_info() -> str", &build_info);
+  // Chooses the CPU kernel copy of every later call ("auto", "baseline", "avx2", "avx512"; see
+  // csrc/cpu/kernel_select.cpp) and returns the previous one: tests and benchmarks run every copy.
+  m.def("set_cpu_isa(str isa) -> str", [](const std::string& isa) { return std::string(cpu::set_kernels(isa.c_str())); });
 }
 
 }  // namespace groupvit_fast

@@ -21,13 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define GVF_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define GVF_HD inline __attribute__((always_inline))
-#else
-#define GVF_HD inline
-#endif
+#include "float_bits.h"  // GVF_HD and the bit casts
 
 namespace groupvit_fast {
 namespace philox {
@@ -64,25 +58,8 @@ constexpr float kLogP8 = 3.3333331174e-1f;
 constexpr float kLn2Hi = 0.693359375f;
 constexpr float kLn2Lo = -2.12194440e-4f;
 
-GVF_HD uint32_t float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
-
-GVF_HD float bits_to_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
+using float_bits::bits_to_float;
+using float_bits::float_to_bits;
 
 // High 32 bits of a * b.
 GVF_HD uint32_t mul_hi(uint32_t a, uint32_t b) {

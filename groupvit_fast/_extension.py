@@ -44,6 +44,25 @@ def _torch_base_version(version: str) -> str:
     return version.split("+")[0]
 
 
+_serial_warned = False
+
+
+def warn_if_serial(info: dict | None = None) -> None:
+    """Log once (a warning) that the ``cpu`` backend runs on one thread when setup.py built it so.
+
+    ``at::parallel_for`` is inline: with torch's OpenMP builds its threads are compiled into the
+    extension, and a compiler without OpenMP (Apple's clang without libomp) gives a one-thread
+    build (``cpu_threading: "serial"`` in ``_build_info.json``; docs/cpu_backend.md, "Building")."""
+    global _serial_warned
+    info = build_info() if info is None else info
+    if info.get("cpu_threading") == "serial" and not _serial_warned:
+        _serial_warned = True
+        logger.warning(
+            "groupvit_fast: the cpu backend was built without OpenMP and runs on ONE thread; rebuild with "
+            "a compiler that has OpenMP (GCC, or clang with libomp) for threads"
+        )
+
+
 @cache
 def _load():
     """``(module or None, Availability)``, decided once per process."""
@@ -63,6 +82,7 @@ def _load():
         module = importlib.import_module("groupvit_fast._C")
     except (ImportError, OSError) as err:
         return None, Availability("broken", f"groupvit_fast._C failed to load ({err}); {_REBUILD}")
+    warn_if_serial(info)
     return module, USABLE
 
 

@@ -186,6 +186,18 @@ at::Tensor gumbel_noise_cpu(const at::Tensor& like, at::IntArrayRef shape, int64
 
 }  // namespace
 
+// at::parallel_for is inline: with torch's OpenMP builds its threads are this file's
+// `#pragma omp parallel`, which exists only when we are compiled with OpenMP too (setup.py).
+const char* cpu::parallel_backend() {
+#if AT_PARALLEL_NATIVE
+  return "native";
+#elif defined(_OPENMP)
+  return "openmp";
+#else
+  return "serial";
+#endif
+}
+
 TORCH_LIBRARY_IMPL(groupvit_fast, CPU, m) {
   m.impl("assign_attention_forward_native", &assign_attention_forward_cpu);
   m.impl("assign_attention_backward_native", &assign_attention_backward_cpu);

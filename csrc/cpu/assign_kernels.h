@@ -1,9 +1,9 @@
 // Torch-free interface of the CPU assignment-attention kernels (csrc/cpu/assign_kernels_impl.h).
 //
-// The kernels are compiled twice, for the x86-64 baseline and for AVX2+FMA, each copy in its own
-// namespace (assign_kernels_baseline.cpp, assign_kernels_avx2.cpp); `select_kernels()` picks one
-// at run time, as ATen's DispatchStub does. They see only raw pointers, element strides and plain
-// structs (no torch headers), so the two copies share no inline code that could be compiled for
+// The kernels are compiled once per instruction set, each copy in its own namespace
+// (assign_kernels_{baseline,avx2,avx512}.cpp; only the baseline on non-x86 targets);
+// `select_kernels()` picks one at run time, as ATen's DispatchStub does. They see only raw pointers, element strides and plain
+// structs (no torch headers), so the copies share no inline code that could be compiled for
 // the wrong instruction set. The torch glue (checks, allocation, at::parallel_for, the GEMM
 // callback) is csrc/cpu/assign_attention_cpu.cpp.
 //
@@ -76,9 +76,21 @@ struct KernelTable {
 const KernelTable& kernels_baseline();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx512();
 #endif
-// AVX2+FMA when the CPU has it (and GROUPVIT_FAST_CPU_ISA is not "baseline"), else the baseline.
+
+// The run-time choice (kernel_select.cpp), as ATen's DispatchStub makes it: the best copy this
+// CPU runs (avx512, then avx2, then baseline), unless GROUPVIT_FAST_CPU_ISA or set_kernels()
+// names another. Raises (ValueError) for a name that is unknown or that this CPU cannot run.
 const KernelTable& select_kernels();
+// Makes the copy named `isa` ("auto", "baseline", "avx2", "avx512") the choice of every later
+// call, for tests and benchmarks; returns the name of the copy chosen before.
+const char* set_kernels(const char* isa);
+// How the glue's at::parallel_for threads (assign_attention_cpu.cpp): "openmp", "native" (torch's
+// own pool), or "serial" when torch threads with OpenMP but the glue was compiled without it.
+const char* parallel_backend();
+// The copies this build and CPU can run, best first, joined by '|' (e.g. "avx2|baseline").
+const char* available_kernels();
 
 }  // namespace cpu
 }  // namespace groupvit_fast

@@ -20,7 +20,8 @@
 #endif
 
 #define GVF_ISA avx2
-#define GVF_AVX2 1
+#define GVF_AVX2 1       // the noise in AVX2 intrinsics (gumbel_noise_cpu.h)
+#define GVF_GEMM_AVX2 1  // the GEMM tiles in our own micro-kernels (gemm_avx2.h)
 #define GVF_ISA_NAME "avx2"
 #include "assign_kernels_impl.h"
 

@@ -33,6 +33,7 @@
 #endif
 
 #include "assign_kernels.h"
+#include "float_bits.h"
 #include "philox_gumbel.h"
 
 // The selects below (x < c ? a : b on floats) only become vector blends when the compiler may
@@ -55,45 +56,14 @@ constexpr float kNaN = __builtin_nanf("");
 GVF_INLINE int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 GVF_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-using philox::bits_to_float;  // memcpy bit casts (philox_gumbel.h)
-using philox::float_to_bits;
+using float_bits::bits_to_float;  // memcpy bit casts (float_bits.h)
+using float_bits::float_to_bits;
 
-// --------------------------------------------------------------------------------------------
 // dtype conversion (IEEE half and bfloat16 as raw uint16), branch-free so the loops vectorise.
-// Half: the FP16 library's algorithm (the one c10::Half uses); bfloat16: round to nearest even,
-// NaN kept NaN (c10::BFloat16 semantics).
-// --------------------------------------------------------------------------------------------
-
-GVF_INLINE float half_to_float(uint16_t h) {
-  const uint32_t w = static_cast<uint32_t>(h) << 16;
-  const uint32_t sign = w & 0x80000000u;
-  const uint32_t two_w = w + w;
-  const float normalized = bits_to_float((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
-  const float denormalized = bits_to_float((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t magnitude = two_w < (1u << 27) ? float_to_bits(denormalized) : float_to_bits(normalized);
-  return bits_to_float(sign | magnitude);
-}
-
-GVF_INLINE uint16_t float_to_half(float f) {
-  float base = (std::fabs(f) * 0x1.0p+112f) * 0x1.0p-110f;
-  const uint32_t w = float_to_bits(f);
-  const uint32_t shl1_w = w + w;
-  const uint32_t sign = w & 0x80000000u;
-  uint32_t bias = shl1_w & 0xFF000000u;
-  bias = bias < 0x71000000u ? 0x71000000u : bias;
-  base = bits_to_float((bias >> 1) + 0x07800000u) + base;
-  const uint32_t bits = float_to_bits(base);
-  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
-  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
-}
-
-GVF_INLINE float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
-
-GVF_INLINE uint16_t float_to_bf16(float f) {
-  const uint32_t u = float_to_bits(f);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
-}
+using float_bits::bf16_to_float;
+using float_bits::float_to_bf16;
+using float_bits::float_to_half;
+using float_bits::half_to_float;
 
 GVF_INLINE int64_t elem_size(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
 
@@ -185,144 +155,10 @@ GVF_INLINE float exp_nonpos(float x) {
 }
 
 // --------------------------------------------------------------------------------------------
-// Gumbel noise (philox_gumbel.h): the scalar form there, and below its run over many counters.
+// Gumbel noise: gumbel_run(dst, len, seed, first), per instruction set (gumbel_noise_cpu.h).
 // --------------------------------------------------------------------------------------------
 
-#if defined(GVF_AVX2)
-// AVX2 has no 32x32 -> high 32 multiply: even and odd lanes go through vpmuludq separately and
-// their halves are blended back. Four independent 8-lane groups per step hide the latency; the
-// uniform -> Gumbel transform is the same algorithm as philox::gumbel_from_bits, in intrinsics (the
-// auto-vectorised form of the clamps and selects compiles to several times more instructions).
-GVF_INLINE void mul_hi_lo(__m256i a, __m256i m, __m256i* hi, __m256i* lo) {
-  const __m256i even = _mm256_mul_epu32(a, m);                        // 64-bit products, lanes 0,2,4,6
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);  // lanes 1,3,5,7
-  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
-// philox::log_pos on 8 lanes (same steps and constants).
-GVF_INLINE __m256 log_pos8(__m256 x) {
-  const __m256i ix = _mm256_castps_si256(x);
-  __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(ix, 23), _mm256_set1_epi32(126));  // x > 0: no sign bit
-  __m256 m = _mm256_castsi256_ps(
-      _mm256_or_si256(_mm256_and_si256(ix, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F000000)));
-  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(philox::kSqrtHalf), _CMP_LT_OQ);
-  e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(small), _mm256_set1_epi32(1)));
-  m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
-  const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(philox::kLogP0);
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP1));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP2));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP3));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP4));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP5));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP6));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP7));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(philox::kLogP8));
-  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-  const __m256 fe = _mm256_cvtepi32_ps(e);
-  y = _mm256_fmadd_ps(_mm256_set1_ps(philox::kLn2Lo), fe, y);
-  y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
-  return _mm256_fmadd_ps(_mm256_set1_ps(philox::kLn2Hi), fe, _mm256_add_ps(m, y));
-}
-
-GVF_INLINE __m256 gumbel8(__m256i x) {
-  const __m256i xi = _mm256_xor_si256(x, _mm256_srai_epi32(x, 31));  // ~x when negative
-  __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(xi), _mm256_set1_ps(philox::kUniformScale));
-  u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(philox::kUniformMin)), _mm256_set1_ps(philox::kUniformMax));
-  const __m256 w = _mm256_sub_ps(_mm256_setzero_ps(), log_pos8(u));
-  return _mm256_sub_ps(_mm256_setzero_ps(), log_pos8(w));
-}
-
-// dst[j] = noise of counter first + j (j < len)
-void gumbel_run(float* dst, int64_t len, uint64_t seed, uint64_t first) {
-  constexpr int kGroups = 4;
-  const __m256i mul_a = _mm256_set1_epi32(static_cast<int32_t>(philox::kMulA));
-  const __m256i mul_b = _mm256_set1_epi32(static_cast<int32_t>(philox::kMulB));
-  __m256i key0[philox::kRounds], key1[philox::kRounds];
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int round = 0; round < philox::kRounds; ++round) {
-    key0[round] = _mm256_set1_epi32(static_cast<int32_t>(k0));
-    key1[round] = _mm256_set1_epi32(static_cast<int32_t>(k1));
-    k0 += philox::kKeyStep0;
-    k1 += philox::kKeyStep1;
-  }
-  alignas(32) uint32_t lo[8 * kGroups], hi[8 * kGroups];
-  alignas(32) float out[8 * kGroups];
-  for (int64_t j0 = 0; j0 < len; j0 += 8 * kGroups) {
-    for (int64_t l = 0; l < 8 * kGroups; ++l) {
-      const uint64_t c = first + static_cast<uint64_t>(j0 + l);
-      lo[l] = static_cast<uint32_t>(c);
-      hi[l] = static_cast<uint32_t>(c >> 32);
-    }
-    __m256i c0[kGroups], c1[kGroups], c2[kGroups], c3[kGroups];
-    for (int v = 0; v < kGroups; ++v) {
-      c0[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo + 8 * v));
-      c1[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi + 8 * v));
-      c2[v] = _mm256_setzero_si256();
-      c3[v] = _mm256_setzero_si256();
-    }
-#pragma GCC unroll 10
-    for (int round = 0; round < philox::kRounds; ++round) {  // philox::philox_round, 8 lanes x 4
-      for (int v = 0; v < kGroups; ++v) {
-        __m256i b_hi, b_lo, a_hi, a_lo;
-        mul_hi_lo(c2[v], mul_b, &b_hi, &b_lo);
-        mul_hi_lo(c0[v], mul_a, &a_hi, &a_lo);
-        c0[v] = _mm256_xor_si256(_mm256_xor_si256(b_hi, c1[v]), key0[round]);
-        c2[v] = _mm256_xor_si256(_mm256_xor_si256(a_hi, c3[v]), key1[round]);
-        c1[v] = b_lo;
-        c3[v] = a_lo;
-      }
-    }
-    const int64_t count = min64(8 * kGroups, len - j0);
-    float* dst_j = dst + j0;
-    if (count == 8 * kGroups) {
-      for (int v = 0; v < kGroups; ++v) _mm256_storeu_ps(dst_j + 8 * v, gumbel8(c0[v]));
-    } else {
-      for (int v = 0; v < kGroups; ++v) _mm256_store_ps(out + 8 * v, gumbel8(c0[v]));
-      for (int64_t l = 0; l < count; ++l) dst_j[l] = out[l];
-    }
-  }
-}
-#else
-// bits[l] = first output word of Philox4x32-10 with key (seed lo, seed hi) and counter
-// (c lo, c hi, 0, 0), c = first + l, for l < count (a multiple of 16): Triton's tl.randint.
-void philox_block(uint32_t* bits, int64_t count, uint64_t seed, uint64_t first) {
-  constexpr int64_t kLanes = 16;  // the lanes advance through the rounds together: vectorisable
-  for (int64_t j0 = 0; j0 < count; j0 += kLanes) {
-    uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-#pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const uint64_t counter = first + static_cast<uint64_t>(j0 + l);
-      c0[l] = static_cast<uint32_t>(counter);
-      c1[l] = static_cast<uint32_t>(counter >> 32);
-      c2[l] = 0;
-      c3[l] = 0;
-    }
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int round = 0; round < philox::kRounds; ++round) {
-#pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) philox::philox_round(c0[l], c1[l], c2[l], c3[l], k0, k1);
-      k0 += philox::kKeyStep0;
-      k1 += philox::kKeyStep1;
-    }
-    for (int64_t l = 0; l < kLanes; ++l) bits[j0 + l] = c0[l];
-  }
-}
-
-// dst[j] = noise of counter first + j (j < len)
-void gumbel_run(float* dst, int64_t len, uint64_t seed, uint64_t first) {
-  constexpr int64_t kBlock = 256;
-  alignas(64) uint32_t bits[kBlock];
-  for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
-    const int64_t count = min64(kBlock, len - j0);
-    philox_block(bits, round_up(count, 16), seed, first + static_cast<uint64_t>(j0));
-    float* out = dst + j0;
-#pragma omp simd
-    for (int64_t l = 0; l < count; ++l) out[l] = philox::gumbel_from_bits(bits[l]);
-  }
-}
-#endif
+#include "gumbel_noise_cpu.h"
 
 // --------------------------------------------------------------------------------------------
 // Column operations on a [G, ldz] logits tile (tokens contiguous: the loops vectorise over n).
@@ -412,14 +248,16 @@ struct Carver {
 };
 
 // --------------------------------------------------------------------------------------------
-// GEMM tiles: our own AVX2 micro-kernels (gemm_avx2.h), else ATen's BLAS through the callback.
+// GEMM tiles: our own AVX2 micro-kernels (gemm_avx2.h) in the AVX2 copy (GVF_GEMM_AVX2), else
+// ATen's BLAS through the callback, as PyTorch's CPU flash attention routes every tile through
+// cpublas: MKL / oneDNN pick AVX-512 or AMX on x86 and the ARM BLAS on aarch64 for us.
 // --------------------------------------------------------------------------------------------
 
-#if defined(GVF_AVX2)
+#if defined(GVF_GEMM_AVX2)
 #include "gemm_avx2.h"
 #endif
 
-// The GEMM context of an item: the BLAS callback (baseline copy) or a packing panel (AVX2 copy).
+// The GEMM context of an item: the BLAS callback, or a packing panel (own AVX2 tiles).
 struct Mm {
   GemmFn gemm;
   float* panel;  // panel_floats(p) floats, 64-byte aligned
@@ -435,7 +273,7 @@ GVF_INLINE int64_t panel_floats(const Params& p) {
 // C[m, n] = alpha * sum_k A[m, k] B[n, k] (A, B rows contiguous in k)
 GVF_INLINE void mm_nt(const Mm& mm, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                       const float* B, int64_t ldb, float* C, int64_t ldc) {
-#if defined(GVF_AVX2)
+#if defined(GVF_GEMM_AVX2)
   gemm_avx2::gemm_nt(M, N, K, alpha, A, lda, B, ldb, C, ldc, mm.panel);
 #else
   mm.gemm(M, N, K, alpha, A, lda, false, B, ldb, true, 0.0f, C, ldc);
@@ -445,7 +283,7 @@ GVF_INLINE void mm_nt(const Mm& mm, int64_t M, int64_t N, int64_t K, float alpha
 // C[m, :] = alpha * sum_k A[m * sam + k * sak] B[k, :]; one of sam, sak is 1.
 GVF_INLINE void mm_nn(const Mm& mm, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t sam,
                       int64_t sak, const float* B, int64_t ldb, float* C, int64_t ldc) {
-#if defined(GVF_AVX2)
+#if defined(GVF_GEMM_AVX2)
   gemm_avx2::gemm_nn(M, N, K, alpha, A, sam, sak, B, ldb, C, ldc, mm.panel);
 #else
   if (sak == 1) {

@@ -24,6 +24,8 @@
 #include <memory>
 #include <vector>
 
+#include "../../float_bits.h"
+
 // ---- runtime API ------------------------------------------------------------------------------
 
 using cudaError_t = int;
@@ -228,16 +230,8 @@ inline float __expf(float x) { return std::exp(x); }
 inline uint32_t __umulhi(uint32_t a, uint32_t b) {
   return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
 }
-inline uint32_t __float_as_uint(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return u;
-}
-inline float __uint_as_float(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
+inline uint32_t __float_as_uint(float x) { return groupvit_fast::float_bits::float_to_bits(x); }
+inline float __uint_as_float(uint32_t u) { return groupvit_fast::float_bits::bits_to_float(u); }
 inline float __int_as_float(int i) { return __uint_as_float(static_cast<uint32_t>(i)); }
 
 // ---- half and bfloat16 (round to nearest even, as __float2half_rn / __float2bfloat16_rn) ---------
@@ -249,33 +243,8 @@ struct __nv_bfloat16 {
   uint16_t bits;
 };
 
-inline float __half2float(__half h) {
-  const uint32_t w = static_cast<uint32_t>(h.bits) << 16;
-  const uint32_t sign = w & 0x80000000u;
-  const uint32_t two_w = w + w;
-  const float normalized = __uint_as_float((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
-  const float denormalized = __uint_as_float((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t magnitude = two_w < (1u << 27) ? __float_as_uint(denormalized) : __float_as_uint(normalized);
-  return __uint_as_float(sign | magnitude);
-}
-
-inline __half __float2half_rn(float f) {
-  float base = (std::fabs(f) * 0x1.0p+112f) * 0x1.0p-110f;
-  const uint32_t w = __float_as_uint(f);
-  const uint32_t shl1_w = w + w;
-  const uint32_t sign = w & 0x80000000u;
-  uint32_t bias = shl1_w & 0xFF000000u;
-  if (bias < 0x71000000u) bias = 0x71000000u;
-  base = __uint_as_float((bias >> 1) + 0x07800000u) + base;
-  const uint32_t bits = __float_as_uint(base);
-  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
-  return __half{static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign))};
-}
-
-inline float __bfloat162float(__nv_bfloat16 b) { return __uint_as_float(static_cast<uint32_t>(b.bits) << 16); }
-
-inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if (f != f) return __nv_bfloat16{0x7FC0u};
-  return __nv_bfloat16{static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16)};
-}
+// The conversions themselves are the CPU kernels' (float_bits.h): one implementation, two users.
+inline float __half2float(__half h) { return groupvit_fast::float_bits::half_to_float(h.bits); }
+inline __half __float2half_rn(float f) { return __half{groupvit_fast::float_bits::float_to_half(f)}; }
+inline float __bfloat162float(__nv_bfloat16 b) { return groupvit_fast::float_bits::bf16_to_float(b.bits); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{groupvit_fast::float_bits::float_to_bf16(f)}; }

@@ -24,6 +24,9 @@ What each guarantees (csrc/cpu/assign_kernels_impl.h, csrc/cuda/assign_attention
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ... import _extension
@@ -148,6 +151,28 @@ def extension_facts() -> dict[str, str]:
         return {}
     text = native_ops().build_info()
     return dict(item.split("=", 1) for item in text.split(";") if "=" in item)
+
+
+def cpu_isas() -> list[str]:
+    """The CPU kernel copies this build and CPU can run, best first (e.g. ``["avx2", "baseline"]``)."""
+    return extension_facts().get("cpu_isas", "").split("|") if _extension.load_extension() is not None else []
+
+
+def set_cpu_isa(isa: str) -> str:
+    """Make the CPU kernel copy ``isa`` (``"auto"``, ``"baseline"``, ``"avx2"``, ``"avx512"``) the one
+    every later ``cpu`` call runs; return the name of the copy chosen before. Raises ``ValueError``
+    for a name that is unknown or that this CPU cannot run."""
+    return native_ops().set_cpu_isa(isa)
+
+
+@contextlib.contextmanager
+def use_cpu_isa(isa: str) -> Iterator[str]:
+    """Run the block on the CPU kernel copy ``isa`` (see :func:`set_cpu_isa`); yields its name."""
+    before = set_cpu_isa(isa)
+    try:
+        yield extension_facts()["cpu_isa"]
+    finally:
+        set_cpu_isa(before)
 
 
 class CudaBackend(_NativeBackend):
