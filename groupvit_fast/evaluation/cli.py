@@ -220,6 +220,26 @@ def _cmd_prepare(args) -> int:
                 f"wrote {args.train_length} training scenes in {args.shards} shards under {folders['train']} and "
                 f"{args.eval_count} held-out scenes with masks under {folders['eval']}"
             )
+        elif args.dataset == "shapes":
+            from ..datasets.shapes import ShapeSpec, write_shapes
+
+            spec = ShapeSpec(
+                args.min_size, args.max_size, args.min_objects, args.max_objects, args.min_radius, args.max_radius
+            )
+            folders = write_shapes(
+                args.out,
+                train_length=args.train_length,
+                num_shards=args.shards,
+                eval_count=args.eval_count,
+                seed=args.seed,
+                spec=spec,
+                # held-out objects keep the default radii whatever the training ones
+                eval_spec=ShapeSpec(args.eval_size, args.eval_size, args.min_objects, args.max_objects),
+            )
+            print(
+                f"wrote {args.train_length} training scenes of shapes in {args.shards} shards under {folders['train']} "
+                f"and {args.eval_count} held-out scenes with masks under {folders['eval']}"
+            )
         elif args.dataset == "context":
             counts = convert_context(args.devkit, args.json, progress=not args.quiet)
             print(f"wrote PASCAL Context labels: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
@@ -234,9 +254,9 @@ def _cmd_prepare(args) -> int:
 def add_prepare_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
-    """Register ``prepare-data context``, ``prepare-data coco-object`` and ``prepare-data scenes``."""
+    """Register ``prepare-data context``, ``coco-object``, ``scenes`` and ``shapes``."""
     prep = subparsers.add_parser(
-        "prepare-data", help="build PASCAL Context / COCO-Object label maps, or generate the scenes dataset"
+        "prepare-data", help="build PASCAL Context / COCO-Object label maps, or generate the scenes or shapes dataset"
     )
     sub = prep.add_subparsers(dest="dataset", required=True)
     scenes = sub.add_parser(
@@ -255,6 +275,33 @@ def add_prepare_parser(
     scenes.add_argument("--max-size", type=positive_int, default=128, help="largest image side (default: %(default)s)")
     scenes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
     scenes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
+    shapes = sub.add_parser(
+        "shapes",
+        help="generated shapes in shared colours: training shards (captions + nouns) and a held-out "
+        "split with label masks (docs/training.md)",
+    )
+    shapes.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
+    shapes.add_argument(
+        "--train-length", type=positive_int, default=16384, help="training scenes (default: %(default)s)"
+    )
+    shapes.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
+    shapes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: %(default)s)")
+    shapes.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    shapes.add_argument(
+        "--min-size", type=positive_int, default=64, help="smallest training side (default: %(default)s)"
+    )
+    shapes.add_argument(
+        "--max-size", type=positive_int, default=128, help="largest training side (default: %(default)s)"
+    )
+    shapes.add_argument("--eval-size", type=positive_int, default=128, help="held-out side (default: %(default)s)")
+    shapes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
+    shapes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
+    shapes.add_argument(
+        "--min-radius", type=float, default=0.12, help="training objects' radius / side (default: %(default)s)"
+    )
+    shapes.add_argument(
+        "--max-radius", type=float, default=0.25, help="training objects' radius / side (default: %(default)s)"
+    )
     ctx = sub.add_parser("context", help="SegmentationClassContext from Detail's trainval_merged.json")
     ctx.add_argument("--devkit", required=True, help="the VOCdevkit folder (holding VOC2010)")
     ctx.add_argument("--json", required=True, help="trainval_merged.json")
@@ -262,7 +309,7 @@ def add_prepare_parser(
     coco.add_argument("--stuff-dir", required=True, help="stuffthingmaps_trainval2017/val2017")
     coco.add_argument("--out-root", required=True, help="the COCO-Object root (gets annotations/<split>2017)")
     coco.add_argument("--split", default="val", help="default: %(default)s")
-    for p in (ctx, coco, scenes):
+    for p in (ctx, coco, scenes, shapes):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_prepare)
     return prep

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..datasets.scenes import SCENE_CLASSES
+from ..datasets.shapes import SHAPE_CLASSES
 from ..segmentation.classes import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES
 from ..segmentation.inference import preprocess_image
 from ..segmentation.io import load_image, load_label_mask
-from ..datasets.scenes import SCENE_CLASSES
 from .data_files import read_names
 
 __all__ = ["DatasetPreset", "DATASETS", "Sample", "get_preset", "find_samples", "check_sizes", "SegmentationSamples"]
@@ -58,6 +59,10 @@ DATASETS: dict[str, DatasetPreset] = {
     # the held-out split of `prepare-data scenes` (docs/training.md, "Scenes: segmentation from captions"):
     # images of 64-128 px seen at the 64 px the recipe trains at, one 64 px window per square image
     "scenes": DatasetPreset("scenes", SCENE_CLASSES, 0.5, short_side=64, max_long_side=128, crop=64, stride=32),
+    # the held-out split of `prepare-data shapes` (docs/training.md, "Shapes: grouping where colour does not
+    # name the class") at the faithful miniature of NVlabs' protocol for a model trained at 64 px: twice
+    # the training resolution (a 128 px short side), 128 px windows at stride 64 (a square image is one window)
+    "shapes": DatasetPreset("shapes", SHAPE_CLASSES, 0.5, short_side=128, max_long_side=256, crop=128, stride=64),
 }
 
 
@@ -159,7 +164,7 @@ def find_samples(dataset: str, data_root: str, split: str = "val") -> list[Sampl
         samples = _pairs_from_folder(
             os.path.join(base, "images", folder), os.path.join(base, "annotations", folder), ".jpg", ".png"
         )
-    elif preset.name == "scenes":  # <root>/{images,masks}/<stem>.png, or the --out folder of prepare-data scenes
+    elif preset.name in ("scenes", "shapes"):  # <root>/{images,masks}/<stem>.png, or prepare-data's --out folder
         base = _descend(root, "eval" if split == "val" else split)
         samples = _pairs_from_folder(os.path.join(base, "images"), os.path.join(base, "masks"), ".png", ".png")
     else:  # cityscapes: leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png

@@ -50,8 +50,7 @@ from ..segmentation.classes import ClassSet
 from ..segmentation.inference import GroupViTSegmenter, image_class_probs, preprocess_image
 from ..segmentation.io import load_image, load_label_mask
 from ..segmentation.metrics import ConfusionMatrix
-from ..datasets.scenes import SCENE_CLASSES
-from .datasets import find_samples
+from .datasets import find_samples, get_preset
 
 __all__ = ["scene_emergence", "group_usage", "chained_group_ids", "oracle_groupings", "emergence_figure"]
 
@@ -141,6 +140,7 @@ def scene_emergence(
     model: nn.Module,
     data_root: str,
     *,
+    dataset: str = "scenes",
     short_side: int = 64,
     crop_size: int = 64,
     stride: int = 32,
@@ -152,16 +152,18 @@ def scene_emergence(
 ) -> dict:
     """Scores of ``model`` on the held-out scenes under ``data_root`` (see the module docstring).
 
+    ``dataset``: ``'scenes'`` or ``'shapes'`` (its preset's classes and layout);
     ``short_side`` / ``crop_size`` / ``stride`` / ``bg_thresh``: the recipe's test-time settings;
     ``max_images``: the first N only; ``assignment`` and ``topk`` as in ``GroupViTSegmenter``.
     Returns ``{'mIoU', 'no_grouping_mIoU', 'window_no_grouping_mIoU', 'window_classifier_mIoU',
     'all_background_mIoU', 'per_class', 'groups', 'image_top1_present', 'oracle_grouping_mIoU',
     'patch_grid_mIoU', 'num_images', 'seconds', 'settings'}``.
     """
-    samples = find_samples("scenes", data_root)
+    names = get_preset(dataset).class_names
+    samples = find_samples(dataset, data_root)
     if max_images is not None:
         samples = samples[:max_images]
-    classes = ClassSet(SCENE_CLASSES, bg_thresh)
+    classes = ClassSet(names, bg_thresh)
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -180,7 +182,7 @@ def scene_emergence(
             topk=topk,
         )
         text = segmenter.text_embedding()  # [6, C]
-        k = len(SCENE_CLASSES)
+        k = len(names)
         ours, no_group, window_no_group, window_alone, all_bg, grid = (ConfusionMatrix(k) for _ in range(6))
         oracle: list[ConfusionMatrix] = []
         usage: list[list[torch.Tensor]] = []
@@ -223,7 +225,7 @@ def scene_emergence(
         available = [attn["soft"].shape[2] for attn in outs["attn_dicts"] if attn is not None] if usage else []
     finally:
         model.train(was_training)
-    per_class = {name: _pct(v) for name, v in zip(SCENE_CLASSES, ours.iou(), strict=True)}
+    per_class = {name: _pct(v) for name, v in zip(names, ours.iou(), strict=True)}
     return {
         "mIoU": _pct(ours.miou()),
         "no_grouping_mIoU": _pct(no_group.miou()),
@@ -248,6 +250,7 @@ def scene_emergence(
             "assignment": assignment,
             "topk": topk,
             "data_root": os.fspath(data_root),
+            "dataset": dataset,
         },
     }
 
@@ -269,6 +272,7 @@ def emergence_figure(
     data_root: str,
     path: str,
     *,
+    dataset: str = "scenes",
     count: int = 6,
     cell: int = 96,
     short_side: int = 64,
@@ -284,15 +288,15 @@ def emergence_figure(
 
     from ..segmentation.io import label_palette
 
-    samples = find_samples("scenes", data_root)[:count]
-    names = list(SCENE_CLASSES)
+    samples = find_samples(dataset, data_root)[:count]
+    names = list(get_preset(dataset).class_names)
     labels_rgb = label_palette(names)
     was_training = model.training
     model.eval()
     try:
         segmenter = GroupViTSegmenter(
             model,
-            ClassSet(SCENE_CLASSES, bg_thresh),
+            ClassSet(names, bg_thresh),
             bg_thresh=bg_thresh,
             crop_size=crop_size,
             stride=stride,
@@ -351,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m groupvit_fast.evaluation.emergence")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True, help="held-out scenes (prepare-data scenes' --out or its eval/)")
+    parser.add_argument("--dataset", default="scenes", choices=("scenes", "shapes"), help="default: %(default)s")
     parser.add_argument("--out", required=True)
     parser.add_argument("--bg-thresh", type=float)
     for flag in ("--short-side", "--crop-size", "--stride"):
@@ -376,13 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": args.checkpoint,
         "step": ckpt.meta.get("step"),
         "test_time": tt,
-        "trained": scene_emergence(ckpt.model, args.data, max_images=args.max_images, **tt),
-        "untrained": scene_emergence(untrained, args.data, max_images=args.max_images, **tt),
+        "trained": scene_emergence(ckpt.model, args.data, dataset=args.dataset, max_images=args.max_images, **tt),
+        "untrained": scene_emergence(untrained, args.data, dataset=args.dataset, max_images=args.max_images, **tt),
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "emergence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
-    emergence_figure(ckpt.model, args.data, os.path.join(args.out, "emergence.png"), count=args.figure_count, **tt)
+    figure = os.path.join(args.out, "emergence.png")
+    emergence_figure(ckpt.model, args.data, figure, dataset=args.dataset, count=args.figure_count, **tt)
     t, u = report["trained"], report["untrained"]
     print(
         f"mIoU trained {t['mIoU']:.1f}, untrained {u['mIoU']:.1f}, no grouping {t['no_grouping_mIoU']:.1f}, "
