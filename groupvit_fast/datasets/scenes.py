@@ -36,7 +36,6 @@ split, drawn from another random stream than the training shards).
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -44,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .canvas import BACKGROUND_MAX_SATURATION, muted_background, place_object, regular_polygon, rgb
-from .writers import check_counts, write_eval, write_shards
+from .writers import write_eval, write_shards, write_splits
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
@@ -263,14 +262,14 @@ def write_scenes(
     ``eval_spec`` (default: ``spec``) sets the held-out scenes' sizes and object counts.
     Returns ``{'train': folder, 'eval': folder}``.
     """
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"{out}: exists and is not a folder")
-    spec.check()
-    (eval_spec or spec).check()
-    check_counts(train_length, num_shards)
-    if eval_count <= 0:
-        raise ValueError(f"the held-out split needs at least one scene, got {eval_count}")
-    train_dir, eval_dir = os.path.join(out, "train"), os.path.join(out, "eval")
-    write_scene_shards(train_dir, num_shards, train_length, seed=seed, spec=spec)
-    write_scene_eval(eval_dir, eval_count, seed=seed, spec=eval_spec or spec)
-    return {"train": train_dir, "eval": eval_dir}
+    return write_splits(
+        out,
+        write_scene_shards,
+        write_scene_eval,
+        spec,
+        eval_spec or spec,
+        train_length=train_length,
+        num_shards=num_shards,
+        eval_count=eval_count,
+        seed=seed,
+    )

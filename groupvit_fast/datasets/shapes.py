@@ -36,7 +36,6 @@ next to a cross". The nouns (the multi-label prompts' classes) are the shape wor
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,7 +44,7 @@ import numpy as np
 
 from .canvas import muted_background, place_object, regular_polygon, rgb
 from .scenes import SceneSpec, listing_caption, with_article
-from .writers import check_counts, write_eval, write_shards
+from .writers import write_eval, write_shards, write_splits
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
@@ -268,14 +267,14 @@ def write_shapes(
 ) -> dict[str, str]:
     """Both splits under ``out``: ``out/train`` (shards of ``spec``) and ``out/eval`` (``eval_spec``:
     by default 128 px squares). Returns ``{'train': folder, 'eval': folder}``."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"{out}: exists and is not a folder")
-    spec.check()
-    eval_spec.check()
-    check_counts(train_length, num_shards)
-    if eval_count <= 0:
-        raise ValueError(f"the held-out split needs at least one scene, got {eval_count}")
-    train_dir, eval_dir = os.path.join(out, "train"), os.path.join(out, "eval")
-    write_shape_shards(train_dir, num_shards, train_length, seed=seed, spec=spec)
-    write_shape_eval(eval_dir, eval_count, seed=seed, spec=eval_spec)
-    return {"train": train_dir, "eval": eval_dir}
+    return write_splits(
+        out,
+        write_shape_shards,
+        write_shape_eval,
+        spec,
+        eval_spec,
+        train_length=train_length,
+        num_shards=num_shards,
+        eval_count=eval_count,
+        seed=seed,
+    )

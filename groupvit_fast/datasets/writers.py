@@ -24,7 +24,7 @@ from .._extras import require_extra
 from ..common.files import atomic_write
 from .canvas import png_bytes
 
-__all__ = ["check_counts", "stream", "write_shards", "write_eval"]
+__all__ = ["check_counts", "stream", "write_shards", "write_eval", "write_splits"]
 
 
 def stream(name: str, split: str, seed: int, index: int) -> random.Random:
@@ -110,3 +110,31 @@ def write_eval(
 
     atomic_write(os.path.join(folder, "captions.jsonl"), write)
     return stems
+
+
+def write_splits(
+    out: str,
+    write_train: Callable[..., Any],
+    write_held_out: Callable[..., Any],
+    spec: Any,
+    eval_spec: Any,
+    *,
+    train_length: int,
+    num_shards: int,
+    eval_count: int,
+    seed: int,
+) -> dict[str, str]:
+    """Both splits under ``out``, every argument checked before anything is written:
+    ``write_train(out/train, num_shards, train_length, seed=, spec=)`` and
+    ``write_held_out(out/eval, eval_count, seed=, spec=eval_spec)``. Returns ``{'train', 'eval'}`` folders."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: exists and is not a folder")
+    spec.check()
+    eval_spec.check()
+    check_counts(train_length, num_shards)
+    if eval_count <= 0:
+        raise ValueError(f"the held-out split needs at least one scene, got {eval_count}")
+    train_dir, eval_dir = os.path.join(out, "train"), os.path.join(out, "eval")
+    write_train(train_dir, num_shards, train_length, seed=seed, spec=spec)
+    write_held_out(eval_dir, eval_count, seed=seed, spec=eval_spec)
+    return {"train": train_dir, "eval": eval_dir}

@@ -251,6 +251,19 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _generated_arguments(p: argparse.ArgumentParser, side: str) -> None:
+    """The arguments ``prepare-data scenes`` and ``prepare-data shapes`` share (their sizes are ``side``)."""
+    p.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
+    p.add_argument("--train-length", type=positive_int, default=16384, help="training scenes (default: %(default)s)")
+    p.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
+    p.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--min-size", type=positive_int, default=64, help=f"smallest {side} (default: %(default)s)")
+    p.add_argument("--max-size", type=positive_int, default=128, help=f"largest {side} (default: %(default)s)")
+    p.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
+    p.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
+
+
 def add_prepare_parser(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
@@ -264,38 +277,14 @@ def add_prepare_parser(
         help="generated scenes: training shards (captions + nouns) and a held-out "
         "split with label masks (docs/training.md)",
     )
-    scenes.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
-    scenes.add_argument(
-        "--train-length", type=positive_int, default=16384, help="training scenes (default: %(default)s)"
-    )
-    scenes.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
-    scenes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: %(default)s)")
-    scenes.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    scenes.add_argument("--min-size", type=positive_int, default=64, help="smallest image side (default: %(default)s)")
-    scenes.add_argument("--max-size", type=positive_int, default=128, help="largest image side (default: %(default)s)")
-    scenes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
-    scenes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
+    _generated_arguments(scenes, "image side")
     shapes = sub.add_parser(
         "shapes",
         help="generated shapes in shared colours: training shards (captions + nouns) and a held-out "
         "split with label masks (docs/training.md)",
     )
-    shapes.add_argument("--out", required=True, help="output folder (gets train/ and eval/)")
-    shapes.add_argument(
-        "--train-length", type=positive_int, default=16384, help="training scenes (default: %(default)s)"
-    )
-    shapes.add_argument("--shards", type=positive_int, default=8, help="training shards (default: %(default)s)")
-    shapes.add_argument("--eval-count", type=positive_int, default=200, help="held-out scenes (default: %(default)s)")
-    shapes.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    shapes.add_argument(
-        "--min-size", type=positive_int, default=64, help="smallest training side (default: %(default)s)"
-    )
-    shapes.add_argument(
-        "--max-size", type=positive_int, default=128, help="largest training side (default: %(default)s)"
-    )
+    _generated_arguments(shapes, "training side")
     shapes.add_argument("--eval-size", type=positive_int, default=128, help="held-out side (default: %(default)s)")
-    shapes.add_argument("--min-objects", type=positive_int, default=1, help="default: %(default)s")
-    shapes.add_argument("--max-objects", type=positive_int, default=3, help="default: %(default)s (at most 3)")
     shapes.add_argument(
         "--min-radius", type=float, default=0.12, help="training objects' radius / side (default: %(default)s)"
     )

@@ -70,9 +70,9 @@ def main() -> None:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     for who, s in (("trained", trained), ("untrained", untrained)):
-        row[who] = {
-            k: s[k] for k in ("mIoU", "image_top1_present", "oracle_grouping_mIoU", "all_background_mIoU")
-        } | {"groups": [g["mean"] for g in s["groups"]]}
+        row[who] = {k: s[k] for k in ("mIoU", "image_top1_present", "oracle_grouping_mIoU", "all_background_mIoU")} | {
+            "groups": [g["mean"] for g in s["groups"]]
+        }
     with open(os.path.join(out, "probes.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
     t, u = row["trained"], row["untrained"]
