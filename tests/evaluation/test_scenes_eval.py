@@ -341,3 +341,39 @@ def test_emergence_command_refuses_a_non_positive_setting(ckpt_64, scenes_root, 
         main(["--checkpoint", ckpt_64, "--data", scenes_root, "--out", str(tmp_path), flag, "0"])
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    from groupvit_fast.datasets.shapes import write_shape_eval
+
+    root = tmp_path_factory.mktemp("shapes")
+    write_shape_eval(str(root / "eval"), 4, seed=3)
+    return str(root)
+
+
+def test_eval_seg_shapes_defaults_to_the_faithful_miniature(ckpt_plain, shapes_root, tmp_path, monkeypatch):
+    # a checkpoint without test-time settings gets the preset's: 128 px short side, one 128 px window
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    argv = ["eval", "seg", "--dataset", "shapes", "--data-root", shapes_root, "--checkpoint", ckpt_plain]
+    out = tmp_path / "ev"
+    assert main([*argv, "--out", str(out), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    result = json.loads((out / "shapes.json").read_text())
+    assert result["settings"]["crop"] == 128 and result["settings"]["img_scale"][1] == 128
+    assert result["num_images"] == 4 and spy.sizes == {(128, 128)}
+
+
+def test_emergence_command_scores_shapes(ckpt_plain, shapes_root, tmp_path):
+    from groupvit_fast.datasets.shapes import SHAPE_CLASSES
+    from groupvit_fast.evaluation.emergence import main
+
+    out = tmp_path / "report"
+    argv = ["--checkpoint", ckpt_plain, "--data", shapes_root, "--out", str(out), "--dataset", "shapes"]
+    assert main([*argv, "--short-side", "128", "--crop-size", "128", "--stride", "64", "--figure-count", "2"]) == 0
+    report = json.loads((out / "emergence.json").read_text())
+    for key in ("trained", "untrained"):
+        assert list(report[key]["per_class"]) == list(SHAPE_CLASSES) and report[key]["num_images"] == 4
+        assert report[key]["settings"]["dataset"] == "shapes"
+    assert (out / "emergence.png").is_file()
