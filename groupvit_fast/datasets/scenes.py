@@ -35,19 +35,15 @@ split, drawn from another random stream than the training shards).
 
 from __future__ import annotations
 
-import colorsys
-import io
-import json
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._extras import require_extra
-from ..common.files import atomic_write
+from .canvas import BACKGROUND_MAX_SATURATION, muted_background, place_object, regular_polygon, rgb
+from .writers import write_eval, write_shards, write_splits
 
 if TYPE_CHECKING:  # annotations only (postponed: never evaluated at run time)
     from PIL import Image
@@ -60,6 +56,10 @@ __all__ = [
     "Scene",
     "draw_scene",
     "scene_caption",
+    "listing_caption",
+    "with_article",
+    "BACKGROUND_MAX_SATURATION",
+    "OBJECT_MIN_SATURATION",
     "write_scene_shards",
     "write_scene_eval",
     "write_scenes",
@@ -80,8 +80,7 @@ _COLOURS = {
     "star": (0.09, (0.85, 1.0), (0.90, 1.0)),
 }
 _HUE_JITTER = 0.02
-#: background saturation bound (objects are >= 0.60 before rounding to 8 bits)
-BACKGROUND_MAX_SATURATION = 0.18
+#: objects' saturation bound (>= 0.60 before rounding to 8 bits); the ground's is BACKGROUND_MAX_SATURATION
 OBJECT_MIN_SATURATION = 0.55
 
 #: caption templates; ``{}`` is the list of noun phrases ("an apple", "an apple and a star", ...)
@@ -142,21 +141,10 @@ class SceneSpec:
             )
 
 
-def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
-
-
-def _regular(cx: float, cy: float, radius: float, n: int, angle: float) -> list[tuple[float, float]]:
-    return [
-        (cx + radius * math.cos(angle + 2 * math.pi * i / n), cy + radius * math.sin(angle + 2 * math.pi * i / n))
-        for i in range(n)
-    ]
-
-
 def _polygon(noun: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """The outline of ``noun`` inside the circle of radius ``r`` around ``(cx, cy)``."""
     if noun in ("apple", "ball"):
-        return _regular(cx, cy, r, 48, 0.0)
+        return regular_polygon(cx, cy, r, 48, 0.0)
     if noun == "lemon":  # ellipse of axes r and r / 1.5, rotated
         ca, sa = math.cos(angle), math.sin(angle)
         pts = []
@@ -166,9 +154,9 @@ def _polygon(noun: str, cx: float, cy: float, r: float, angle: float) -> list[tu
             pts.append((cx + ca * x - sa * y, cy + sa * x + ca * y))
         return pts
     if noun == "leaf":
-        return _regular(cx, cy, r, 3, angle)
+        return regular_polygon(cx, cy, r, 3, angle)
     if noun == "box":
-        return _regular(cx, cy, r, 4, angle)
+        return regular_polygon(cx, cy, r, 4, angle)
     # star: 5 outer points at r, 5 inner at 0.45 r
     pts = []
     for i in range(10):
@@ -178,35 +166,18 @@ def _polygon(noun: str, cx: float, cy: float, r: float, angle: float) -> list[tu
     return pts
 
 
-def _background(size: int, rng: random.Random) -> Image.Image:
-    """A muted textured background: a base colour, then stripes and blotches, all of low saturation."""
-    from PIL import Image, ImageDraw
-
-    def muted(max_s: float) -> tuple[int, int, int]:
-        return _rgb(rng.random(), rng.uniform(0.0, max_s), rng.uniform(0.35, 0.85))
-
-    image = Image.new("RGB", (size, size), muted(0.12))
-    draw = ImageDraw.Draw(image)
-    if rng.random() < 0.5:  # stripes
-        width = rng.randint(max(2, size // 24), max(3, size // 8))
-        colour = muted(BACKGROUND_MAX_SATURATION - 0.02)
-        angle = rng.uniform(0, math.pi)
-        dx, dy = math.cos(angle), math.sin(angle)
-        for offset in range(-2 * size, 2 * size, 2 * width):
-            cx, cy = size / 2 + offset * -dy, size / 2 + offset * dx
-            a = (cx - 2 * size * dx, cy - 2 * size * dy)
-            b = (cx + 2 * size * dx, cy + 2 * size * dy)
-            draw.line([a, b], fill=colour, width=width)
-    for _ in range(rng.randint(3, 8)):  # blotches
-        r = rng.uniform(size / 16, size / 5)
-        x, y = rng.uniform(0, size), rng.uniform(0, size)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=muted(BACKGROUND_MAX_SATURATION - 0.02))
-    return image
+def with_article(words: str) -> str:
+    """``'an apple'``, ``'a red star'``: the indefinite article of ``words``' first letter."""
+    return ("an " if words[0] in "aeiou" else "a ") + words
 
 
 def scene_caption(nouns: list[str], rng: random.Random) -> str:
     """A caption naming exactly ``nouns`` (in the given order), e.g. ``'a photo of an apple next to a box'``."""
-    phrases = [("an " if noun[0] in "aeiou" else "a ") + noun for noun in nouns]
+    return listing_caption([with_article(noun) for noun in nouns], rng)
+
+
+def listing_caption(phrases: list[str], rng: random.Random) -> str:
+    """One of ``CAPTION_TEMPLATES`` around 1-3 noun ``phrases`` joined in the given order."""
     if len(phrases) == 1:
         listed = phrases[0]
     elif len(phrases) == 2:
@@ -227,7 +198,7 @@ def draw_scene(rng: random.Random, spec: SceneSpec = SceneSpec(), *, with_mask: 
 
     size = rng.randint(spec.min_size, spec.max_size)
     count = rng.randint(spec.min_objects, spec.max_objects)
-    image = _background(size, rng)
+    image = muted_background(size, rng)
     mask_img = Image.new("L", (size, size), 0)
     draw, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask_img)
     nouns = rng.sample(SCENE_NOUNS, count)
@@ -237,16 +208,12 @@ def draw_scene(rng: random.Random, spec: SceneSpec = SceneSpec(), *, with_mask: 
     placed: list[tuple[float, float, float]] = []
     objects: list[SceneObject] = []
     for noun in nouns:
-        for _ in range(200):
-            r = rng.uniform(r_min, r_max)
-            cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
-            if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
-                break
-        else:  # no room left (rare with these radii): draw fewer objects
+        circle = place_object(rng, size, r_min, r_max, placed)
+        if circle is None:  # no room left (rare with these radii): draw fewer objects
             continue
-        placed.append((cx, cy, r))
+        cx, cy, r = circle
         hue, s_range, v_range = _COLOURS[noun]
-        colour = _rgb(hue + rng.uniform(-_HUE_JITTER, _HUE_JITTER), rng.uniform(*s_range), rng.uniform(*v_range))
+        colour = rgb(hue + rng.uniform(-_HUE_JITTER, _HUE_JITTER), rng.uniform(*s_range), rng.uniform(*v_range))
         polygon = tuple(_polygon(noun, cx, cy, r, rng.uniform(0, 2 * math.pi)))
         label = SCENE_CLASSES.index(noun)
         draw.polygon(polygon, fill=colour)
@@ -255,19 +222,6 @@ def draw_scene(rng: random.Random, spec: SceneSpec = SceneSpec(), *, with_mask: 
         objects.append(SceneObject(noun, label, polygon, colour))
     drawn = [o.noun for o in objects]
     return Scene(image, np.asarray(mask_img, dtype=np.uint8).copy(), objects, scene_caption(drawn, rng), drawn)
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _check_counts(length: int, num_shards: int) -> None:
-    if num_shards <= 0 or length < num_shards:
-        raise ValueError(
-            f"the training split needs at least one scene per shard, got {length} scene(s) for {num_shards} shard(s)"
-        )
 
 
 def write_scene_shards(
@@ -284,65 +238,13 @@ def write_scene_shards(
     Each record: ``<key>.png`` (the image, lossless), ``<key>.txt`` (the caption) and ``<key>.json``
     (``{"caption", "nouns"}``). No mask is written. Shards appear complete or not at all (``atomic_write``).
     """
-    require_extra("writing scene shards", "train")  # webdataset's TarWriter: one line naming the extra
-    from webdataset import TarWriter
-
-    spec.check()
-    _check_counts(length, num_shards)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for shard in range(num_shards):
-        indices = range(shard * length // num_shards, (shard + 1) * length // num_shards)
-
-        def write(tmp: str, indices: range = indices) -> None:
-            with TarWriter(tmp) as sink:
-                for index in indices:
-                    # one stream per sample, keyed by the split's name: the evaluation split ('eval') never
-                    # draws from these streams, so no training scene is an evaluation scene by construction
-                    scene = draw_scene(random.Random(f"scenes-train-{seed}-{index}"), spec, with_mask=False)
-                    sink.write(
-                        {
-                            "__key__": f"{index:09d}",
-                            "png": _png(scene.image),
-                            "txt": scene.caption,
-                            "json": json.dumps({"caption": scene.caption, "nouns": scene.nouns}).encode(),
-                        }
-                    )
-
-        path = os.path.join(folder, pattern.format(shard))
-        atomic_write(path, write)
-        paths.append(path)
-    return paths
+    return write_shards(folder, draw_scene, spec, num_shards, length, name="scenes", seed=seed, pattern=pattern)
 
 
 def write_scene_eval(folder: str, count: int, *, seed: int = 0, spec: SceneSpec = SceneSpec()) -> list[str]:
     """Write ``count`` held-out scenes as ``folder/images/<stem>.png`` + ``folder/masks/<stem>.png``
     (label PNG, values 0..6 as ``SCENE_CLASSES``) and ``folder/captions.jsonl``; returns the stems."""
-    spec.check()
-    if count <= 0:
-        raise ValueError(f"the held-out split needs at least one scene, got {count}")
-    images, masks = os.path.join(folder, "images"), os.path.join(folder, "masks")
-    os.makedirs(images, exist_ok=True)
-    os.makedirs(masks, exist_ok=True)
-    stems, lines = [], []
-    for index in range(count):
-        scene = draw_scene(random.Random(f"scenes-eval-{seed}-{index}"), spec, with_mask=True)
-        stem = f"scene_{index:05d}"
-        from PIL import Image
-
-        atomic_write(os.path.join(images, stem + ".png"), lambda tmp, im=scene.image: im.save(tmp, format="PNG"))
-        mask = Image.fromarray(scene.mask, mode="L")
-        atomic_write(os.path.join(masks, stem + ".png"), lambda tmp, m=mask: m.save(tmp, format="PNG"))
-        stems.append(stem)
-        lines.append(json.dumps({"stem": stem, "caption": scene.caption, "nouns": scene.nouns}))
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in lines)
-
-    # written last: a folder with captions.jsonl is a complete split
-    atomic_write(os.path.join(folder, "captions.jsonl"), write)
-    return stems
+    return write_eval(folder, draw_scene, spec, count, name="scenes", seed=seed, stem="scene")
 
 
 def write_scenes(
@@ -360,14 +262,14 @@ def write_scenes(
     ``eval_spec`` (default: ``spec``) sets the held-out scenes' sizes and object counts.
     Returns ``{'train': folder, 'eval': folder}``.
     """
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"{out}: exists and is not a folder")
-    spec.check()
-    (eval_spec or spec).check()
-    _check_counts(train_length, num_shards)
-    if eval_count <= 0:
-        raise ValueError(f"the held-out split needs at least one scene, got {eval_count}")
-    train_dir, eval_dir = os.path.join(out, "train"), os.path.join(out, "eval")
-    write_scene_shards(train_dir, num_shards, train_length, seed=seed, spec=spec)
-    write_scene_eval(eval_dir, eval_count, seed=seed, spec=eval_spec or spec)
-    return {"train": train_dir, "eval": eval_dir}
+    return write_splits(
+        out,
+        write_scene_shards,
+        write_scene_eval,
+        spec,
+        eval_spec or spec,
+        train_length=train_length,
+        num_shards=num_shards,
+        eval_count=eval_count,
+        seed=seed,
+    )

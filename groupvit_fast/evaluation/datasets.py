@@ -117,7 +117,7 @@ def find_samples(dataset: str, data_root: str, split: str = "val") -> list[Sampl
         samples = _pairs_from_folder(
             os.path.join(base, "images", folder), os.path.join(base, "annotations", folder), ".jpg", ".png"
         )
-    elif preset.name == "scenes":  # <root>/{images,masks}/<stem>.png, or the --out folder of prepare-data scenes
+    elif preset.name in ("scenes", "shapes"):  # <root>/{images,masks}/<stem>.png, or prepare-data's --out folder
         base = _descend(root, "eval" if split == "val" else split)
         samples = _pairs_from_folder(os.path.join(base, "images"), os.path.join(base, "masks"), ".png", ".png")
     else:  # cityscapes: leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..datasets.scenes import SCENE_CLASSES
+from ..datasets.shapes import SHAPE_CLASSES
 from ..segmentation.classes import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES
 from ..segmentation.test_time import PROTOCOL, TestTimeSettings
 from .data_files import read_names
@@ -56,6 +57,10 @@ DATASETS: dict[str, DatasetPreset] = {
     # 64 px windows at stride 32: one window for a square image, up to three for a 2:1 one. The recipe's
     # checkpoint carries its own test time (448 px short side: train/configs/scenes.yml), which wins
     "scenes": DatasetPreset("scenes", SCENE_CLASSES, 0.5, short_side=64, max_long_side=128, crop=64, stride=32),
+    # the held-out split of `prepare-data shapes` (docs/training.md, "Shapes: grouping where colour does not
+    # name the class") at the faithful miniature of NVlabs' protocol for a model trained at 64 px: twice
+    # the training resolution (a 128 px short side), 128 px windows at stride 64 (a square image is one window)
+    "shapes": DatasetPreset("shapes", SHAPE_CLASSES, 0.5, short_side=128, max_long_side=256, crop=128, stride=64),
 }
 
 

@@ -27,7 +27,7 @@ __all__ = ["CONFIG_DIR", "RECIPES", "load_config", "resolve_config_path", "run_n
 
 #: The shipped recipes (package data).
 CONFIG_DIR = os.fspath(resources.files("groupvit_fast.train") / "configs")
-RECIPES = ("default", "tiny", "scenes", "group_vit_gcc_yfcc_30e", "group_vit_gcc_redcap_30e")
+RECIPES = ("default", "tiny", "scenes", "shapes", "group_vit_gcc_yfcc_30e", "group_vit_gcc_redcap_30e")
 
 #: Keys ``load_config`` itself fills in after checking: still missing while the files are checked.
 _FILLED_IN = ("output", "local_rank")

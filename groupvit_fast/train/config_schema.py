@@ -23,7 +23,7 @@ __all__ = ["DATASET_TYPES", "DatasetMeta", "TrainingConfig"]
 MISSING = "???"
 
 #: The values ``data.dataset.meta.<name>.type`` may take.
-DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic", "scenes")
+DATASET_TYPES = ("img_txt_pair", "img_cls_pair", "manifest", "synthetic", "scenes", "shapes")
 
 
 @dataclass

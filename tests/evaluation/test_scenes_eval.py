@@ -397,3 +397,40 @@ def test_eval_help_names_every_dataset_preset(capsys):
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
     seg_help = text[text.index(" seg ") : text.index(" cls ")]
     assert all(name in seg_help for name in DATASETS), seg_help
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    from groupvit_fast.datasets.shapes import write_shape_eval
+
+    root = tmp_path_factory.mktemp("shapes")
+    write_shape_eval(str(root / "eval"), 4, seed=3)
+    return str(root)
+
+
+def test_eval_seg_shapes_defaults_to_the_faithful_miniature(ckpt_plain, shapes_root, tmp_path, monkeypatch):
+    # a checkpoint without test-time settings gets the preset's: 128 px short side, one 128 px window
+    from groupvit_fast.cli import main
+
+    spy = _CropSpy(monkeypatch)
+    argv = ["eval", "seg", "--dataset", "shapes", "--data-root", shapes_root, "--checkpoint", ckpt_plain]
+    out = tmp_path / "ev"
+    assert main([*argv, "--out", str(out), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
+    result = json.loads((out / "shapes.json").read_text())
+    assert result["settings"]["crop"] == 128 and result["settings"]["img_scale"][1] == 128
+    assert result["num_images"] == 4 and spy.sizes == {(128, 128)}
+
+
+def test_emergence_command_scores_shapes(ckpt_plain, shapes_root, tmp_path):
+    from groupvit_fast.cli import main
+    from groupvit_fast.datasets.shapes import SHAPE_CLASSES
+
+    out = tmp_path / "report"
+    argv = ["eval", "emergence", "--checkpoint", ckpt_plain, "--data-root", shapes_root, "--out", str(out)]
+    argv += ["--dataset", "shapes"]
+    assert main([*argv, "--short-side", "128", "--crop-size", "128", "--stride", "64", "--figure-count", "2"]) == 0
+    report = json.loads((out / "emergence.json").read_text())
+    for key in ("trained", "untrained"):
+        assert list(report[key]["per_class"]) == list(SHAPE_CLASSES) and report[key]["num_images"] == 4
+        assert report[key]["settings"]["dataset"] == "shapes"
+    assert (out / "emergence.png").is_file()

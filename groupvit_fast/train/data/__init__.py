@@ -15,6 +15,7 @@ import torch
 
 from ...common.distributed import rank_and_world
 from ...datasets.scenes import write_scenes
+from ...datasets.shapes import write_shapes
 from .manifest import read_manifest
 from .sources import ManifestSource, ShardSource, expand_shards
 from .stream import ImageTextBatches
@@ -33,6 +34,7 @@ __all__ = [
     "read_manifest",
     "write_synthetic_shards",
     "write_scenes",
+    "write_shapes",
     "expand_shards",
 ]
 
@@ -55,20 +57,26 @@ def _prepare_synthetic(name: str, entry: dict, output: str, image_size: int, see
     return folder
 
 
-def _prepare_scenes(name: str, entry: dict, output: str, seed: int) -> str:
-    """The scenes dataset's shard folder (``<path>/train``), written by rank 0 with the held-out split
-    (``<path>/eval``) when its shards are missing (docs/training.md, "Scenes: segmentation from captions")."""
-    root = entry["path"] or os.path.join(output, "scenes")
+#: the generated data sets: type -> their writer (docs/training.md, "Scenes: segmentation from captions"
+#: and "Shapes: grouping where colour does not name the class")
+_GENERATED = {"scenes": write_scenes, "shapes": write_shapes}
+
+
+def _prepare_generated(name: str, entry: dict, output: str, seed: int) -> str:
+    """A generated data set's shard folder (``<path>/train``), written by rank 0 with the held-out split
+    (``<path>/eval``) when its shards are missing; ``<path>`` defaults to ``<output>/<type>``."""
+    kind = entry["type"]
+    root = entry["path"] or os.path.join(output, kind)
     folder = os.path.join(root, "train")
     shards = expand_shards(folder, entry["prefix"])
 
     def write() -> None:
-        if _pattern_of(entry["prefix"], name) != "scenes-{:06d}.tar":
+        if _pattern_of(entry["prefix"], name) != kind + "-{:06d}.tar":
             raise ValueError(
-                f"data.dataset.meta.{name}.prefix: generated scenes are named "
-                f"'scenes-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}"
+                f"data.dataset.meta.{name}.prefix: generated {kind} are named "
+                f"'{kind}-{{000000..{len(shards) - 1:06d}}}.tar', got {entry['prefix']!r}"
             )
-        write_scenes(root, train_length=entry["length"], num_shards=len(shards), seed=seed)
+        _GENERATED[kind](root, train_length=entry["length"], num_shards=len(shards), seed=seed)
 
     _write_once(shards, write)
     return folder
@@ -126,7 +134,7 @@ class TrainData:
         if not names:
             raise ValueError("data.dataset.train names no dataset")
         shards, rows, self.length = [], [], 0
-        carries_nouns = all(meta[n]["type"] == "scenes" for n in names if n in meta)
+        carries_nouns = all(meta[n]["type"] in _GENERATED for n in names if n in meta)
         for name in names:
             if name not in meta:
                 raise ValueError(
@@ -147,8 +155,8 @@ class TrainData:
             folder = entry["path"]
             if entry["type"] == "synthetic":
                 folder = _prepare_synthetic(name, entry, cfg.output, int(data.img_aug.img_size), self.seed)
-            elif entry["type"] == "scenes":
-                folder = _prepare_scenes(name, entry, cfg.output, self.seed)
+            elif entry["type"] in _GENERATED:
+                folder = _prepare_generated(name, entry, cfg.output, self.seed)
             if not os.path.isdir(folder):
                 raise ValueError(f"data.dataset.meta.{name}.path: {folder}: no such folder")
             found = expand_shards(folder, entry["prefix"])
