@@ -122,6 +122,15 @@ def check_bench(workdir: str) -> None:
     run("groupvit-fast", "bench", "--quick", "--only", "op", "--out", os.path.join(workdir, "bench"))
 
 
+def check_export(workdir: str) -> None:
+    onnx_dir, out = os.path.join(workdir, "onnx"), os.path.join(workdir, "onnx_segment_out")
+    run("groupvit-fast", "export", "onnx", "--checkpoint", tiny_checkpoint(workdir), "--out", onnx_dir,
+        "--classes", "cat", "dog")  # fmt: skip
+    run("groupvit-fast", "segment", one_image(workdir), "--onnx", onnx_dir, "--classes", "cat", "dog", "--out", out,
+        "--quiet")  # fmt: skip
+    assert os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "image_label.png"))
+
+
 CHECKS = {
     "core": check_core,
     "text": check_text,
@@ -129,6 +138,7 @@ CHECKS = {
     "eval": check_eval,
     "train": check_train,
     "bench": check_bench,
+    "export": check_export,
 }
 
 

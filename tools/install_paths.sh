@@ -3,7 +3,7 @@
 # each in a fresh virtual environment through the lock file, running that extra's own entry point
 # (tools/install_path_checks.py). CI runs it (.ci/run, "install paths"); by hand:
 #
-#   bash tools/install_paths.sh [EXTRA ...]        # default: core text hf eval train bench
+#   bash tools/install_paths.sh [EXTRA ...]        # default: core text hf eval train bench export
 #
 # torch is installed once, into an environment of its own that each path's environment sees through a
 # .pth file (torch's 5 GB are not copied seven times); pip in each path sees it as installed, as it would
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 extras=("$@")
-[ ${#extras[@]} -gt 0 ] || extras=(core text hf eval train bench)
+[ ${#extras[@]} -gt 0 ] || extras=(core text hf eval train bench export)
 work=${INSTALL_PATHS_DIR:-$(mktemp -d)}
 export PIP_CONSTRAINT="$repo/.ci/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
 python=${PYTHON:-python3}
