@@ -11,7 +11,7 @@ forward and the backward saw the same noise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import torch
 
@@ -52,6 +52,11 @@ class AssignParams(NamedTuple):
     sum_assign: bool
     eps: float
     return_attn: bool
+
+    def math(self) -> dict[str, Any]:
+        """The seven arguments of the op's math (docs/assign_op.md, "Math"), by name and in the native
+        schemas' order: what every backend's entry points take (``return_attn`` only asks for read-outs)."""
+        return {name: getattr(self, name) for name in self._fields if name != "return_attn"}
 
 
 @dataclass(frozen=True)

@@ -86,21 +86,9 @@ class _NativeBackend(AssignBackend):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
     ) -> ForwardOutputs:
+        # the schema's scalars are the math's, in order, then return_attn (csrc/op_schemas.h)
         return native_ops().assign_attention_forward_native(
-            q,
-            k,
-            v,
-            noise,
-            seed,
-            offset,
-            params.num_heads,
-            params.scale,
-            params.hard,
-            params.gumbel,
-            params.tau,
-            params.sum_assign,
-            params.eps,
-            params.return_attn,
+            q, k, v, noise, seed, offset, *params.math().values(), params.return_attn
         )
 
     def backward(
@@ -117,22 +105,7 @@ class _NativeBackend(AssignBackend):
         params: AssignParams,
     ) -> BackwardOutputs:
         return native_ops().assign_attention_backward_native(
-            grad_out,
-            q,
-            k,
-            v,
-            out,
-            r,
-            noise,
-            seed,
-            offset,
-            params.num_heads,
-            params.scale,
-            params.hard,
-            params.gumbel,
-            params.tau,
-            params.sum_assign,
-            params.eps,
+            grad_out, q, k, v, out, r, noise, seed, offset, *params.math().values()
         )
 
     def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:

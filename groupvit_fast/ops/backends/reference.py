@@ -9,8 +9,6 @@ reference backend, e.g. by ``torch.library.opcheck`` and the parity tests' ``ref
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ...reference.assign_attention import assign_attention_reference
@@ -45,19 +43,7 @@ class ReferenceBackend(AssignBackend):
         # that seed; without one the reference draws torch's own Gumbel noise (sample_gumbel).
         if params.gumbel and noise is None and seed is not None:
             noise = philox_gumbel_noise_op(q.detach(), [q.shape[0], params.num_heads, q.shape[1], k.shape[1]], seed)
-        return assign_attention_reference(
-            q,
-            k,
-            v,
-            num_heads=params.num_heads,
-            scale=params.scale,
-            hard=params.hard,
-            gumbel=params.gumbel,
-            tau=params.tau,
-            sum_assign=params.sum_assign,
-            eps=params.eps,
-            noise=noise,
-        )
+        return assign_attention_reference(q, k, v, noise=noise, **params.math())
 
     @staticmethod
     def _noise(q, noise, seed, offset, params: AssignParams, n_tokens: int):
@@ -74,15 +60,7 @@ class ReferenceBackend(AssignBackend):
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         qc, kc, vc = q.to(compute), k.to(compute), v.to(compute)
         noise_c = None if noise is None else noise.to(compute)
-        kwargs: dict[str, Any] = dict(
-            num_heads=params.num_heads,
-            scale=params.scale,
-            hard=params.hard,
-            gumbel=params.gumbel,
-            tau=params.tau,
-            sum_assign=params.sum_assign,
-            eps=params.eps,
-        )
+        kwargs = params.math()
         out, r = assign_attention_forward_math(qc, kc, vc, noise=noise_c, **kwargs)
         if params.return_attn:
             _, hard, soft = assign_attention_reference(qc, kc, vc, noise=noise_c, **kwargs)
@@ -111,15 +89,7 @@ class ReferenceBackend(AssignBackend):
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         tensors = [t.to(compute) for t in (grad_out, q, k, v, out, r)]
         grads = assign_attention_backward_math(
-            *tensors,
-            num_heads=params.num_heads,
-            scale=params.scale,
-            hard=params.hard,
-            gumbel=params.gumbel,
-            tau=params.tau,
-            sum_assign=params.sum_assign,
-            eps=params.eps,
-            noise=None if noise is None else noise.to(compute),
+            *tensors, noise=None if noise is None else noise.to(compute), **params.math()
         )
         dq, dk, dv = (g.to(q.dtype) for g in grads)
         return dq, dk, dv
