@@ -636,8 +636,8 @@ def _tiles(
 ) -> tuple[int, int]:
     """(BLOCK_N, BLOCK_DV) of ``kernel`` ("fwd" or "bwd"): tokens per step of a program's token loop (as
     many as the logits-tile budget allows) and the head-dim tile of its accumulator (the whole head
-    when it fits). ``extra_tile``: the forward also holds a loaded noise tile or the maps it writes
-    (a given noise tensor, return_attn), so it takes half the tokens per step."""
+    when it fits). ``extra_tile``: the program also holds a loaded noise tile (a given noise tensor) or
+    the maps it writes (return_attn), so it takes half the tokens per step."""
     tile, block_dv = _TILES[(kernel, fp32)]
     tile = tile // 2 if extra_tile else tile
     block_n = max(16, min(triton.next_power_of_2(tokens), _MAX_BLOCK_N, tile // groups_pad))
@@ -813,7 +813,7 @@ def assign_attention_backward(
     h = num_heads
     scale = d**-0.5 if scale is None else float(scale)
     g_pad = max(16, triton.next_power_of_2(g))
-    block, block_dv = _tiles("bwd", g_pad, n, d, q.dtype == torch.float32)
+    block, block_dv = _tiles("bwd", g_pad, n, d, q.dtype == torch.float32, extra_tile=noise is not None and gumbel)
     block = block_n or block
     d_tiles = triton.cdiv(d, block_dv)
     n_splits, per_split = _splits(b * h * d_tiles, n, block, q.device, splits)

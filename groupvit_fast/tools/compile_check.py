@@ -192,7 +192,7 @@ def variants(archs=(80, 90), dtypes=DTYPES, shapes=None, modes=None) -> list[Var
                     for mode, override in MODES.items():
                         if (modes and mode not in modes) or ("RETURN_ATTN" in override and kernel != "fwd"):
                             continue
-                        extra_tile = kernel == "fwd" and ("RETURN_ATTN" in override or "HAS_NOISE" in override)
+                        extra_tile = "RETURN_ATTN" in override or "HAS_NOISE" in override
                         block_n, block_dv = m._tiles(kernel, g_pad, n, d, fp32, extra_tile)
                         for cfg in kept:
                             flags = {

@@ -26,6 +26,20 @@ _SMEM = re.compile(
 )
 
 
+_TYPES = {"f": "float", "13__nv_bfloat16": "bf16", "6__half": "fp16"}
+
+
+def readable(mangled: str) -> str:
+    """``forward_kernel<bf16>`` for the mangled name of ``forward_kernel<__nv_bfloat16>`` (no c++filt
+    needed): the length-prefixed name that ends in ``_kernel``, and its template argument."""
+    for i in range(len(mangled)):  # every start: the length prefix may follow other digits ("...614forward")
+        m = re.match(r"(\d{1,2})([A-Za-z_]\w*?_kernel)(?=[IE])", mangled[i:])
+        if m and len(m.group(2)) == int(m.group(1)):
+            arg = re.match(r"I(\w+?)E", mangled[i + m.end() :])
+            return f"{m.group(2)}<{_TYPES.get(arg.group(1), arg.group(1))}>" if arg else m.group(2)
+    return mangled
+
+
 def _csrc() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 
@@ -54,7 +68,7 @@ def cuda_resources(arch: int, nvcc: str | None = None) -> list[dict]:
             rows.append(
                 {
                     "source": os.path.relpath(source, os.path.dirname(csrc)),
-                    "kernel": name,
+                    "kernel": readable(name),
                     "arch": arch,
                     "registers": info.get("registers", 0),
                     "spill_stores": info.get("spill_stores", 0),

@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("report", help="markdown file to write")
     parser.add_argument("--no-cuda", action="store_true", help="leave out the CUDA C++ table (no nvcc)")
+    parser.add_argument("--merged-json", help="also write the merged results to this JSON file")
     args = parser.parse_args(argv)
     from groupvit_fast.common.files import atomic_write
 
@@ -180,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for group in merged.values() for r in group]
     bad = failures([Variant(**r) for r in rows])
     text = markdown(rows, data["triton"], seconds, bad, not args.no_cuda)
+    if args.merged_json:
+        payload = {"triton": data["triton"], "seconds": seconds, "results": rows, "failures": bad}
+        atomic_write(args.merged_json, lambda tmp: _write(tmp, json.dumps(payload, indent=1)))
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(args.report, write)
+    atomic_write(args.report, lambda tmp: _write(tmp, text))
     return 0
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
