@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from groupvit_fast.common.files import atomic_write
 
-    from .compile_check import Variant, failures
+    from .compile_check import Variant, _write_text, failures
 
     merged: dict[str, list[dict]] = {}
     seconds = 0.0
@@ -183,15 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows, data["triton"], seconds, bad, not args.no_cuda)
     if args.merged_json:
         payload = {"triton": data["triton"], "seconds": seconds, "results": rows, "failures": bad}
-        atomic_write(args.merged_json, lambda tmp: _write(tmp, json.dumps(payload, indent=1)))
+        atomic_write(args.merged_json, lambda tmp: _write_text(tmp, json.dumps(payload, indent=1)))
 
-    atomic_write(args.report, lambda tmp: _write(tmp, text))
+    atomic_write(args.report, lambda tmp: _write_text(tmp, text))
     return 0
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
 
 
 if __name__ == "__main__":
