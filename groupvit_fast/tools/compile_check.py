@@ -454,9 +454,12 @@ def run(todo: list[Variant], jobs: int, show=_print_row) -> list[Variant]:
             done.append(v)
             show(i, len(firsts), v)
     by_key = {compile_key(v): v for v in done}
-    results = []
+    results, timed = [], set()
     for v in todo:
-        r = by_key[compile_key(v)]
+        key = compile_key(v)
+        r = by_key[key]
+        seconds = r.seconds if key not in timed else 0.0  # the time counts once, on the first launch using it
+        timed.add(key)
         results.append(
             Variant(
                 v.kernel,
@@ -468,7 +471,7 @@ def run(todo: list[Variant], jobs: int, show=_print_row) -> list[Variant]:
                 v.group,
                 r.status,
                 r.shared_bytes,
-                r.seconds if r is v else 0.0,
+                seconds,
                 r.error,
                 dict(r.extra),
             )  # fmt: skip
