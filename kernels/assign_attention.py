@@ -6,18 +6,24 @@ Math (docs/assign_op.md, "Math"), per batch element ``b`` and head ``h``, ``g`` 
     S[:,n] = softmax_g(y[:,n])                     A = onehot(argmax_g y[:,n]) if hard else S
     r[g]   = sum_n A[g,n]                          out[g] = sum_n A[g,n] v_n / (r[g] + eps)
 
-Design (FlashAttention-like, nothing of size [G, N] ever reaches memory unless ``return_attn``):
+Design (FlashAttention-like, nothing of size [G, N] ever reaches memory unless ``return_attn``;
+docs/assign_op.md, "Triton kernels"):
 
-* One program per ``(b, h, block of BLOCK_N tokens)``. It holds the logits tile ``[G_PAD, BLOCK_N]`` of
-  *all* groups on chip (``tl.dot`` of q and k, accumulated over the head dim in BLOCK_D chunks, fp32),
-  so the softmax over groups and the argmax are register reductions along axis 0.
-* Segment merging ``out[g] += sum_n A[g,n] v_n`` is a second ``tl.dot`` per BLOCK_D chunk of v. When one
-  token block covers all N tokens (GroupViT: G=64/N=196 and G=8/N=64 at 224 px) the program owns its
-  ``(b, h)`` outright and writes ``out`` and ``r`` directly (deterministic, no workspace). Otherwise the
+* One program per ``(b, h, token range, head-dim tile of BLOCK_DV)``; the head-dim tile is the fastest
+  grid axis. The program loops over its tokens BLOCK_N at a time: the logits tile ``[G_PAD, BLOCK_N]``
+  of *all* groups (``tl.dot`` of q and k over the whole head dim in BLOCK_DK chunks, fp32), so the
+  softmax over groups and the argmax are register reductions along axis 0, then ``acc += A @ v[:, tile]``.
+  Its only accumulator is ``acc [G_PAD, BLOCK_DV]``: register use does not grow with N, and the tiles
+  are sized so that no config spills (ptxas, sm_80 and sm_90; ``groupvit_fast/tools/compile_check.py``
+  fails on any spill). Splitting the head dim recomputes the logits once per tile (k is read again,
+  from L2: the tiles of one token range run side by side).
+* While the grid has a program per SM, each program owns all N tokens of its ``(b, h)`` and writes
+  ``out`` and ``r`` directly (deterministic, no workspace). Small grids split the tokens over programs:
   partial sums go to an fp32 workspace with atomics and a small kernel divides by ``r + eps``.
-* The backward recomputes z, the noise (same Philox counters), S and the argmax per token block;
-  ``dv``/``dk`` are owned by the token block, ``dq`` is reduced over token blocks with fp32 atomics
-  (or written directly when there is one block); ``delta[g] = <dO[g], out[g]>`` is a preprocess.
+* The backward has the same grid and loop: per token block it recomputes z, the noise (same Philox
+  counters), S, the argmax and ``dR = dO v^T`` over the whole head dim, writes ``dv``/``dk`` of its tile
+  and accumulates ``dq [G_PAD, BLOCK_DV]`` (fp32 atomics only when the tokens are split);
+  ``delta[g] = <dO[g], out[g]>`` is a preprocess.
 * Noise: counter ``i = offset + ((b*H + h)*G + g)*N + n`` (int64), ``u = tl.rand(seed, i)`` (Philox4x32-10,
   the convention of ``groupvit_fast/reference/philox.py``), clamped to ``[2**-32, 1 - 2**-24]``,
   ``e = -log(-log(u))``.
@@ -25,8 +31,9 @@ Design (FlashAttention-like, nothing of size [G, N] ever reaches memory unless `
   inputs feed the dots in their own dtype with fp32 accumulation (as FlashAttention does).
 
 Launchers: :func:`assign_attention_forward`, :func:`assign_attention_backward`, :func:`gumbel_noise`.
-On GPU the three main kernels are autotuned over a few ``(BLOCK_D, num_warps, num_stages)`` configs
-keyed on ``(G, N, D, H, dtype, ...)``; under ``TRITON_INTERPRET=1`` one fixed small config is used.
+On GPU the forward and backward are autotuned over two ``(BLOCK_DK, num_warps, num_stages)`` configs
+per input kind, keyed on ``(G, N, D, H, n_splits, ...)``; the launcher fixes ``BLOCK_N`` and
+``BLOCK_DV`` (``_tiles``). Under ``TRITON_INTERPRET=1`` one fixed small config is used.
 """
 
 from __future__ import annotations
@@ -59,19 +66,31 @@ INTERPRET: bool = _interpreting()
 # triton_compat, which says which releases need each and when it can go.
 INTERPRETER_FIXES: tuple[str, ...] = install_interpreter_fixes(INTERPRET)
 
-#: Largest G: the [G_PAD, BLOCK_N] logits tile of all groups must stay on chip.
+#: Largest G: the [G_PAD, BLOCK_N] logits tile of all groups must stay on chip (BLOCK_N >= 16).
 MAX_GROUPS = 256
 
 # Noise clamp of the convention (reference/philox.py): u in [2**-32, 1 - 2**-24], both exact in fp32.
 _U_MIN = tl.constexpr(2.0**-32)
 _U_MAX = tl.constexpr(1.0 - 2.0**-24)
 
-# Logits-tile budget (elements of the fp32 [G_PAD, BLOCK_N] tile). The forward's 16384 lets one block
-# cover GroupViT's N=196 at G=64 (no workspace, no atomics: they would double its memory traffic); the
-# backward keeps about four such tiles live (S, A, dR, dz) and spills at 16384 (ptxas, sm_90).
-_FWD_TILE = 16384
-_BWD_TILE = 8192
-_MAX_BLOCK_N = 256
+# Register budget of one program (docs/assign_op.md, "Triton kernels"): the logits tile [G_PAD, BLOCK_N]
+# (fp32, several copies live: z, S, A; in the backward also dR, dA, dz) and the accumulator
+# [G_PAD, BLOCK_DV] (out or dq) must fit the 255 registers a thread has at 4 warps, with no spill
+# (ptxas, triton 3.8, sm_80 and sm_90; groupvit_fast/tools/compile_check.py checks every config).
+# fp32 inputs take smaller tiles: their exact ("ieee") dots run on FMA units, whose operands and
+# products stay in registers. {(kernel, fp32): (logits-tile elements, BLOCK_DV)}.
+_TILES = {
+    ("fwd", False): (4096, 128),  # G=64: 64 tokens per block
+    ("bwd", False): (2048, 64),  # G=64: 32 tokens per block
+    ("fwd", True): (2048, 32),
+    ("bwd", True): (1024, 32),
+}
+_MAX_BLOCK_N = 128
+
+# Arguments that change from launch to launch (the batch's split, the noise stream's seed and offset):
+# not specialized (Triton would otherwise compile a kernel for the value 1 and another for multiples of
+# 16), so one compiled kernel covers the direct and the split paths.
+_RUNTIME_INTS = ["n_splits", "tokens_per_split", "seed", "offset"]
 
 # Triton's interpreter multiplies the raw uint16 bits of bfloat16 dot operands (triton 3.8): there the
 # operands are widened to fp32 first, which is exact and gives what the GPU's bf16 dot with fp32
@@ -157,11 +176,71 @@ def _assignment(
 
 
 # --------------------------------------------------------------------------------------------
-# Forward
+# Logits
 # --------------------------------------------------------------------------------------------
 
 
 @triton.jit
+def _rows_dot_cols(
+    a_base,
+    stride_ar,
+    stride_ac,
+    b_base,
+    stride_br,
+    stride_bc,
+    offs_g,
+    offs_n,
+    row_mask,
+    col_mask,
+    D,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    FP32: tl.constexpr,
+):
+    """[G_PAD, BLOCK_N] = sum_d a[g, d] b[n, d] over the whole head dim, BLOCK_DK columns at a time
+    (z = q k^T in both passes, dR = dO v^T in the backward). Zero outside the valid box."""
+    offs_d = tl.arange(0, BLOCK_DK)
+    acc = tl.zeros((G_PAD, BLOCK_N), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_DK):
+        d = d0 + offs_d
+        dm = d < D
+        at = tl.load(
+            a_base + offs_g[:, None] * stride_ar + d[None, :] * stride_ac,
+            mask=row_mask[:, None] & dm[None, :],
+            other=0.0,
+        )
+        bt = tl.load(
+            b_base + offs_n[:, None] * stride_br + d[None, :] * stride_bc,
+            mask=col_mask[:, None] & dm[None, :],
+            other=0.0,
+        )
+        acc += _dot(at, tl.trans(bt), FP32)
+    return acc
+
+
+@triton.jit
+def _program_tile(D, N, n_splits, tokens_per_split, BLOCK_DV: tl.constexpr):
+    """(bh, first token, end token, head-dim tile) of this program. The head-dim tile is the fastest
+    grid axis, so the programs that recompute one token range's logits run side by side and their
+    second reads of q and k hit L2 (docs/assign_op.md, "Triton kernels")."""
+    pid = tl.program_id(0)
+    d_tiles = tl.cdiv(D, BLOCK_DV)
+    dt = pid % d_tiles
+    rest = pid // d_tiles
+    split = rest % n_splits
+    bh = (rest // n_splits).to(tl.int64)
+    n_start = split * tokens_per_split
+    n_end = tl.minimum(n_start + tokens_per_split, N)
+    return bh, n_start, n_end, dt
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _assign_fwd_kernel(
     q_ptr,
     k_ptr,
@@ -185,7 +264,8 @@ def _assign_fwd_kernel(
     N,
     D,
     H,
-    n_blocks,
+    n_splits,
+    tokens_per_split,
     seed,
     offset,
     scale,
@@ -193,105 +273,93 @@ def _assign_fwd_kernel(
     eps,
     G_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
     HARD: tl.constexpr,
     GUMBEL: tl.constexpr,
     HAS_NOISE: tl.constexpr,
     SUM_ASSIGN: tl.constexpr,
     RETURN_ATTN: tl.constexpr,
-    SINGLE: tl.constexpr,
     FP32: tl.constexpr,
 ):
-    """One (b, h, token block): logits tile, softmax/argmax over groups, r[g] += sum_n A, out[g] += A @ v.
+    """One (b, h, token range, head-dim tile of BLOCK_DV): for each BLOCK_N tokens of the range, the
+    logits tile of all groups, softmax/argmax over groups, r[g] += sum_n A and acc[g] += A @ v[:, tile].
 
-    SINGLE (one token block covers N): writes out = (A @ v) / (r + eps) and r directly.
-    Otherwise: atomically adds A @ v into the fp32 workspace ws [B, G, C] and sum_n A into r [B, H, G].
+    The only accumulator is acc [G_PAD, BLOCK_DV] (plus r): the logits tile is per token block, so
+    register use does not grow with N (docs/assign_op.md, "Triton kernels"). One token range
+    (n_splits == 1): writes out = acc / (r + eps) and r directly. Several: atomically adds acc into
+    the fp32 workspace ws [B, G, C] and sum_n A into r [B, H, G]; the finalize kernel divides.
     """
-    pid = tl.program_id(0)
-    bh = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
+    bh, n_start, n_end, dt = _program_tile(D, N, n_splits, tokens_per_split, BLOCK_DV)
     b = bh // H
     h = bh % H
     C = H * D
 
     offs_g = tl.arange(0, G_PAD)
-    offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = dt * BLOCK_DV + tl.arange(0, BLOCK_DV)
     row_mask = offs_g < G
-    col_mask = offs_n < N
+    dv_mask = offs_dv < D
 
     q_base = q_ptr + b * stride_qb + (h * D) * stride_qc
     k_base = k_ptr + b * stride_kb + (h * D) * stride_kc
     v_base = v_ptr + b * stride_vb + (h * D) * stride_vc
 
-    # z = scale * q k^T over the head dim, in BLOCK_D chunks (masked when D is not a multiple)
-    z = tl.zeros((G_PAD, BLOCK_N), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + offs_d
-        dm = d < D
-        qt = tl.load(
-            q_base + offs_g[:, None] * stride_qg + d[None, :] * stride_qc,
-            mask=row_mask[:, None] & dm[None, :],
-            other=0.0,
+    acc = tl.zeros((G_PAD, BLOCK_DV), dtype=tl.float32)
+    r_acc = tl.zeros((G_PAD,), dtype=tl.float32)
+    for n0 in range(n_start, n_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        col_mask = offs_n < n_end
+        z = _rows_dot_cols(
+            q_base, stride_qg, stride_qc, k_base, stride_kn, stride_kc,
+            offs_g, offs_n, row_mask, col_mask, D, G_PAD, BLOCK_N, BLOCK_DK, FP32,
+        )  # fmt: skip
+        z = z * scale
+        _s, a = _assignment(
+            z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
         )
-        kt = tl.load(
-            k_base + offs_n[:, None] * stride_kn + d[None, :] * stride_kc,
-            mask=col_mask[:, None] & dm[None, :],
-            other=0.0,
-        )
-        z += _dot(qt, tl.trans(kt), FP32)
-    z = z * scale
-
-    _s, a = _assignment(
-        z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
-    )
-
-    r_part = tl.sum(a, axis=1)  # r[g] = sum_n A[g, n] over this block
-    r_ptrs = r_ptr + bh * G + offs_g
-    if SINGLE:
-        tl.store(r_ptrs, r_part, mask=row_mask)
-    else:
-        tl.atomic_add(r_ptrs, r_part, mask=row_mask, sem="relaxed")
-    denom = r_part + eps
-
-    if FP32:
-        a_dot = a
-    else:
-        a_dot = a.to(v_ptr.dtype.element_ty)  # exact for the one-hot; FlashAttention-style for S
-    out_rows = (b * G + offs_g) * C + h * D  # out and ws are contiguous [B, G, C]
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + offs_d
-        dm = d < D
-        vt = tl.load(
-            v_base + offs_n[:, None] * stride_vn + d[None, :] * stride_vc,
-            mask=col_mask[:, None] & dm[None, :],
-            other=0.0,
-        )
-        acc = _dot(a_dot, vt, FP32)  # [G_PAD, BLOCK_D] = sum_n A[g, n] v[n, d]
-        o_mask = row_mask[:, None] & dm[None, :]
-        if SINGLE:
-            if not SUM_ASSIGN:
-                acc = acc / denom[:, None]  # R = A / (r + eps), applied after the sum (exact one-hot in the dot)
-            tl.store(out_ptr + out_rows[:, None] + d[None, :], acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+        r_acc += tl.sum(a, axis=1)
+        if FP32:
+            a_dot = a
         else:
-            tl.atomic_add(ws_ptr + out_rows[:, None] + d[None, :], acc, mask=o_mask, sem="relaxed")
+            a_dot = a.to(v_ptr.dtype.element_ty)  # exact for the one-hot; FlashAttention-style for S
+        vt = tl.load(
+            v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vc,
+            mask=col_mask[:, None] & dv_mask[None, :],
+            other=0.0,
+        )
+        acc += _dot(a_dot, vt, FP32)  # [G_PAD, BLOCK_DV] += sum_n A[g, n] v[n, d]
+        if RETURN_ATTN:
+            if dt == 0:  # one head-dim tile writes the maps
+                valid = row_mask[:, None] & col_mask[None, :]
+                lin = (bh * G + offs_g[:, None]).to(tl.int64) * N + offs_n[None, :]
+                tl.store(hard_ptr + lin, a.to(hard_ptr.dtype.element_ty), mask=valid)
+                # soft = softmax_g(z): no noise, no tau (docs/assign_op.md, "Math")
+                zz = tl.where(row_mask[:, None], z, float("-inf"))
+                pz = tl.exp(zz - tl.max(zz, axis=0)[None, :])
+                sz = pz / tl.sum(pz, axis=0)[None, :]
+                tl.store(soft_ptr + lin, sz.to(soft_ptr.dtype.element_ty), mask=valid)
 
-    if RETURN_ATTN:
-        valid = row_mask[:, None] & col_mask[None, :]
-        lin = (bh * G + offs_g[:, None]).to(tl.int64) * N + offs_n[None, :]
-        tl.store(hard_ptr + lin, a.to(hard_ptr.dtype.element_ty), mask=valid)
-        # soft = softmax_g(z): no noise, no tau (docs/assign_op.md, "Math")
-        zz = tl.where(row_mask[:, None], z, float("-inf"))
-        pz = tl.exp(zz - tl.max(zz, axis=0)[None, :])
-        sz = pz / tl.sum(pz, axis=0)[None, :]
-        tl.store(soft_ptr + lin, sz.to(soft_ptr.dtype.element_ty), mask=valid)
+    r_ptrs = r_ptr + bh * G + offs_g
+    out_rows = (b * G + offs_g) * C + h * D  # out and ws are contiguous [B, G, C]
+    o_ptrs = out_rows[:, None] + offs_dv[None, :]
+    o_mask = row_mask[:, None] & dv_mask[None, :]
+    if n_splits == 1:
+        if dt == 0:
+            tl.store(r_ptrs, r_acc, mask=row_mask)
+        if not SUM_ASSIGN:
+            acc = acc / (r_acc + eps)[:, None]  # R = A / (r + eps), applied after the sum (exact one-hot in the dot)
+        tl.store(out_ptr + o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+    else:
+        if dt == 0:
+            tl.atomic_add(r_ptrs, r_acc, mask=row_mask, sem="relaxed")
+        tl.atomic_add(ws_ptr + o_ptrs, acc, mask=o_mask, sem="relaxed")
 
 
 @triton.jit
 def _assign_fwd_finalize_kernel(
     ws_ptr, r_ptr, out_ptr, G, C, D, H, eps, SUM_ASSIGN: tl.constexpr, BLOCK_C: tl.constexpr
 ):
-    """out[b, g, c] = ws[b, g, c] / (r[b, c // D, g] + eps) in the output dtype (multi-block forward)."""
+    """out[b, g, c] = ws[b, g, c] / (r[b, c // D, g] + eps) in the output dtype (forward split over tokens)."""
     row = tl.program_id(0).to(tl.int64)  # b * G + g
     b = row // G
     g = row % G
@@ -347,7 +415,7 @@ def _assign_bwd_preprocess_kernel(
     tl.store(delta_ptr + bh * G + offs_g, acc, mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _assign_bwd_kernel(
     q_ptr,
     k_ptr,
@@ -376,7 +444,8 @@ def _assign_bwd_kernel(
     N,
     D,
     H,
-    n_blocks,
+    n_splits,
+    tokens_per_split,
     seed,
     offset,
     scale,
@@ -384,102 +453,97 @@ def _assign_bwd_kernel(
     eps,
     G_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
     HARD: tl.constexpr,
     GUMBEL: tl.constexpr,
     HAS_NOISE: tl.constexpr,
     SUM_ASSIGN: tl.constexpr,
-    SINGLE: tl.constexpr,
     FP32: tl.constexpr,
 ):
-    """One (b, h, token block) of the backward (docs/assign_op.md, "Backward"), recomputing z, e, S and A:
+    """One (b, h, token range, head-dim tile) of the backward (docs/assign_op.md, "Backward"),
+    recomputing z, e, S and A per BLOCK_N tokens over the whole head dim:
 
     dR[g,n] = <dO[g], v_n>        dA = (dR - delta[g]) / (r[g] + eps)   (dA = dR if sum_assign)
     dz      = S * (dA - sum_g S dA) / tau                               (dS = dA: straight-through)
     dv[n]   = sum_g R[g,n] dO[g]  dk[n] = scale sum_g dz[g,n] q_g       dq[g] += scale sum_n dz[g,n] k_n
+
+    dv and dk of the tile are owned by the program; dq [G_PAD, BLOCK_DV] accumulates over the token
+    range and is written directly (one range) or added atomically into the fp32 workspace (several).
     """
-    pid = tl.program_id(0)
-    bh = (pid // n_blocks).to(tl.int64)
-    blk = pid % n_blocks
+    bh, n_start, n_end, dt = _program_tile(D, N, n_splits, tokens_per_split, BLOCK_DV)
     b = bh // H
     h = bh % H
     C = H * D
 
     offs_g = tl.arange(0, G_PAD)
-    offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = dt * BLOCK_DV + tl.arange(0, BLOCK_DV)
     row_mask = offs_g < G
-    col_mask = offs_n < N
-    valid = row_mask[:, None] & col_mask[None, :]
+    dv_mask = offs_dv < D
+    gm = row_mask[:, None] & dv_mask[None, :]
 
     q_base = q_ptr + b * stride_qb + (h * D) * stride_qc
     k_base = k_ptr + b * stride_kb + (h * D) * stride_kc
     v_base = v_ptr + b * stride_vb + (h * D) * stride_vc
     do_base = do_ptr + b * stride_db + (h * D) * stride_dc
 
-    # pass 1 over the head dim: logits z = q k^T and dR = dO v^T
-    z = tl.zeros((G_PAD, BLOCK_N), dtype=tl.float32)
-    dr = tl.zeros((G_PAD, BLOCK_N), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + offs_d
-        dm = d < D
-        gm = row_mask[:, None] & dm[None, :]
-        nm = col_mask[:, None] & dm[None, :]
-        qt = tl.load(q_base + offs_g[:, None] * stride_qg + d[None, :] * stride_qc, mask=gm, other=0.0)
-        kt = tl.load(k_base + offs_n[:, None] * stride_kn + d[None, :] * stride_kc, mask=nm, other=0.0)
-        dot_ = tl.load(do_base + offs_g[:, None] * stride_dg + d[None, :] * stride_dc, mask=gm, other=0.0)
-        vt = tl.load(v_base + offs_n[:, None] * stride_vn + d[None, :] * stride_vc, mask=nm, other=0.0)
-        z += _dot(qt, tl.trans(kt), FP32)
-        dr += _dot(dot_, tl.trans(vt), FP32)
-    z = z * scale
-
-    s, a = _assignment(
-        z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
-    )
-
-    if SUM_ASSIGN:
-        w = a  # R = A
-        da = dr  # dA = dR
-    else:
+    if not SUM_ASSIGN:
         r = tl.load(r_ptr + bh * G + offs_g, mask=row_mask, other=0.0)
         delta = tl.load(delta_ptr + bh * G + offs_g, mask=row_mask, other=0.0)
-        denom = (r + eps)[:, None]
-        w = a / denom
-        da = (dr - delta[:, None]) / denom
-    # padded rows/columns: zero (their r + eps may be 0 when eps = 0)
-    w = tl.where(valid, w, 0.0)
-    da = tl.where(valid, da, 0.0)
-    dz = s * (da - tl.sum(s * da, axis=0)[None, :]) / tau
+        denom = r + eps
 
-    if FP32:
-        w_dot = w
-        dz_dot = dz
-    else:
-        w_dot = w.to(v_ptr.dtype.element_ty)
-        dz_dot = dz.to(q_ptr.dtype.element_ty)
-    w_t = tl.trans(w_dot)
-    dz_t = tl.trans(dz_dot)
-
-    # pass 2 over the head dim: dv, dk (owned by this token block) and dq (reduced over token blocks)
     dq_rows = (b * G + offs_g) * C + h * D  # dq, dq_ws contiguous [B, G, C]
-    dkv_rows = (b * N + offs_n) * C + h * D  # dk, dv contiguous [B, N, C]
-    for d0 in range(0, D, BLOCK_D):
-        d = d0 + offs_d
-        dm = d < D
-        gm = row_mask[:, None] & dm[None, :]
-        nm = col_mask[:, None] & dm[None, :]
-        dot_ = tl.load(do_base + offs_g[:, None] * stride_dg + d[None, :] * stride_dc, mask=gm, other=0.0)
-        qt = tl.load(q_base + offs_g[:, None] * stride_qg + d[None, :] * stride_qc, mask=gm, other=0.0)
-        kt = tl.load(k_base + offs_n[:, None] * stride_kn + d[None, :] * stride_kc, mask=nm, other=0.0)
-        dv = _dot(w_t, dot_, FP32)
-        dk = _dot(dz_t, qt, FP32) * scale
-        dq = _dot(dz_dot, kt, FP32) * scale
-        tl.store(dv_ptr + dkv_rows[:, None] + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=nm)
-        tl.store(dk_ptr + dkv_rows[:, None] + d[None, :], dk.to(dk_ptr.dtype.element_ty), mask=nm)
-        if SINGLE:
-            tl.store(dq_ptr + dq_rows[:, None] + d[None, :], dq.to(dq_ptr.dtype.element_ty), mask=gm)
+    acc = tl.zeros((G_PAD, BLOCK_DV), dtype=tl.float32)
+    for n0 in range(n_start, n_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        col_mask = offs_n < n_end
+        valid = row_mask[:, None] & col_mask[None, :]
+        z = _rows_dot_cols(
+            q_base, stride_qg, stride_qc, k_base, stride_kn, stride_kc,
+            offs_g, offs_n, row_mask, col_mask, D, G_PAD, BLOCK_N, BLOCK_DK, FP32,
+        )  # fmt: skip
+        z = z * scale
+        s, a = _assignment(
+            z, noise_ptr, seed, offset, bh, offs_g, offs_n, row_mask, col_mask, G, N, tau, HARD, GUMBEL, HAS_NOISE
+        )
+        dr = _rows_dot_cols(
+            do_base, stride_dg, stride_dc, v_base, stride_vn, stride_vc,
+            offs_g, offs_n, row_mask, col_mask, D, G_PAD, BLOCK_N, BLOCK_DK, FP32,
+        )  # fmt: skip
+        if SUM_ASSIGN:
+            w = a  # R = A
+            da = dr  # dA = dR
         else:
-            tl.atomic_add(dq_ws_ptr + dq_rows[:, None] + d[None, :], dq, mask=gm, sem="relaxed")
+            w = a / denom[:, None]
+            da = (dr - delta[:, None]) / denom[:, None]
+        # padded rows/columns: zero (their r + eps may be 0 when eps = 0)
+        w = tl.where(valid, w, 0.0)
+        da = tl.where(valid, da, 0.0)
+        dz = s * (da - tl.sum(s * da, axis=0)[None, :]) / tau
+        if FP32:
+            w_dot = w
+            dz_dot = dz
+        else:
+            w_dot = w.to(v_ptr.dtype.element_ty)
+            dz_dot = dz.to(q_ptr.dtype.element_ty)
+
+        nm = col_mask[:, None] & dv_mask[None, :]
+        dkv_ptrs = (b * N + offs_n)[:, None] * C + h * D + offs_dv[None, :]  # dk, dv contiguous [B, N, C]
+        dot_ = tl.load(do_base + offs_g[:, None] * stride_dg + offs_dv[None, :] * stride_dc, mask=gm, other=0.0)
+        dv = _dot(tl.trans(w_dot), dot_, FP32)
+        tl.store(dv_ptr + dkv_ptrs, dv.to(dv_ptr.dtype.element_ty), mask=nm)
+        qt = tl.load(q_base + offs_g[:, None] * stride_qg + offs_dv[None, :] * stride_qc, mask=gm, other=0.0)
+        dk = _dot(tl.trans(dz_dot), qt, FP32) * scale
+        tl.store(dk_ptr + dkv_ptrs, dk.to(dk_ptr.dtype.element_ty), mask=nm)
+        kt = tl.load(k_base + offs_n[:, None] * stride_kn + offs_dv[None, :] * stride_kc, mask=nm, other=0.0)
+        acc += _dot(dz_dot, kt, FP32)
+
+    acc = acc * scale
+    dq_ptrs = dq_rows[:, None] + offs_dv[None, :]
+    if n_splits == 1:
+        tl.store(dq_ptr + dq_ptrs, acc.to(dq_ptr.dtype.element_ty), mask=gm)
+    else:
+        tl.atomic_add(dq_ws_ptr + dq_ptrs, acc, mask=gm, sem="relaxed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,41 +568,33 @@ def _gumbel_noise_kernel(out_ptr, total, seed, offset, UNIFORM: tl.constexpr, BL
 # Autotuning (GPU only)
 # --------------------------------------------------------------------------------------------
 
-# (BLOCK_D, num_warps, num_stages). BLOCK_D chunks the head dim of every dot; the [G_PAD, BLOCK_N] tile
-# is fixed by the launcher (_block_n), which must know whether one token block covers N.
+# (BLOCK_DK, num_warps, num_stages). BLOCK_DK chunks the head dim of the logits dots; the token block
+# BLOCK_N and the head-dim tile BLOCK_DV (the accumulator's width) are fixed by the launcher (_tiles).
+# Every config must compile without a register spill at every shape and mode of
+# groupvit_fast/tools/compile_check.py, which fails otherwise (docs/assign_op.md, "Triton kernels").
 _CONFIGS = [
     (16, 4, 2),
-    (16, 8, 2),
-    (16, 16, 2),
     (32, 4, 2),
     (64, 4, 2),
-    (64, 8, 2),
-    (64, 8, 3),
-    (64, 16, 2),
-    (128, 8, 2),
-    (128, 16, 2),
 ]
+# BLOCK_DK of each input kind: half precision takes the wide chunks (fewer, larger MMAs), fp32 the
+# narrow ones (its FMA dot holds a BLOCK_DK slice of both operands in registers).
+_DK = {False: (32, 64), True: (16, 32)}
 
 
 def _prune(configs, named_args, **kwargs):
-    """Keep configs whose BLOCK_D fits the head dim (BLOCK_D=16 only for D <= 16) and whose warps give
-    16..64 logits-tile elements per thread (ptxas for sm_90: a 64x256 tile at 8 warps already spills a
-    little, at 16 warps it fits in 128 registers); tiny tiles keep the fewest warps."""
+    """The configs of the input kind whose BLOCK_DK fits the head dim (no chunk wider than the next
+    power of two of D; the narrowest of the kind when none does)."""
     args = {**named_args, **kwargs}
-    d, tile = args["D"], args["G_PAD"] * args["BLOCK_N"]
-    width = max(16, triton.next_power_of_2(d))
-    fit = [c for c in configs if c.kwargs["BLOCK_D"] <= width and (c.kwargs["BLOCK_D"] > 16 or d <= 16)]
-    kept = [c for c in fit if 16 <= tile // (32 * c.num_warps) <= 64]
-    if not kept:
-        fewest = min(c.num_warps for c in fit)
-        kept = [c for c in fit if c.num_warps == fewest]
-    return kept
+    width = max(16, triton.next_power_of_2(args["D"]))
+    kind = [c for c in configs if c.kwargs["BLOCK_DK"] in _DK[bool(args["FP32"])]]
+    return [c for c in kind if c.kwargs["BLOCK_DK"] <= width] or kind[:1]
 
 
 def _autotuned(kernel, key, reset_to_zero):
     if INTERPRET:
         return kernel
-    configs = [triton.Config({"BLOCK_D": bd}, num_warps=w, num_stages=s) for bd, w, s in _CONFIGS]
+    configs = [triton.Config({"BLOCK_DK": bd}, num_warps=w, num_stages=s) for bd, w, s in _CONFIGS]
     extra = {}
     if "cache_results" in inspect.signature(triton.autotune).parameters:
         extra["cache_results"] = True  # keep the timings on disk: tuning costs seconds per key
@@ -549,14 +605,14 @@ def _autotuned(kernel, key, reset_to_zero):
 
 # Keyed on the sizes and the constexpr flags that change the work; the autotuner adds the dtypes.
 _assign_fwd = _autotuned(
-    _assign_fwd_kernel, ["G", "N", "D", "H", "GUMBEL", "RETURN_ATTN", "SINGLE"], ["ws_ptr", "r_ptr"]
+    _assign_fwd_kernel, ["G", "N", "D", "H", "n_splits", "GUMBEL", "RETURN_ATTN"], ["ws_ptr", "r_ptr"]
 )
-_assign_bwd = _autotuned(_assign_bwd_kernel, ["G", "N", "D", "H", "GUMBEL", "SINGLE"], ["dq_ws_ptr"])
+_assign_bwd = _autotuned(_assign_bwd_kernel, ["G", "N", "D", "H", "n_splits", "GUMBEL"], ["dq_ws_ptr"])
 
 
 def _fixed_config(d: int) -> dict:
     """The one config used in the interpreter (no timing there)."""
-    return {"BLOCK_D": min(64, max(16, triton.next_power_of_2(d))), "num_warps": 4} if INTERPRET else {}
+    return {"BLOCK_DK": min(64, max(16, triton.next_power_of_2(d))), "num_warps": 4} if INTERPRET else {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,16 +631,27 @@ def _sm_count(device: torch.device) -> int:
     return _sm_counts[index]
 
 
-def _block_n(groups_pad: int, tokens: int, programs_per_block: int, tile: int, device: torch.device) -> int:
-    """Tokens per program: as many as the logits-tile budget allows (one block for all N when it
-    fits, so no atomics), but split a multi-block problem further while the grid has fewer programs
-    than SMs (one (b, h) with N = 16384 tokens must still fill the GPU)."""
-    block = max(16, min(triton.next_power_of_2(tokens), _MAX_BLOCK_N, max(16, tile // groups_pad)))
-    if triton.cdiv(tokens, block) > 1:
-        sms = _sm_count(device)
-        while block > 32 and programs_per_block * triton.cdiv(tokens, block) < sms:
-            block //= 2
-    return block
+def _tiles(
+    kernel: str, groups_pad: int, tokens: int, head_dim: int, fp32: bool, extra_tile: bool = False
+) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_DV) of ``kernel`` ("fwd" or "bwd"): tokens per step of a program's token loop (as
+    many as the logits-tile budget allows) and the head-dim tile of its accumulator (the whole head
+    when it fits). ``extra_tile``: the program also holds a loaded noise tile (a given noise tensor) or
+    the maps it writes (return_attn), so it takes half the tokens per step."""
+    tile, block_dv = _TILES[(kernel, fp32)]
+    tile = tile // 2 if extra_tile else tile
+    block_n = max(16, min(triton.next_power_of_2(tokens), _MAX_BLOCK_N, tile // groups_pad))
+    return block_n, max(16, min(block_dv, triton.next_power_of_2(head_dim)))
+
+
+def _splits(programs: int, tokens: int, block_n: int, device: torch.device, splits: int | None) -> tuple[int, int]:
+    """(n_splits, tokens_per_split): one token range per program while the grid has at least one program
+    per SM (then nothing is reduced across programs: no atomics, no finalize pass); otherwise the tokens
+    are split until it has (one (b, h) with N = 16384 tokens must still fill the GPU)."""
+    n_blocks = triton.cdiv(tokens, block_n)
+    wanted = splits if splits is not None else triton.cdiv(_sm_count(device), programs)
+    per_split = triton.cdiv(n_blocks, max(1, min(n_blocks, wanted)))
+    return triton.cdiv(n_blocks, per_split), per_split * block_n
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> tuple[int, int, int, int, int]:
@@ -629,12 +696,14 @@ def assign_attention_forward(
     seed: int = 0,
     offset: int = 0,
     block_n: int | None = None,
+    splits: int | None = None,
 ):
     """Fused forward. q: [B, G, C]; k, v: [B, N, C] (any strides); noise: optional [B, h, G, N].
 
     Returns ``(out [B, G, C] in q's dtype, r [B, h, G] float32, hard [B, h, G, N], soft [B, h, G, N])``;
     ``hard``/``soft`` (in q's dtype) are empty tensors unless ``return_attn``. ``block_n`` forces the
-    token-block size (a power of two >= 16; tests use it to reach the multi-block path).
+    token-block size of the programs' token loop (a power of two >= 16) and ``splits`` the number of
+    token ranges reduced across programs (tests use them to reach both paths).
 
     Equivalent PyTorch (one head, no noise)::
 
@@ -646,9 +715,13 @@ def assign_attention_forward(
     h = num_heads
     scale = d**-0.5 if scale is None else float(scale)
     g_pad = max(16, triton.next_power_of_2(g))
-    block = block_n or _block_n(g_pad, n, b * h, _FWD_TILE, q.device)
-    n_blocks = triton.cdiv(n, block)
-    single = n_blocks == 1
+    block, block_dv = _tiles(
+        "fwd", g_pad, n, d, q.dtype == torch.float32, extra_tile=return_attn or (noise is not None and gumbel)
+    )
+    block = block_n or block
+    d_tiles = triton.cdiv(d, block_dv)
+    n_splits, per_split = _splits(b * h * d_tiles, n, block, q.device, splits)
+    single = n_splits == 1
 
     out = torch.empty((b, g, c), dtype=q.dtype, device=q.device)
     r = (torch.empty if single else torch.zeros)((b, h, g), dtype=torch.float32, device=q.device)
@@ -661,7 +734,7 @@ def assign_attention_forward(
     noise_t = _noise_arg(noise if gumbel else None, q, (b, h, g, n))
 
     with _device_guard(q):
-        _assign_fwd[(b * h * n_blocks,)](
+        _assign_fwd[(b * h * n_splits * d_tiles,)](
             q,
             k,
             v,
@@ -684,7 +757,8 @@ def assign_attention_forward(
             n,
             d,
             h,
-            n_blocks,
+            n_splits,
+            per_split,
             int(seed),
             int(offset),
             scale,
@@ -692,12 +766,12 @@ def assign_attention_forward(
             float(eps),
             G_PAD=g_pad,
             BLOCK_N=block,
+            BLOCK_DV=block_dv,
             HARD=bool(hard),
             GUMBEL=bool(gumbel),
             HAS_NOISE=noise is not None and gumbel,
             SUM_ASSIGN=bool(sum_assign),
             RETURN_ATTN=bool(return_attn),
-            SINGLE=single,
             FP32=q.dtype == torch.float32,
             **_fixed_config(d),
         )
@@ -728,6 +802,7 @@ def assign_attention_backward(
     seed: int = 0,
     offset: int = 0,
     block_n: int | None = None,
+    splits: int | None = None,
 ):
     """Fused backward from what the forward saved: grad_out, out [B, G, C], r [B, h, G] (float32).
 
@@ -738,9 +813,11 @@ def assign_attention_backward(
     h = num_heads
     scale = d**-0.5 if scale is None else float(scale)
     g_pad = max(16, triton.next_power_of_2(g))
-    block = block_n or _block_n(g_pad, n, b * h, _BWD_TILE, q.device)
-    n_blocks = triton.cdiv(n, block)
-    single = n_blocks == 1
+    block, block_dv = _tiles("bwd", g_pad, n, d, q.dtype == torch.float32, extra_tile=noise is not None and gumbel)
+    block = block_n or block
+    d_tiles = triton.cdiv(d, block_dv)
+    n_splits, per_split = _splits(b * h * d_tiles, n, block, q.device, splits)
+    single = n_splits == 1
 
     r = r.to(torch.float32).contiguous()
     dk = torch.empty((b, n, c), dtype=k.dtype, device=k.device)
@@ -774,7 +851,7 @@ def assign_attention_backward(
                 G_PAD=g_pad,
                 BLOCK_D=min(64, max(16, triton.next_power_of_2(d))),
             )
-        _assign_bwd[(b * h * n_blocks,)](
+        _assign_bwd[(b * h * n_splits * d_tiles,)](
             q,
             k,
             v,
@@ -802,7 +879,8 @@ def assign_attention_backward(
             n,
             d,
             h,
-            n_blocks,
+            n_splits,
+            per_split,
             int(seed),
             int(offset),
             scale,
@@ -810,11 +888,11 @@ def assign_attention_backward(
             float(eps),
             G_PAD=g_pad,
             BLOCK_N=block,
+            BLOCK_DV=block_dv,
             HARD=bool(hard),
             GUMBEL=bool(gumbel),
             HAS_NOISE=noise is not None and gumbel,
             SUM_ASSIGN=bool(sum_assign),
-            SINGLE=single,
             FP32=q.dtype == torch.float32,
             **_fixed_config(d),
         )

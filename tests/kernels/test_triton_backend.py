@@ -154,19 +154,22 @@ def test_matches_reference(b, g, n, c, h, dtype, opts):
             _assert_close(actual, exp, TOL[dtype], f"{name} vs reference backend")
 
 
+@pytest.mark.parametrize("splits", [1, 2], ids=["one-range", "split"])
 @pytest.mark.parametrize("sum_assign,gumbel", [(False, True), (True, False)])
-def test_multi_block_equals_single_block(sum_assign, gumbel):
-    """block_n=16 splits N=37 into 3 token blocks: the fp32-atomics path must give the single-block result."""
+def test_token_loop_and_split_equal_one_block(sum_assign, gumbel, splits):
+    """block_n=16 makes each program loop over 3 token blocks of N=37 (one-range), and splits=2 also
+    splits them over two programs per (b, h), reduced with fp32 atomics and the finalize kernel (split):
+    both must give the one-block result."""
     kernels = _kernels()
     q, k, v = _inputs(2, 5, 37, 24, seed=3)
     kw = dict(num_heads=2, scale=0.3, hard=True, gumbel=gumbel, tau=0.7, sum_assign=sum_assign, eps=1.0, seed=21)
     single = kernels.assign_attention_forward(q, k, v, return_attn=True, **kw)
-    multi = kernels.assign_attention_forward(q, k, v, return_attn=True, block_n=16, **kw)
+    multi = kernels.assign_attention_forward(q, k, v, return_attn=True, block_n=16, splits=splits, **kw)
     for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     grad = _grad_out(single[0])
     g_single = kernels.assign_attention_backward(grad, q, k, v, single[0], single[1], **kw)
-    g_multi = kernels.assign_attention_backward(grad, q, k, v, single[0], single[1], block_n=16, **kw)
+    g_multi = kernels.assign_attention_backward(grad, q, k, v, single[0], single[1], block_n=16, splits=splits, **kw)
     for a, b in zip(g_single, g_multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     noise = gumbel_noise((2, 2, 5, 37), seed=21, backend="triton", device=DEVICE) if gumbel else None
@@ -177,13 +180,32 @@ def test_multi_block_equals_single_block(sum_assign, gumbel):
         _assert_close(actual, exp, TOL[torch.float32], f"multi-block {name}")
 
 
+def test_head_dim_tiles_and_splits_cover_every_channel():
+    """D = 72 > BLOCK_DV (fp32: 32): three head-dim tiles per program, each recomputing the logits;
+    with splits=3 the tiles' partial sums meet in the workspace. A tile that skipped or doubled
+    channels, or an r written by more than one tile, shows against the oracle."""
+    kernels = _kernels()
+    b, g, n, c, h = 1, 6, 40, 72, 1
+    assert c // h > kernels._TILES[("fwd", True)][1] and c // h > kernels._TILES[("bwd", True)][1]
+    q, k, v = _inputs(b, g, n, c, seed=14)
+    kw = dict(num_heads=h, hard=False, eps=0.4, scale=0.2)
+    expected, r_exp = _oracle(q, k, v, None, **kw)
+    for splits in (1, 3):
+        out, r, _, _ = kernels.assign_attention_forward(q, k, v, block_n=16, splits=splits, **kw)
+        _assert_close(out, expected[0], TOL[torch.float32], f"out, splits={splits}")
+        _assert_close(r, r_exp, TOL[torch.float32], f"r, splits={splits}")
+        grads = kernels.assign_attention_backward(_grad_out(out), q, k, v, out, r, block_n=16, splits=splits, **kw)
+        for name, actual, exp in zip(("dq", "dk", "dv"), grads, expected[1:], strict=True):
+            _assert_close(actual, exp, TOL[torch.float32], f"{name}, splits={splits}")
+
+
 @pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
 def test_multi_block_forward_at_segmentation_sizes(hard):
-    """N > 256 tokens (segmentation at 448 px and above) take the launcher's own multi-block path
-    (atomics into a workspace, then the finalize kernel divides by r + eps): with eps != 1 and two
-    heads, an ignored eps or a wrong head index for r in the finalize kernel shows."""
+    """N > 128 tokens (segmentation at 448 px and above) take several steps of the programs' token loop
+    at the launcher's own tiles: with eps != 1 and two heads, an ignored eps or a wrong head index for r
+    shows."""
     b, g, n, c, h = 1, 8, 300, 32, 2
-    assert n > _kernels()._MAX_BLOCK_N  # the launcher cannot cover N with one token block
+    assert n > _kernels()._MAX_BLOCK_N  # no token block covers N
     q, k, v = _inputs(b, g, n, c, seed=12)
     q = q * torch.linspace(0.5, 2.0, c, device=DEVICE)  # heads of different logit scales: r differs per head
     kw = dict(num_heads=h, hard=hard, eps=0.3)
