@@ -106,20 +106,7 @@ class TritonBackend(AssignBackend):
         self, q: Tensor, k: Tensor, v: Tensor, noise: Tensor | None, seed: int, offset: int, params: AssignParams
     ) -> ForwardOutputs:
         return _kernels().assign_attention_forward(
-            q,
-            k,
-            v,
-            num_heads=params.num_heads,
-            scale=params.scale,
-            hard=params.hard,
-            gumbel=params.gumbel,
-            tau=params.tau,
-            sum_assign=params.sum_assign,
-            eps=params.eps,
-            return_attn=params.return_attn,
-            noise=noise,
-            seed=seed,
-            offset=offset,
+            q, k, v, return_attn=params.return_attn, noise=noise, seed=seed, offset=offset, **params.math()
         )
 
     def backward(
@@ -136,22 +123,7 @@ class TritonBackend(AssignBackend):
         params: AssignParams,
     ) -> BackwardOutputs:
         return _kernels().assign_attention_backward(
-            grad_out,
-            q,
-            k,
-            v,
-            out,
-            r,
-            num_heads=params.num_heads,
-            scale=params.scale,
-            hard=params.hard,
-            gumbel=params.gumbel,
-            tau=params.tau,
-            sum_assign=params.sum_assign,
-            eps=params.eps,
-            noise=noise,
-            seed=seed,
-            offset=offset,
+            grad_out, q, k, v, out, r, noise=noise, seed=seed, offset=offset, **params.math()
         )
 
     def gumbel_noise(self, shape: NoiseShape, seed: int, offset: int, device: torch.device) -> Tensor:
