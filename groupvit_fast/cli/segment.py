@@ -78,10 +78,7 @@ def _segmenter(args: argparse.Namespace, class_set):
             templates=args.templates,
             crop_batch_size=args.crop_batch_size,
             assignment=args.assign,
-            short_side=tt.short_side,
-            crop_size=tt.crop_size,
-            stride=tt.stride,
-            max_long_side=tt.max_long_side,
+            **tt.windows(),
         )
         segmenter.text_embedding()  # tokeniser and text encoder once, before the progress bar
     except (ImportError, ValueError) as err:

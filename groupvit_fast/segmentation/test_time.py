@@ -59,6 +59,11 @@ class TestTimeSettings:
         ):
             raise ValueError(f"bg_thresh must be in [0, 1], got {thresh!r}")
 
+    def windows(self) -> dict[str, int]:
+        """``{short_side, crop_size, stride, max_long_side}``: the resize and the sliding window, by the names
+        ``GroupViTSegmenter`` (and the ONNX runner) take them."""
+        return {key: getattr(self, key) for key in _PIXELS}
+
     def as_dict(self) -> dict[str, Any]:
         """``{short_side, crop_size, stride, bg_thresh}``: what a report or ``scene_emergence`` takes."""
         return {key: getattr(self, key) for key in TEST_TIME_KEYS}

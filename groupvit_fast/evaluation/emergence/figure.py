@@ -59,10 +59,7 @@ def emergence_figure(
             model,
             ClassSet(tuple(names), tt.bg_thresh),
             bg_thresh=tt.bg_thresh,
-            crop_size=tt.crop_size,
-            stride=tt.stride,
-            short_side=tt.short_side,
-            max_long_side=tt.max_long_side,
+            **tt.windows(),
         )
         header = 14
         sheet = Image.new("RGB", (5 * cell, header + count * cell), (255, 255, 255))
