@@ -100,7 +100,7 @@ def test_every_extra_a_user_installs_alone_has_an_install_path_check():
     spec = importlib.util.spec_from_file_location("install_path_checks", REPO_ROOT / "tools" / "install_path_checks.py")
     checks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checks)
-    # test/dev are the developers' sets; triton needs a GPU; xformers pins its own torch
+    # test/dev are the sets for working on the package; triton needs a GPU; xformers pins its own torch
     user_extras = set(EXTRAS) - {"test", "dev", "triton", "xformers"}
     assert set(checks.CHECKS) == user_extras | {"core"}
     assert "bash tools/install_paths.sh" in (REPO_ROOT / ".ci" / "run").read_text()
