@@ -1,7 +1,7 @@
 // Bit-level float conversions, written once for the CPU kernels (cpu/assign_kernels_impl.h), the
 // Philox noise (philox_gumbel.h) and the host emulation of the CUDA kernels
 // (cuda/emulation/cuda_emulation.h): float <-> uint32 bit casts, and IEEE half and bfloat16 held
-// as raw uint16 (docs/assign_op.md, "Dtypes": fp32 compute, outputs rounded to the input dtype).
+// as raw uint16 (docs/assign_op.md, "Contract": fp32 compute, outputs rounded to the input dtype).
 //
 // * half: the FP16 library's branch-free algorithm (the one c10::Half uses), round to nearest
 //   even, so that the CPU loops over rows vectorise;

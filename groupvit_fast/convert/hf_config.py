@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: transformers is imported when a function runs (the hf extra)
+    from transformers import GroupViTConfig, GroupViTVisionConfig
 
 __all__ = ["hf_vision_config", "hf_groupvit_config", "NVLABS_TEXT_TOKEN_IDS"]
 
@@ -29,7 +32,7 @@ def _with_defaults(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
     return {**defaults, **{k: v for k, v in given.items() if k != "type"}}
 
 
-def hf_vision_config(img_encoder: Mapping[str, Any]):
+def hf_vision_config(img_encoder: Mapping[str, Any]) -> GroupViTVisionConfig:
     """The ``transformers.GroupViTVisionConfig`` of ``GroupViT(**img_encoder)`` (an NVlabs ``img_encoder``
     dict; HF repeats the last stage's group count and uses one head count for every stage)."""
     from transformers import GroupViTVisionConfig
@@ -57,7 +60,7 @@ def hf_vision_config(img_encoder: Mapping[str, Any]):
     )
 
 
-def hf_groupvit_config(model: Mapping[str, Any]):
+def hf_groupvit_config(model: Mapping[str, Any]) -> GroupViTConfig:
     """The ``transformers.GroupViTConfig`` of a ``MultiLabelContrastive`` config (``img_encoder``,
     ``text_encoder``, ``output_dim``, ``proj_inner_dim``; NVlabs' text heads: ``width // 64``)."""
     from transformers import GroupViTConfig

@@ -14,12 +14,12 @@ assign_op.md, "Triton kernels"). It fails on:
   and fp16, 128 B per thread in fp32;
 * a half-precision ``tl.dot`` that did not lower to tensor-core MMA (TTGIR layout and PTX).
 
-It records each config's occupancy (resident warps per SM); ``kernel_report`` adds the static traffic
+It records each config's occupancy (resident warps per SM); ``kernel_report`` (run on the ``--json`` output) adds the static traffic
 estimate and the CUDA C++ kernels' table. It needs triton with its NVIDIA back end (ptxas ships with
 triton), not a GPU, and must run with ``TRITON_INTERPRET`` unset.
 
     python -m groupvit_fast.tools.compile_check --quick       # CI: GroupViT-S's two stages, bf16
-    python -m groupvit_fast.tools.compile_check --json r.json --report r.md   # everything, the report
+    python -m groupvit_fast.tools.compile_check --json r.json   # everything (kernel_report r.json r.md: the report)
 """
 
 from __future__ import annotations
@@ -505,7 +505,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", nargs="+", choices=sorted(_KERNELS), help="default: every kernel")
     parser.add_argument("--quick", action="store_true", help=f"CI's subset: shapes {', '.join(QUICK['shapes'])}")
     parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--report", help="also write the markdown report (tools: kernel_report) to this file")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -538,11 +537,6 @@ def main(argv: list[str] | None = None) -> int:
             "failures": bad,
         }
         atomic_write(args.json, lambda tmp: _write_text(tmp, json.dumps(payload, indent=1)))
-    if args.report:
-        from .kernel_report import markdown
-
-        text = markdown(results, triton.__version__, elapsed, bad)
-        atomic_write(args.report, lambda tmp: _write_text(tmp, text))
     print(
         "FAILED:\n  " + "\n  ".join(bad)
         if bad

@@ -2,8 +2,8 @@
 memory, occupancy, MMA lowering and static memory traffic against the floor, and the same resource
 table for the CUDA C++ kernels (benchmarks/results/triton-compile/).
 
-    python -m groupvit_fast.tools.compile_check --json results.json --report report.md
-    python -m groupvit_fast.tools.kernel_report results.json report.md [--cuda]   # from a saved run
+    python -m groupvit_fast.tools.compile_check --json results.json
+    python -m groupvit_fast.tools.kernel_report results.json report.md [--no-cuda]
 """
 
 from __future__ import annotations
