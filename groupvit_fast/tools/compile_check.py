@@ -14,9 +14,9 @@ assign_op.md, "Triton kernels"). It fails on:
   and fp16, 128 B per thread in fp32;
 * a half-precision ``tl.dot`` that did not lower to tensor-core MMA (TTGIR layout and PTX).
 
-It records each config's occupancy (resident warps per SM); ``kernel_report`` (run on the ``--json`` output) adds the static traffic
-estimate and the CUDA C++ kernels' table. It needs triton with its NVIDIA back end (ptxas ships with
-triton), not a GPU, and must run with ``TRITON_INTERPRET`` unset.
+It records each config's occupancy (resident warps per SM); ``kernel_report`` (run on the ``--json``
+output) adds the static traffic estimate and the CUDA C++ kernels' table. It needs triton with its NVIDIA
+back end (ptxas ships with triton), not a GPU, and must run with ``TRITON_INTERPRET`` unset.
 
     python -m groupvit_fast.tools.compile_check --quick       # CI: GroupViT-S's two stages, bf16
     python -m groupvit_fast.tools.compile_check --json r.json   # everything (kernel_report r.json r.md: the report)
