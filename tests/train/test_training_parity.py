@@ -11,7 +11,8 @@ Tolerances (fp32):
   the quantity's scale: a fused run is as close to the exact run as PyTorch's own fp32 run is. (The
   hard assignment is an argmax: where fp32 rounding tips a near-tie, the fp32 runs fork from the
   float64 one and the bound widens with them; measured: at step 93 of 300.)
-* the same groups win every token at the end as in the fp32 reference run. The distance to that run
+* group usage at the end (groups in use per image and stage) by the same rule: at most twice as many
+  entries differ from the float64 run's as differ for PyTorch's fp32 run. The distance to the fp32 run
   is printed (pytest -rP), not bounded by a constant: after 300 steps it depends on the build's
   summation order (8e-5 and 1.8e-3 measured for two builds of the CPU backend on one machine), which
   the float64 rule above already accounts for.
@@ -122,7 +123,15 @@ def _assert_within_fp32_error(fused: dict, ref32: dict, ref64: dict) -> None:
         # shown by pytest -rP
         print(f"{key}: |fused - ref64| {ours:.2e}, |ref32 - ref64| {own:.2e}, |fused - ref32| {same_dtype:.2e}")
         assert ours <= 2 * own + floor, (key, float(ours), float(own))
-    assert fused["usage"] == ref32["usage"]
+    # group usage (groups in use per image and stage) by the same rule: as close to the float64 run's as
+    # PyTorch's fp32 run is; after 300 steps a near-tie argmax may tip either way in any fp32 build
+    own_usage, our_usage = _mismatches(ref32["usage"], ref64["usage"]), _mismatches(fused["usage"], ref64["usage"])
+    print(f"usage: {our_usage} entries differ from the float64 run's, {own_usage} for PyTorch's fp32 run")
+    assert our_usage <= 2 * own_usage, (our_usage, own_usage)
+
+
+def _mismatches(a: list[list[int]], b: list[list[int]]) -> int:
+    return sum(x != y for row_a, row_b in zip(a, b, strict=True) for x, y in zip(row_a, row_b, strict=True))
 
 
 @pytest.fixture(scope="module")
