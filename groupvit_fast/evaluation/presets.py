@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..datasets.scenes import SCENE_CLASSES
 from ..datasets.shapes import SHAPE_CLASSES
-from ..segmentation.classes import COCO_OBJECT_CLASSES, CONTEXT_CLASSES, VOC_CLASSES
+from ..segmentation.classes import PRESETS as CLASS_PRESETS
 from ..segmentation.test_time import PROTOCOL, TestTimeSettings
 from .data_files import read_names
 
@@ -47,9 +47,10 @@ class DatasetPreset:
 
 
 DATASETS: dict[str, DatasetPreset] = {
-    "voc": DatasetPreset("voc", VOC_CLASSES, 0.95),
-    "context": DatasetPreset("context", CONTEXT_CLASSES, 0.35),
-    "coco-object": DatasetPreset("coco-object", COCO_OBJECT_CLASSES, 0.95),
+    # NVlabs' three benchmarks: classes and background threshold from segment's own presets (one home)
+    "voc": DatasetPreset("voc", CLASS_PRESETS["voc"].names, CLASS_PRESETS["voc"].bg_thresh),
+    "context": DatasetPreset("context", CLASS_PRESETS["context"].names, CLASS_PRESETS["context"].bg_thresh),
+    "coco-object": DatasetPreset("coco-object", CLASS_PRESETS["coco"].names, CLASS_PRESETS["coco"].bg_thresh),
     "ade20k": DatasetPreset("ade20k", read_names("ade20k_classes.txt"), None, reduce_zero_label=True),
     "cityscapes": DatasetPreset("cityscapes", read_names("cityscapes_classes.txt"), None, short_side=1024),
     # the held-out split of `prepare-data scenes` (docs/training.md, "Scenes: segmentation from captions"):
