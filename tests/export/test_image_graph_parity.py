@@ -8,8 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from export_cases import CLASSES, PARITY_CROPS, TEST_TIME, check_crop_scores, check_end_to_end, compare_scores
-from export_cases import image_session, random_crops
+from export_cases import (
+    CLASSES,
+    PARITY_CROPS,
+    TEST_TIME,
+    check_crop_scores,
+    check_end_to_end,
+    compare_scores,
+    image_session,
+    random_crops,
+)
 
 from groupvit_fast.export.graph import SegmentationGraph
 from groupvit_fast.segmentation import GroupViTSegmenter

@@ -64,8 +64,10 @@ def compare_scores(torch_scores, ort_scores, what: str) -> dict:
     differ = torch_scores.argmax(1) != ort_scores.argmax(1)
     near = np.where(far[:, None], 0.0, err).max() / scale if scale else 0.0
     measured = {"max_rel": float(near), "far": float(far.mean()), "labels": float(differ.mean())}
-    print(f"parity {what}: max error {measured['max_rel']:.1e} of the largest score off ties, "
-          f"{far.sum()} of {far.size} pixels on a tie, {differ.sum()} labels differ")
+    print(
+        f"parity {what}: max error {measured['max_rel']:.1e} of the largest score off ties, "
+        f"{far.sum()} of {far.size} pixels on a tie, {differ.sum()} labels differ"
+    )
     assert far.mean() <= LABEL_MISMATCH, f"{what}: {far.mean():.3%} of pixels have scores off by more than REL"
     assert differ.mean() <= LABEL_MISMATCH, f"{what}: {differ.mean():.3%} of labels differ"
     assert not (differ & ~far).any(), f"{what}: labels differ where the scores agree"

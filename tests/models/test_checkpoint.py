@@ -19,7 +19,7 @@ from groupvit_fast.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
-from groupvit_small import hf_small_config, random_text, small_config
+from groupvit_small import hf_small_config, random_text, save_nvlabs_training_checkpoint, small_config
 from tolerances import assert_close_to_scale
 
 
@@ -39,35 +39,6 @@ def _snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _nvlabs_pth(path, model, config):
-    """An NVlabs training checkpoint: OmegaConf config (read-only, as get_config leaves it), optimizer, ..."""
-    omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.create(
-        {
-            "data": {"text_aug": {"multi_label": config["multi_label"]}},
-            "model": dict(config, multi_label="${data.text_aug.multi_label}"),
-            "train": {"epochs": 30, "base_lr": 1.6e-3},
-            "model_name": "small",
-        }
-    )
-    omegaconf.OmegaConf.set_struct(cfg, True)
-    omegaconf.OmegaConf.set_readonly(cfg, True)
-    opt = torch.optim.AdamW(model.parameters())
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "lr_scheduler": {"last_epoch": 4},
-            "metrics": {"max_accuracy": 12.5, "max_miou": 30.0},
-            "epoch": 4,
-            "config": cfg,
-            "max_accuracy": 12.5,
-            "max_miou": 30.0,
-        },
-        path,
-    )
-
-
 # ---- NVlabs checkpoints ----------------------------------------------------------------------
 
 
@@ -75,7 +46,7 @@ def test_nvlabs_checkpoint_loads_safely_and_builds_its_model(tmp_path):
     config = small_config(multi_label=3)
     model = _model(**{"multi_label": 3})
     path = tmp_path / "ckpt_epoch_4.pth"
-    _nvlabs_pth(path, model, config)
+    save_nvlabs_training_checkpoint(path, model, config)
     # plain weights_only refuses it (OmegaConf objects) ...
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(path, weights_only=True)
