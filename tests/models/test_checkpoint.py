@@ -121,6 +121,24 @@ def test_hf_weights_load_and_match_transformers(tmp_path, fmt):
         )
 
 
+def test_save_pretrained_folders_give_their_head_count(tmp_path):
+    """Shapes do not hold the vision head count: a ``save_pretrained`` folder's config.json does (2 here, where
+    ``embed_dim // 64`` would be 1); a text head count our text encoder cannot have is refused in one line."""
+    import json
+
+    from transformers import GroupViTModel
+
+    torch.manual_seed(0)
+    GroupViTModel(hf_small_config()).save_pretrained(str(tmp_path / "hf"))
+    ckpt = load_checkpoint(tmp_path / "hf" / "model.safetensors")
+    assert ckpt.config["img_encoder"]["num_heads"] == [2, 2, 2]
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["text_config"]["num_attention_heads"] = 4
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: text_config.num_attention_heads 4: .* 1 heads"):
+        load_checkpoint(tmp_path / "hf" / "model.safetensors")
+
+
 def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):
     from transformers import GroupViTVisionModel
 
