@@ -32,7 +32,7 @@ def _shape_images() -> list[np.ndarray]:
 
     rng = random.Random(0)
     drawn = [("red", "circle", (70, 110)), ("blue", "square", (130, 90))]
-    return [np.asarray(draw_shape(c, s, 64, rng).resize(size[::-1], Image.BILINEAR)) for c, s, size in drawn]
+    return [np.array(draw_shape(c, s, 64, rng).resize(size[::-1], Image.BILINEAR)) for c, s, size in drawn]
 
 
 @pytest.mark.parametrize(
