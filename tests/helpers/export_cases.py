@@ -131,15 +131,18 @@ TRAINED_TEST_TIME = {"short_side": 96, "crop_size": 64, "stride": 32, "bg_thresh
 TRAIN_STEPS = 16
 
 
-def train_tiny(root: str) -> tuple[str, list[float]]:
+def train_tiny(root: str) -> tuple[str, list[float], dict]:
     """Train the small model (``small_export_config``) for ``TRAIN_STEPS`` steps with the project's training
     loop (the ``tiny`` recipe on generated coloured-shape shards, CLIP's tokenizer) in ``root``; returns the
-    training checkpoint's path (``checkpoint.pth``, with its config) and the logged losses."""
+    training checkpoint's path (``checkpoint.pth``, with its config), the logged losses and the initial weights
+    (the model the loop builds from its seed, before the first step)."""
     import json
     import os
 
+    import torch
     from omegaconf import OmegaConf
 
+    from groupvit_fast import build_model
     from groupvit_fast.train import Trainer, load_config
     from groupvit_fast.train.data import write_synthetic_shards
 
@@ -164,7 +167,9 @@ def train_tiny(root: str) -> tuple[str, list[float]]:
     }
     cfg = load_config("tiny", [f"{k}={v}" for k, v in opts.items()], output=os.path.join(root, "run"))
     cfg.model = OmegaConf.create(small_export_config())
+    torch.manual_seed(int(cfg.train.seed))  # as the loop draws its initial weights
+    initial = {k: v.clone() for k, v in build_model(small_export_config()).state_dict().items()}
     Trainer(cfg, quiet=True, device="cpu").run()
     with open(os.path.join(cfg.output, "metrics.jsonl"), encoding="utf-8") as f:
         losses = [row["total_loss"] for row in map(json.loads, f) if "total_loss" in row]
-    return os.path.join(cfg.output, "checkpoint.pth"), losses
+    return os.path.join(cfg.output, "checkpoint.pth"), losses, initial
