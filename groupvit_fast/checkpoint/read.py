@@ -121,6 +121,38 @@ def _classify(state: dict[str, torch.Tensor], where: str) -> tuple[str, str]:
     raise ValueError(f"{where}: not GroupViT weights (keys start with: {shown})")
 
 
+def _hf_folder_config(where: str, state: dict[str, torch.Tensor]) -> dict | None:
+    """The model config of HF weights saved by ``save_pretrained``: the shapes' config (``infer_config``) with the
+    vision encoder's head count from the ``config.json`` beside the weights (shapes do not hold it); ``None``
+    without a GroupViT ``config.json``. docs/groupvit.md, "Checkpoints"."""
+    from .infer import infer_config
+
+    path = os.path.join(os.path.dirname(os.path.abspath(where)), "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON config ({err})") from None
+    if not isinstance(hf, dict) or hf.get("model_type") not in ("groupvit", "groupvit_vision_model"):
+        return None
+    vision = hf.get("vision_config", hf)
+    config = infer_config(state)
+    img = config.get("img_encoder", config)
+    heads = vision.get("num_attention_heads")
+    if heads is not None:
+        img["num_heads"] = [int(heads)] * len(img["num_heads"])
+    text_heads = (hf.get("text_config") or {}).get("num_attention_heads")
+    if "text_encoder" in config and text_heads is not None:
+        ours = max(1, config["text_encoder"]["width"] // 64)
+        if int(text_heads) != ours:
+            raise ValueError(
+                f"{path}: text_config.num_attention_heads {text_heads}: the text encoder has width // 64 = {ours} heads"
+            )
+    return config
+
+
 def read_checkpoint(path_or_dict: str | os.PathLike | Mapping, *, trust_pickle: bool = False) -> Checkpoint:
     """Read GroupViT weights in any supported format, converted to NVlabs keys (no model built).
 
@@ -159,4 +191,6 @@ def read_checkpoint(path_or_dict: str | os.PathLike | Mapping, *, trust_pickle: 
             state = hf_to_nvlabs(state)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
+        if config is None and stored_config is None and not isinstance(path_or_dict, Mapping):
+            config = _hf_folder_config(where, state)
     return Checkpoint(state_dict=state, kind=kind, source_format=source, config=config or stored_config, meta=meta)

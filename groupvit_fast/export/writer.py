@@ -28,7 +28,15 @@ from .graph import INPUT_NAMES, OUTPUT_NAMES, SegmentationGraph
 from .layout import EXPORT_FILES, FORMAT, MAX_SIDE
 from .text_graph import TEXT_INPUT_NAMES, TEXT_OUTPUT_NAMES, TextEmbeddingGraph
 
-__all__ = ["export_onnx", "EXPORT_FILES", "MIN_OPSET", "MAX_SIDE", "ExportError", "image_dynamic_shapes"]
+__all__ = [
+    "export_onnx",
+    "export_image_graph",
+    "EXPORT_FILES",
+    "MIN_OPSET",
+    "MAX_SIDE",
+    "ExportError",
+    "image_dynamic_shapes",
+]
 
 #: the lowest opset the graphs are written in (the translation's, docs/export.md "The image graph")
 MIN_OPSET = OPSET
@@ -91,7 +99,10 @@ def image_dynamic_shapes(model: nn.Module) -> tuple:
     )
 
 
-def _export_image_graph(model: nn.Module, path: str, *, assignment: str, opset: int, bg_thresh: float) -> None:
+def export_image_graph(model: nn.Module, path: str, *, assignment: str, opset: int, bg_thresh: float) -> None:
+    """Write the image graph alone (docs/export.md, "The image graph") of ``model`` to ``path``: ``images
+    [B, 3, H, W]``, ``text_embeddings [K, D]``, ``bg_thresh []`` (default ``bg_thresh``) -> ``scores
+    [B, 1 + K, H, W]``, ``labels [B, H, W]``. ``export_onnx`` writes it with the rest of an export folder."""
     graph = SegmentationGraph(model, assignment=assignment).eval()
     side = 2 * min_side(model)
     dim = embed_dim(model)
@@ -227,7 +238,7 @@ def export_onnx(
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             staged = {role: os.path.join(tmp, name) for role, name in EXPORT_FILES.items()}
             try:
-                _export_image_graph(model, staged["image"], assignment=assignment, opset=opset, bg_thresh=graph_bg)
+                export_image_graph(model, staged["image"], assignment=assignment, opset=opset, bg_thresh=graph_bg)
                 _export_text_graph(model, staged["text"], opset=opset)
             except ValueError as err:  # the op's translation refuses what has no ONNX form
                 raise ExportError(str(err).splitlines()[0]) from None

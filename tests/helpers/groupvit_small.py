@@ -58,3 +58,37 @@ def random_text(batch: int, length: int = 16, eot: int = 99, generator=None):
         ids[i, pos] = eot
         ids[i, pos + 1 :] = 0
     return ids
+
+
+def save_nvlabs_training_checkpoint(path, model, config: dict) -> None:
+    """An NVlabs training checkpoint of ``model`` (built from the model ``config``) at ``path``: an OmegaConf
+    config (read-only, as NVlabs' ``get_config`` leaves it, with its ``multi_label`` interpolation), optimizer,
+    scheduler, metrics and epoch, as NVlabs' ``save_checkpoint`` writes them."""
+    import pytest
+    import torch
+
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create(
+        {
+            "data": {"text_aug": {"multi_label": config["multi_label"]}},
+            "model": dict(config, multi_label="${data.text_aug.multi_label}"),
+            "train": {"epochs": 30, "base_lr": 1.6e-3},
+            "model_name": "small",
+        }
+    )
+    omegaconf.OmegaConf.set_struct(cfg, True)
+    omegaconf.OmegaConf.set_readonly(cfg, True)
+    opt = torch.optim.AdamW(model.parameters())
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": {"last_epoch": 4},
+            "metrics": {"max_accuracy": 12.5, "max_miou": 30.0},
+            "epoch": 4,
+            "config": cfg,
+            "max_accuracy": 12.5,
+            "max_miou": 30.0,
+        },
+        path,
+    )

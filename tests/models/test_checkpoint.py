@@ -19,7 +19,7 @@ from groupvit_fast.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
-from groupvit_small import hf_small_config, random_text, small_config
+from groupvit_small import hf_small_config, random_text, save_nvlabs_training_checkpoint, small_config
 from tolerances import assert_close_to_scale
 
 
@@ -39,35 +39,6 @@ def _snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _nvlabs_pth(path, model, config):
-    """An NVlabs training checkpoint: OmegaConf config (read-only, as get_config leaves it), optimizer, ..."""
-    omegaconf = pytest.importorskip("omegaconf")
-    cfg = omegaconf.OmegaConf.create(
-        {
-            "data": {"text_aug": {"multi_label": config["multi_label"]}},
-            "model": dict(config, multi_label="${data.text_aug.multi_label}"),
-            "train": {"epochs": 30, "base_lr": 1.6e-3},
-            "model_name": "small",
-        }
-    )
-    omegaconf.OmegaConf.set_struct(cfg, True)
-    omegaconf.OmegaConf.set_readonly(cfg, True)
-    opt = torch.optim.AdamW(model.parameters())
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "lr_scheduler": {"last_epoch": 4},
-            "metrics": {"max_accuracy": 12.5, "max_miou": 30.0},
-            "epoch": 4,
-            "config": cfg,
-            "max_accuracy": 12.5,
-            "max_miou": 30.0,
-        },
-        path,
-    )
-
-
 # ---- NVlabs checkpoints ----------------------------------------------------------------------
 
 
@@ -75,7 +46,7 @@ def test_nvlabs_checkpoint_loads_safely_and_builds_its_model(tmp_path):
     config = small_config(multi_label=3)
     model = _model(**{"multi_label": 3})
     path = tmp_path / "ckpt_epoch_4.pth"
-    _nvlabs_pth(path, model, config)
+    save_nvlabs_training_checkpoint(path, model, config)
     # plain weights_only refuses it (OmegaConf objects) ...
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(path, weights_only=True)
@@ -148,6 +119,24 @@ def test_hf_weights_load_and_match_transformers(tmp_path, fmt):
             F.normalize(target.encode_text(text), dim=-1),
             F.normalize(hf.get_text_features(input_ids=text).pooler_output, dim=-1),
         )
+
+
+def test_save_pretrained_folders_give_their_head_count(tmp_path):
+    """Shapes do not hold the vision head count: a ``save_pretrained`` folder's config.json does (2 here, where
+    ``embed_dim // 64`` would be 1); a text head count our text encoder cannot have is refused in one line."""
+    import json
+
+    from transformers import GroupViTModel
+
+    torch.manual_seed(0)
+    GroupViTModel(hf_small_config()).save_pretrained(str(tmp_path / "hf"))
+    ckpt = load_checkpoint(tmp_path / "hf" / "model.safetensors")
+    assert ckpt.config["img_encoder"]["num_heads"] == [2, 2, 2]
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["text_config"]["num_attention_heads"] = 4
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: text_config.num_attention_heads 4: .* 1 heads"):
+        load_checkpoint(tmp_path / "hf" / "model.safetensors")
 
 
 def test_hf_vision_weights_and_full_checkpoint_into_bare_groupvit(tmp_path):

@@ -331,3 +331,21 @@ def test_the_voc_segment_cases_prompt_with_the_evaluations_class_names_and_setti
     for case in cases:
         assert case.classes == voc.class_names
         assert (case.crop, case.stride, case.bg_thresh) == (voc.crop, voc.stride, voc.bg_thresh)
+
+
+def test_the_export_cases_time_the_segment_cases_problems():
+    # the export family times, on the CPU tiers, exactly the problems the segment family times: its table is
+    # derived from SEGMENT_CASES, so the two cannot drift apart
+    from dataclasses import fields
+
+    from groupvit_fast.bench.cases.export import EXPORT_CASES, EXPORT_IMPLS, EXPORT_TIERS
+    from groupvit_fast.bench.cases.segment import SEGMENT_CASES, SegmentCase
+
+    assert set(EXPORT_CASES) == set(EXPORT_TIERS) and {"cpu", "smoke"} <= set(EXPORT_TIERS)
+    for tier in EXPORT_TIERS:
+        assert len(EXPORT_CASES[tier]) == len(SEGMENT_CASES[tier]) > 0, tier
+        for ours, theirs in zip(EXPORT_CASES[tier], SEGMENT_CASES[tier], strict=True):
+            for f in fields(SegmentCase):
+                if f.name not in ("impls", "task"):
+                    assert getattr(ours, f.name) == getattr(theirs, f.name), (tier, f.name)
+            assert ours.impls == EXPORT_IMPLS and ours.id.startswith("export/")

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from .family import BuildContext, Family, throughput_record
-from .model import IMAGE_TEXT_CONFIGS
 from .runner import Runner, dispatched_backends
-from .segment import VOC_CLASSES, SegmentCase, segment_bank
+from .segment import SEGMENT_CASES, SegmentCase, segment_bank
 
 EXPORT_IMPLS = ("pytorch", "onnxruntime")
 
@@ -120,24 +119,18 @@ def _record(case: ExportCase, impl: str, stats: dict, runner: Runner, ctx: Build
     return throughput_record(case, impl, stats, runner, image_onnx_mb=round(bank.size_mb, 1), **versions)
 
 
+#: the segment family's CPU tiers: the export family times the same problems (onnxruntime's CPU provider only)
+EXPORT_TIERS = ("cpu", "cpu-quick", "smoke")
+
+
+def export_case(case: SegmentCase) -> ExportCase:
+    """``case``'s problem (model, images, size, classes, windows, threshold) with the export family's impls."""
+    same = {f.name: getattr(case, f.name) for f in fields(SegmentCase) if f.name not in ("impls", "task")}
+    return ExportCase(**same, impls=EXPORT_IMPLS)
+
+
 EXPORT_CASES: dict[str, tuple[ExportCase, ...]] = {
-    name: tuple(c for c in cases if c.config in IMAGE_TEXT_CONFIGS)
-    for name, cases in {
-        "cpu": (ExportCase("groupvit-s-image-text", 2, (448, 448), VOC_CLASSES, EXPORT_IMPLS),),
-        "cpu-quick": (ExportCase("groupvit-s-image-text", 1, (448, 448), VOC_CLASSES, EXPORT_IMPLS),),
-        "smoke": (
-            ExportCase(
-                "groupvit-tiny-image-text",
-                1,
-                (64, 96),
-                VOC_CLASSES[:4],
-                EXPORT_IMPLS,
-                crop=64,
-                stride=32,
-                bg_thresh=0.5,
-            ),
-        ),
-    }.items()
+    tier: tuple(export_case(c) for c in SEGMENT_CASES[tier]) for tier in EXPORT_TIERS
 }
 
 FAMILY = Family(
