@@ -8,7 +8,8 @@ pieces that isolate one cost each (docs/cpu_backend.md, "Speed"):
 
 * the eager reference (NVlabs' formulation) and the ``cpu`` backend on every kernel copy this CPU runs;
 * the same call without the Gumbel noise (the noise is drawn in the forward and drawn again in the
-  backward, which recomputes it instead of saving a ``[B, G, N]`` tensor: docs/memory.md);
+  backward, which recomputes it instead of saving a ``[B, G, N]`` tensor: docs/assign_op.md, "Memory
+  contract");
 * the forward alone (so the backward is the difference);
 * the GEMM floor: ``torch.bmm`` (ATen's BLAS, all threads) of exactly the products the fused op must
   compute, one in the forward (``Q K^T``) and four in the backward (``Q K^T`` again, ``dO V^T``,
