@@ -96,16 +96,10 @@ GVF_HD uint32_t philox_x0(uint64_t counter, uint64_t seed) {
   return c0;
 }
 
-// log(x) for positive, normal, finite x (the noise path only sees u and -log(u)). Selects rather
-// than branches, so the CPU loops vectorise; exact range reduction: x = m * 2**e, m in [0.5, 1),
-// folded to [sqrt(1/2), sqrt(2)) - 1.
-GVF_HD float log_pos(float x) {
-  const uint32_t ix = float_to_bits(x);
-  int32_t e = static_cast<int32_t>((ix >> 23) & 0xFFu) - 126;
-  float m = bits_to_float((ix & 0x007FFFFFu) | 0x3F000000u);
-  const bool small = m < kSqrtHalf;
-  e = small ? e - 1 : e;
-  m = small ? (m + m) - 1.0f : m - 1.0f;
+// log(x) = e * ln2 + log1p(m) from log_pos's reduced argument m (in [sqrt(1/2), sqrt(2)) - 1) and
+// exponent e. Its own function so that the CPU's baseline copy (cpu/gumbel_noise_cpu.h), which
+// reduces with masks instead of selects, runs the same polynomial.
+GVF_HD float log_from_reduced(float m, int32_t e) {
   const float z = m * m;
   float y = kLogP0;
   y = y * m + kLogP1;
@@ -121,6 +115,19 @@ GVF_HD float log_pos(float x) {
   y = y + kLn2Lo * fe;
   y = y - 0.5f * z;
   return (m + y) + kLn2Hi * fe;
+}
+
+// log(x) for positive, normal, finite x (the noise path only sees u and -log(u)). Selects rather
+// than branches, so the CPU loops vectorise; exact range reduction: x = m * 2**e, m in [0.5, 1),
+// folded to [sqrt(1/2), sqrt(2)) - 1.
+GVF_HD float log_pos(float x) {
+  const uint32_t ix = float_to_bits(x);
+  int32_t e = static_cast<int32_t>((ix >> 23) & 0xFFu) - 126;
+  float m = bits_to_float((ix & 0x007FFFFFu) | 0x3F000000u);
+  const bool small = m < kSqrtHalf;
+  e = small ? e - 1 : e;
+  m = small ? (m + m) - 1.0f : m - 1.0f;
+  return log_from_reduced(m, e);
 }
 
 // e of the formula above from Philox's output word x.

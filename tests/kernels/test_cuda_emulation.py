@@ -132,6 +132,25 @@ def test_emulated_cuda_kernels_low_precision(emulated_cuda, dtype, mode):
         assert ours.dtype == dtype and relative_error(ours, expected.grad) <= GRAD_TOL[dtype]
 
 
+@requires("cpu")
+@pytest.mark.parametrize("seed,offset", [(1, 0), (2**40 + 5, 2**32 - 1000), (2**62 - 17, 99)])
+def test_cpu_baseline_noise_is_the_per_element_definition_bit_for_bit(emulation_ops, seed, offset):
+    # The CPU's baseline copy restates philox::gumbel_at for the vectoriser (csrc/cpu/gumbel_noise_cpu.h:
+    # 32 lanes per stage, the first two and the last Philox round specialised, masks for the selects);
+    # the emulation draws every element with philox::gumbel_at itself. Neither is compiled with FMA on
+    # x86-64, so the noise must be the same bits (docs/assign_op.md, "Noise: what is guaranteed"); the
+    # oracle tests allow 1e-5 and would pass a reordered log. 6321 values: whole and partial 256-value
+    # blocks and 32-lane tails; the second case's counters cross 2**32 inside a block.
+    from groupvit_fast.ops import gumbel_noise
+    from groupvit_fast.ops.backends.native import use_cpu_isa
+
+    shape = (1, 3, 7, 301)
+    expected = emulation_ops.gumbel_noise_native(torch.empty(0), list(shape), seed, offset)
+    with use_cpu_isa("baseline"):
+        ours = gumbel_noise(shape, seed=seed, offset=offset, backend="cpu")
+    assert torch.equal(ours.view(torch.int32), expected.view(torch.int32))
+
+
 @pytest.mark.slow
 def test_emulated_cuda_in_kernel_noise_maps_and_layouts(emulated_cuda):
     # the noise kernel and the in-kernel draw follow the Philox convention (counters crossing 2**32)
